@@ -1,0 +1,14 @@
+"""The jwks service: Tool keys, rotation and the public JWKS."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.app import service_app
+from shared.settings import Settings
+
+SERVICE = "jwks"
+
+
+def create_app(settings: Settings) -> web.Application:
+    return service_app(settings, service=SERVICE, relays_events=True)

@@ -1,0 +1,1 @@
+"""Code shared by every Attune service: settings, logging, web helpers, database, events."""

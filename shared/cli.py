@@ -1,0 +1,125 @@
+"""The ``attune`` command: the composition root that starts services and runs operations.
+
+Services are imported by name only here (``services.<name>.app``), so services never import
+each other. Configuration errors print one line naming the variable and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from shared.logs import configure_logging, get_logger
+from shared.routes import SERVICES
+from shared.settings import Settings, SettingsError, describe, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"attune: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
+
+
+def _settings(*, need_kafka: bool = True, **overrides: Any) -> Settings:
+    try:
+        return load_settings(need_kafka=need_kafka, **overrides)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+def app_factory(service: str) -> Callable[[Settings], web.Application]:
+    if service not in SERVICES:
+        _fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    module = importlib.import_module(f"services.{service}.app")
+    factory: Callable[[Settings], web.Application] = module.create_app
+    return factory
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    settings = _settings(**overrides)
+    configure_logging(
+        service=args.service, level=settings.log_level, fmt=settings.effective_log_format
+    )
+    app = app_factory(args.service)(settings)
+    get_logger("attune").info(
+        "service_starting", host=settings.host, port=settings.port, env=settings.env
+    )
+    from shared.web import run
+
+    run(app, settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(need_kafka=False)
+    configure_logging(
+        service="migrate", level=settings.log_level, fmt=settings.effective_log_format
+    )
+    from shared.migrate import head_revision, upgrade
+
+    upgrade(settings.database_url.get_secret_value())
+    get_logger("attune").info("migrated", revision=head_revision())
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    for var, default, meaning in describe():
+        print(f"{var}\t{default}\t{meaning}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    try:
+        from shared.dev.supervisor import run_dev
+    except ImportError as exc:  # the dev extra is not installed
+        _fail(f"`attune dev` needs the development extra ({exc}); run: pip install -e '.[dev]'")
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--host", help="overrides ATTUNE_HOST")
+    serve.add_argument("--port", type=int, help="overrides ATTUNE_PORT")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="migrate the database schema to the latest version")
+    migrate.set_defaults(func=cmd_migrate)
+
+    settings = sub.add_parser("settings", help="list every setting with its default")
+    settings.set_defaults(func=cmd_settings)
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole stack locally (embedded Postgres and broker when none configured)",
+    )
+    dev.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
+    dev.add_argument(
+        "--data-dir", default=".attune/dev", help="where embedded data lives (default .attune/dev)"
+    )
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

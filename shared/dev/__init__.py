@@ -1,0 +1,1 @@
+"""Development-only helpers: embedded infrastructure for local runs and tests."""

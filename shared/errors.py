@@ -1,0 +1,70 @@
+"""Domain errors with stable codes. Raised anywhere, turned into HTTP at one edge (shared.web).
+
+A code is part of the public contract: LMS admins search for it, dashboards count it, tests
+assert it. Never reuse a code for a different condition; add a new one.
+"""
+
+from __future__ import annotations
+
+
+class AttuneError(Exception):
+    """An expected failure a person can act on.
+
+    ``message`` says what happened in plain words; ``hint`` says what the user or the LMS admin
+    can do about it. Neither may contain secrets or tokens.
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "The request could not be completed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+        title: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if title is not None:
+            self.title = title
+        self.hint = hint
+
+
+class NotFound(AttuneError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Unauthorized(AttuneError):
+    status = 401
+    code = "unauthorized"
+    title = "Sign-in required"
+
+
+class Forbidden(AttuneError):
+    status = 403
+    code = "forbidden"
+    title = "Not allowed"
+
+
+class Conflict(AttuneError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unavailable(AttuneError):
+    """A dependency is down; the request may succeed if retried later."""
+
+    status = 503
+    code = "unavailable"
+    title = "Temporarily unavailable"

@@ -1,0 +1,243 @@
+"""Typed, frozen settings read from the environment exactly once.
+
+Every setting has one environment variable. ``load_settings`` is the only place in the code base
+that reads ``os.environ``; everything else receives a ``Settings`` object. A missing or
+malformed value raises ``SettingsError`` whose message names the variable (and never echoes a
+secret's value), so ``attune`` can print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+Environment = Literal["production", "development", "test"]
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(Exception):
+    """Configuration is missing or malformed; the message names every offending variable."""
+
+
+def _env(name: str, description: str, **kwargs: Any) -> Any:
+    return Field(validation_alias=name, description=description, **kwargs)
+
+
+class Settings(BaseModel):
+    """All configuration of every Attune process. Immutable once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False, strict=False)
+
+    env: Environment = _env(
+        "ATTUNE_ENV",
+        "production, development or test. Development relaxes nothing security-relevant "
+        "by itself; it only changes defaults such as log format.",
+        default="production",
+    )
+    host: str = _env("ATTUNE_HOST", "Address a service listens on.", default="127.0.0.1")
+    port: Port = _env("ATTUNE_PORT", "Port a service listens on.", default=8080)
+    database_url: SecretStr = _env(
+        "DATABASE_URL", "Postgres URL (postgresql://user:password@host:port/db). Required."
+    )
+    db_pool_max: int = _env("ATTUNE_DB_POOL_MAX", "Maximum pooled connections.", default=10, ge=1)
+    db_statement_timeout_ms: int = _env(
+        "ATTUNE_DB_STATEMENT_TIMEOUT_MS", "Server-side statement timeout.", default=5000, ge=100
+    )
+    kafka_bootstrap_servers: str | None = _env(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "Comma-separated host:port list of the Kafka brokers. Required by every service "
+        "(not by `attune migrate`).",
+        default=None,
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = _env(
+        "KAFKA_SECURITY_PROTOCOL", "Kafka transport security.", default="PLAINTEXT"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = _env(
+        "KAFKA_SASL_MECHANISM", "SASL mechanism when the protocol is SASL_*.", default=None
+    )
+    kafka_sasl_username: str | None = _env("KAFKA_SASL_USERNAME", "SASL user name.", default=None)
+    kafka_sasl_password: SecretStr | None = _env(
+        "KAFKA_SASL_PASSWORD", "SASL password.", default=None
+    )
+    kafka_enable_idempotence: bool = _env(
+        "KAFKA_ENABLE_IDEMPOTENCE",
+        "Idempotent producer. On for real Kafka; the embedded development broker refuses it.",
+        default=True,
+    )
+    kafka_create_topics: bool = _env(
+        "ATTUNE_KAFKA_CREATE_TOPICS",
+        "Create missing topics at start-up (development). Production declares topics "
+        "as operator resources instead.",
+        default=False,
+    )
+    kafka_topic_partitions: int = _env(
+        "ATTUNE_KAFKA_TOPIC_PARTITIONS", "Partitions for topics Attune creates.", default=3, ge=1
+    )
+    kafka_session_timeout_ms: int = _env(
+        "ATTUNE_KAFKA_SESSION_TIMEOUT_MS", "Consumer group session timeout.", default=10000, ge=500
+    )
+    kafka_request_timeout_ms: int = _env(
+        "ATTUNE_KAFKA_REQUEST_TIMEOUT_MS", "Kafka request timeout.", default=5000, ge=500
+    )
+    ready_requires_kafka: bool = _env(
+        "ATTUNE_READY_REQUIRES_KAFKA",
+        "Whether /readyz fails while the Kafka brokers are unreachable. Writes still succeed "
+        "during a broker outage (the outbox holds events), so an operator may turn this off "
+        "to keep serving through one.",
+        default=True,
+    )
+    log_level: LogLevel = _env("ATTUNE_LOG_LEVEL", "Log level.", default="INFO")
+    log_format: LogFormat | None = _env(
+        "ATTUNE_LOG_FORMAT",
+        "json or console. Default: console in development, json otherwise.",
+        default=None,
+    )
+    shutdown_timeout_s: float = _env(
+        "ATTUNE_SHUTDOWN_TIMEOUT_S",
+        "Seconds a service waits for in-flight requests on shutdown.",
+        default=10.0,
+        gt=0,
+    )
+    max_request_bytes: int = _env(
+        "ATTUNE_MAX_REQUEST_BYTES", "Largest request body accepted.", default=65536, ge=1024
+    )
+    outbox_poll_interval_ms: int = _env(
+        "ATTUNE_OUTBOX_POLL_INTERVAL_MS",
+        "Relay poll interval; new rows also wake it at once through LISTEN/NOTIFY.",
+        default=1000,
+        ge=10,
+    )
+    outbox_batch_size: int = _env(
+        "ATTUNE_OUTBOX_BATCH_SIZE", "Events the relay publishes per batch.", default=500, ge=1
+    )
+    outbox_retention_hours: float = _env(
+        "ATTUNE_OUTBOX_RETENTION_HOURS", "How long sent outbox rows are kept.", default=24.0, gt=0
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("must list at least one host:port")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        if self.kafka_bootstrap_servers is None:
+            raise SettingsError("invalid configuration: KAFKA_BOOTSTRAP_SERVERS is missing")
+        return self.kafka_bootstrap_servers.split(",")
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.env == "development" else "json"
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection options shared by every aiokafka producer, consumer and admin client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+        }
+        if self.kafka_sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context()
+        return options
+
+
+def env_var_names() -> dict[str, str]:
+    """Map field name to environment variable name, for docs and tests."""
+    return {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, in declaration order."""
+    rows = []
+    for field in Settings.model_fields.values():
+        default = "required" if field.is_required() else repr(field.default)
+        rows.append((str(field.validation_alias), default, field.description or ""))
+    return rows
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, need_kafka: bool = True, **overrides: Any
+) -> Settings:
+    """Build ``Settings`` from ``environ`` (default ``os.environ``) plus keyword overrides.
+
+    Only variables Attune knows are read. Empty strings count as unset. ``need_kafka=False``
+    is for commands that never talk to Kafka (``attune migrate``). Raises ``SettingsError``
+    naming each bad variable; a secret's value is never part of the message.
+    """
+    source = os.environ if environ is None else environ
+    names = env_var_names()
+    data: dict[str, Any] = {}
+    for var in names.values():
+        raw = source.get(var)
+        if raw is not None and raw.strip() != "":
+            data[var] = raw.strip()
+    for field_name, value in overrides.items():
+        if field_name not in names:
+            raise TypeError(f"unknown setting {field_name!r}")
+        data[names[field_name]] = value
+    problems: list[str] = []
+    if need_kafka and "KAFKA_BOOTSTRAP_SERVERS" not in data:
+        problems.append("KAFKA_BOOTSTRAP_SERVERS is missing")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc, names, problems)) from None
+    if problems:
+        raise SettingsError("invalid configuration: " + "; ".join(problems))
+    return settings
+
+
+def _format_errors(exc: ValidationError, names: dict[str, str], extra: list[str]) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = str(error["loc"][0]) if error["loc"] else "?"
+        var = names.get(loc, loc)
+        if error["type"] == "missing":
+            problems.append(f"{var} is missing")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{var} is invalid: {message}")
+    return "invalid configuration: " + "; ".join(problems + extra)

@@ -1,0 +1,319 @@
+"""The application skeleton every service is built on.
+
+``base_app`` returns an ``aiohttp.web.Application`` with: a request id and structured request
+log per request, Prometheus metrics, the error edge that turns ``AttuneError`` (and aiohttp's
+own HTTP errors) into a JSON or HTML 4xx with a stable ``code`` and turns anything unexpected
+into a logged 500 without internals, ``/healthz`` (liveness: the event loop answers),
+``/readyz`` (readiness: every registered dependency check passes) and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.errors import AttuneError
+from shared.logs import get_logger
+from shared.metrics import Metrics
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CheckFn = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    """A dependency probe. ``fn`` raises when the dependency is unusable."""
+
+    name: str
+    fn: CheckFn
+    required: bool = True
+    timeout_s: float = 2.0
+
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+SERVICE_KEY = web.AppKey("service", str)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+READINESS_KEY = web.AppKey("readiness", list[ReadinessCheck])
+SHUTTING_DOWN_KEY = web.AppKey("shutting_down", asyncio.Event)
+TEMPLATES_KEY = web.AppKey("templates", jinja2.Environment)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+_STATUS_CODES: dict[int, tuple[str, str, str]] = {
+    400: ("bad_request", "Bad request", "The request was malformed."),
+    401: ("unauthorized", "Sign-in required", "This page needs credentials."),
+    403: ("forbidden", "Not allowed", "You are not allowed to do this."),
+    404: ("not_found", "Not found", "There is nothing at this address."),
+    405: ("method_not_allowed", "Method not allowed", "This address does not accept that method."),
+    413: ("request_too_large", "Request too large", "The request body is larger than allowed."),
+    415: ("unsupported_media_type", "Unsupported content type", "That content type is refused."),
+    429: ("rate_limited", "Too many requests", "Too many requests; slow down and retry."),
+}
+
+HTML_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def wants_json(request: web.Request) -> bool:
+    """JSON for API paths and clients that prefer it; HTML for people in browsers."""
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/readyz"):
+        return True
+    accept = request.headers.get("Accept", "")
+    if "application/json" not in accept:
+        return False
+    if "text/html" not in accept:
+        return True
+    return accept.index("application/json") < accept.index("text/html")
+
+
+def error_response(
+    request: web.Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    message: str,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    request_id = request.get(REQUEST_ID_KEY)
+    if wants_json(request):
+        body: dict[str, Any] = {"code": code, "message": message}
+        if hint:
+            body["hint"] = hint
+        if request_id:
+            body["request_id"] = request_id
+        return web.json_response({"error": body}, status=status, headers=headers)
+    env = request.app[TEMPLATES_KEY]
+    html = env.get_template("error.html").render(
+        title=title, message=message, hint=hint, code=code, request_id=request_id
+    )
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        headers={**HTML_SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, structured request log and metrics for every request."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    metrics = request.app[METRICS_KEY]
+    started = time.perf_counter()
+    status = 500
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_name(request)
+            metrics.http_requests.labels(metrics.service, request.method, route, str(status)).inc()
+            metrics.http_latency.labels(metrics.service, request.method, route).observe(elapsed)
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "request",
+                    method=request.method,
+                    route=route,
+                    path=request.path,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one edge where failures become HTTP responses."""
+    metrics = request.app[METRICS_KEY]
+    try:
+        return await handler(request)
+    except AttuneError as exc:
+        metrics.http_errors.labels(metrics.service, exc.code).inc()
+        log.info("request_rejected", code=exc.code, status=exc.status)
+        return error_response(
+            request,
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            message=exc.message,
+            hint=exc.hint,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, title, message = _STATUS_CODES.get(
+            exc.status, ("http_error", "Request failed", exc.reason)
+        )
+        metrics.http_errors.labels(metrics.service, code).inc()
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(
+            request,
+            status=exc.status,
+            code=code,
+            title=title,
+            message=message,
+            headers=headers,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # The only bare catch in the code base: log it once, with the traceback, and show the
+        # user a reference instead of internals.
+        log.exception("unhandled_error", path=request.path)
+        metrics.http_errors.labels(metrics.service, "internal_error").inc()
+        return error_response(
+            request,
+            status=500,
+            code="internal_error",
+            title="Something went wrong",
+            message="Attune hit an unexpected error. Nothing was changed.",
+            hint="Try again. If it keeps happening, give the reference below to your "
+            "LMS administrator.",
+        )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": request.app[SERVICE_KEY]})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[METRICS_KEY]
+    if app[SHUTTING_DOWN_KEY].is_set():
+        return web.json_response({"status": "shutting_down"}, status=503)
+    checks = app[READINESS_KEY]
+    results = await asyncio.gather(*(_run_check(c) for c in checks))
+    body: dict[str, Any] = {}
+    ready = True
+    for check, error in zip(checks, results, strict=True):
+        metrics.readiness.labels(metrics.service, check.name).set(0 if error else 1)
+        body[check.name] = {"ok": error is None, "required": check.required}
+        if error is not None:
+            body[check.name]["error"] = error
+            ready = ready and not check.required
+    status = 200 if ready else 503
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "service": app[SERVICE_KEY], "checks": body},
+        status=status,
+    )
+
+
+async def _run_check(check: ReadinessCheck) -> str | None:
+    try:
+        await asyncio.wait_for(check.fn(), check.timeout_s)
+    except TimeoutError:
+        return "timeout"
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a probe's failure is data for /readyz, not an error
+        return type(exc).__name__
+    return None
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_readiness_check(app: web.Application, check: ReadinessCheck) -> None:
+    app[READINESS_KEY].append(check)
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[SHUTTING_DOWN_KEY].set()
+
+
+def base_app(settings: Settings, *, service: str) -> web.Application:
+    """A service's application with the shared middlewares, keys and endpoints installed.
+
+    The service adds its cleanup contexts (pool, Kafka, background tasks), readiness checks and
+    routes to the returned app.
+    """
+    app = web.Application(
+        middlewares=[request_context_middleware, error_middleware],
+        client_max_size=settings.max_request_bytes,
+    )
+    app[SETTINGS_KEY] = settings
+    app[SERVICE_KEY] = service
+    app[METRICS_KEY] = Metrics(service=service)
+    app[READINESS_KEY] = []
+    app[SHUTTING_DOWN_KEY] = asyncio.Event()
+    app[TEMPLATES_KEY] = templates()
+    app.on_shutdown.append(_mark_shutting_down)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+def background_task(
+    name: str, factory: Callable[[web.Application], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs ``factory(app)`` as a task and cancels it on shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(factory(app), name=name)
+        yield
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("background_task_failed", task=name)
+
+    ctx.__name__ = f"{name}_ctx"
+    return ctx
+
+
+def run(app: web.Application, settings: Settings) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then drain for ``shutdown_timeout_s``."""
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=None,
+        handle_signals=True,
+    )

@@ -1,0 +1,170 @@
+"""Real infrastructure for the test suite, resolved once per session.
+
+Postgres: ``ATTUNE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (a URL allowed to create databases), else testcontainers when a Docker engine
+answers, else an embedded cluster in a temporary directory. Kafka: ``ATTUNE_TEST_KAFKA`` or
+``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers, else the embedded Tansu broker. Every run gets a
+fresh database migrated with the real migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.events import topics
+from shared.kafka import ensure_topics
+from shared.migrate import upgrade
+from shared.settings import Settings, load_settings
+
+
+def _docker_available() -> bool:
+    """True when a Docker engine answers ``/_ping`` (then testcontainers can be used)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return True  # a remote engine was configured explicitly; let testcontainers use it
+    path = host.removeprefix("unix://")
+    if not os.path.exists(path):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except OSError:
+        return False
+
+
+@dataclass
+class Infra:
+    admin_url: str
+    database_url: str
+    bootstrap_servers: str
+    embedded_broker: bool
+    env: dict[str, str] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load_settings(self.env, **overrides)
+
+
+def private_tmpdir(prefix: str) -> Path:
+    """A temporary directory the ``postgres`` user can traverse (initdb runs as it under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with ExitStack() as stack:
+        docker = _docker_available()
+        admin_url = os.environ.get("ATTUNE_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+        if not admin_url and docker:
+            from testcontainers.postgres import PostgresContainer
+
+            pg = stack.enter_context(PostgresContainer("postgres:15", driver=None))
+            admin_url = pg.get_connection_url()
+        if not admin_url:
+            tmp = private_tmpdir("attune-test-pg-")
+            stack.callback(shutil.rmtree, tmp, True)
+            embedded_pg = stack.enter_context(EmbeddedPostgres(tmp / "data"))
+            admin_url = embedded_pg.url
+
+        bootstrap = os.environ.get("ATTUNE_TEST_KAFKA") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        embedded_broker = False
+        if not bootstrap and docker:
+            from testcontainers.kafka import KafkaContainer
+
+            kafka = stack.enter_context(KafkaContainer())
+            bootstrap = kafka.get_bootstrap_server()
+        if not bootstrap:
+            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap = broker.bootstrap_servers
+            embedded_broker = True
+
+        dbname = f"attune_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_create_database(admin_url, dbname))
+        stack.callback(lambda: asyncio.run(_drop_database(admin_url, dbname)))
+        database_url = _with_database(admin_url, dbname)
+        upgrade(database_url)
+
+        env = {
+            "ATTUNE_ENV": "test",
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_ENABLE_IDEMPOTENCE": "false" if embedded_broker else "true",
+            "ATTUNE_KAFKA_CREATE_TOPICS": "true",
+            "ATTUNE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "ATTUNE_OUTBOX_POLL_INTERVAL_MS": "200",
+            "ATTUNE_LOG_FORMAT": "json",
+        }
+        result = Infra(admin_url, database_url, bootstrap, embedded_broker, env)
+        asyncio.run(ensure_topics(result.settings(), topics.ALL))
+        yield result
+
+
+def _with_database(url: str, dbname: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+async def _create_database(admin_url: str, dbname: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_url: str, dbname: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(infra: Infra) -> Settings:
+    return infra.settings()
+
+
+@pytest.fixture
+async def pool(infra: Infra) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=10)
+    assert p is not None
+    # Each test starts with an empty event pipeline; tests run one at a time.
+    await p.execute("TRUNCATE outbox, consumed_events, dead_letters")
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker this test alone may kill and restart."""
+    with EmbeddedBroker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A Postgres cluster this test alone may stop and restart."""
+    tmp = private_tmpdir("attune-own-pg-")
+    try:
+        with EmbeddedPostgres(tmp / "data") as pg:
+            yield pg
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

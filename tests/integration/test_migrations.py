@@ -1,0 +1,95 @@
+import asyncio
+import os
+import sys
+import uuid
+
+import asyncpg
+
+from shared.migrate import downgrade, head_revision, upgrade
+from tests.conftest import Infra
+
+EXPECTED_TABLES = {"alembic_version", "outbox", "consumed_events", "dead_letters"}
+
+
+async def _fresh_db(infra: Infra) -> str:
+    name = f"attune_mig_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(infra.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return infra.admin_url.rpartition("/")[0] + "/" + name
+
+
+async def _drop(infra: Infra, url: str) -> None:
+    conn = await asyncpg.connect(infra.admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE "{url.rpartition("/")[2]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_upgrade_from_empty_is_idempotent_and_reversible(infra: Infra) -> None:
+    url = await _fresh_db(infra)
+    try:
+        assert await _tables(url) == set()
+        await asyncio.to_thread(upgrade, url)
+        assert await _tables(url) == EXPECTED_TABLES
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == head_revision()
+        finally:
+            await conn.close()
+        await asyncio.to_thread(upgrade, url)  # second run: nothing to do, no error
+        assert await _tables(url) == EXPECTED_TABLES
+        await asyncio.to_thread(downgrade, url, "base")
+        assert await _tables(url) == {"alembic_version"}
+        await asyncio.to_thread(upgrade, url)
+        assert await _tables(url) == EXPECTED_TABLES
+    finally:
+        await _drop(infra, url)
+
+
+async def _migrate_command(url: str) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shared.cli", "migrate",
+        env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def test_attune_migrate_command(infra: Infra) -> None:
+    url = await _fresh_db(infra)
+    try:
+        code, out, err = await _migrate_command(url)
+        assert code == 0, err.decode()
+        assert b'"event": "migrated"' in out
+        assert await _tables(url) == EXPECTED_TABLES
+    finally:
+        await _drop(infra, url)
+
+
+async def test_concurrent_migrate_commands_wait_for_each_other(infra: Infra) -> None:
+    """Two rollouts' migration Jobs at once: the advisory lock serialises them."""
+    url = await _fresh_db(infra)
+    try:
+        results = await asyncio.gather(*(_migrate_command(url) for _ in range(3)))
+        for code, _out, err in results:
+            assert code == 0, err.decode()
+        assert await _tables(url) == EXPECTED_TABLES
+    finally:
+        await _drop(infra, url)

@@ -1,0 +1,125 @@
+import subprocess
+import sys
+
+import pytest
+
+from shared.settings import SettingsError, describe, load_settings
+
+BASE = {
+    "DATABASE_URL": "postgresql://attune:s3cret-pw@db.internal:5432/attune",
+    "KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093",
+}
+
+
+def test_defaults_and_parsing() -> None:
+    s = load_settings(BASE)
+    assert s.env == "production"
+    assert s.port == 8080
+    assert s.bootstrap_servers == ["k1:9092", "k2:9093"]
+    assert s.kafka_enable_idempotence is True
+    assert s.effective_log_format == "json"
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(BASE)
+    with pytest.raises(Exception, match="frozen"):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_migrate_does_not_need_kafka() -> None:
+    s = load_settings({"DATABASE_URL": BASE["DATABASE_URL"]}, need_kafka=False)
+    assert s.kafka_bootstrap_servers is None
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS is missing"):
+        _ = s.bootstrap_servers
+
+
+def test_missing_variable_is_named() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    assert str(err.value) == "invalid configuration: DATABASE_URL is missing"
+
+
+def test_empty_value_counts_as_missing() -> None:
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS is missing"):
+        load_settings({**BASE, "KAFKA_BOOTSTRAP_SERVERS": "  "})
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("ATTUNE_PORT", "eighty"),
+        ("ATTUNE_PORT", "70000"),
+        ("KAFKA_ENABLE_IDEMPOTENCE", "maybe"),
+        ("ATTUNE_ENV", "staging"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "no-port-here"),
+        ("DATABASE_URL", "mysql://root:hunter2@db/attune"),
+        ("ATTUNE_LOG_LEVEL", "LOUD"),
+        ("ATTUNE_DB_POOL_MAX", "0"),
+    ],
+)
+def test_malformed_value_is_named(var: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, var: value})
+    message = str(err.value)
+    assert message.startswith("invalid configuration: ")
+    assert f"{var} is invalid" in message
+    assert "hunter2" not in message
+
+
+def test_several_problems_reported_together() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"ATTUNE_PORT": "x"})
+    message = str(err.value)
+    assert "DATABASE_URL is missing" in message
+    assert "KAFKA_BOOTSTRAP_SERVERS is missing" in message
+    assert "ATTUNE_PORT is invalid" in message
+
+
+def test_secrets_never_print() -> None:
+    s = load_settings({**BASE, "KAFKA_SASL_PASSWORD": "kafka-pw-123"})
+    for text in (repr(s), str(s), str(s.model_dump())):
+        assert "s3cret-pw" not in text
+        assert "kafka-pw-123" not in text
+    assert s.database_url.get_secret_value().endswith("/attune")
+
+
+def test_unknown_environment_variables_are_ignored() -> None:
+    load_settings({**BASE, "ATTUNE_SOMETHING_ELSE": "x", "PATH": "/bin"})
+
+
+def test_every_setting_is_documented() -> None:
+    rows = describe()
+    assert len(rows) >= 20
+    for var, _default, meaning in rows:
+        assert var.isupper()
+        assert meaning, var
+
+
+def test_cli_bad_configuration_exits_2_with_one_line() -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "not a url", "KAFKA_BOOTSTRAP_SERVERS": "k:1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "login"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DATABASE_URL is invalid" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_migrate_missing_database_url_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "migrate"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "attune: invalid configuration: DATABASE_URL is missing"
