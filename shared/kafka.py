@@ -47,8 +47,9 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
         try:
             await admin.create_topics(
                 [
-                    NewTopic(name=t, num_partitions=settings.kafka_topic_partitions,
-                             replication_factor=1)
+                    NewTopic(
+                        name=t, num_partitions=settings.kafka_topic_partitions, replication_factor=1
+                    )
                     for t in missing
                 ]
             )

@@ -130,6 +130,69 @@ class Settings(BaseModel):
         "ATTUNE_OUTBOX_RETENTION_HOURS", "How long sent outbox rows are kept.", default=24.0, gt=0
     )
 
+    # --- the tool's public identity and regions ---
+    public_url: str | None = _env(
+        "ATTUNE_PUBLIC_URL",
+        "The tool's public base URL as LMSes reach it (https://attune.example.edu). Required "
+        "by the LTI services.",
+        default=None,
+    )
+    region: str = _env(
+        "ATTUNE_REGION", "This deployment's region (a key of ATTUNE_REGIONS).", default="default"
+    )
+    regions: str | None = _env(
+        "ATTUNE_REGIONS",
+        "Region map: comma-separated region=base_url pairs (us-east-1=https://us.attune.example)"
+        ". Each region's login and launch URLs hang off its base URL. Default: one region, "
+        "ATTUNE_REGION, at ATTUNE_PUBLIC_URL.",
+        default=None,
+    )
+    allow_insecure_urls: bool = _env(
+        "ATTUNE_ALLOW_INSECURE_URLS",
+        "DEVELOPMENT ONLY: accept http:// and loopback platform URLs (JWKS, auth, "
+        "registration). Logged loudly at start-up; refused when ATTUNE_ENV=production.",
+        default=False,
+    )
+    http_timeout_s: float = _env(
+        "ATTUNE_HTTP_TIMEOUT_S", "Timeout of every outbound HTTP call.", default=5.0, gt=0
+    )
+
+    # --- secrets for values Attune signs for itself (state, launch tokens) ---
+    secret_keys: SecretStr | None = _env(
+        "ATTUNE_SECRET_KEYS",
+        "Comma-separated secrets (32+ random bytes each, base64 or hex). The first signs; all "
+        "verify, so a new secret is added first and the old one removed after a day. Purpose-"
+        "specific keys are derived from them with HKDF. Required by login, launch, checkins.",
+        default=None,
+    )
+
+    # --- tool keys (jwks service) ---
+    key_encryption_keys: SecretStr | None = _env(
+        "ATTUNE_KEY_ENCRYPTION_KEYS",
+        "Comma-separated id:base64 pairs of 32-byte AES keys that encrypt tool private keys at "
+        "rest. The first wraps new keys; the others only unwrap (KEK rotation: add a new "
+        "first entry, run `attune keys rewrap`, then drop the old one). Required by services "
+        "that sign.",
+        default=None,
+    )
+    key_rotation_days: float = _env(
+        "ATTUNE_KEY_ROTATION_DAYS", "How often the tool signing key rotates.", default=30.0, gt=0
+    )
+    key_publish_ahead_s: int = _env(
+        "ATTUNE_KEY_PUBLISH_AHEAD_S",
+        "How long a new key is published in the JWKS before it signs anything: at least one "
+        "platform JWKS cache period (Canvas caches 5 minutes).",
+        default=3600,
+        ge=300,
+    )
+    key_token_lifetime_s: int = _env(
+        "ATTUNE_KEY_TOKEN_LIFETIME_S",
+        "Longest lifetime of anything signed with a tool key; a retired key stays published "
+        "this long (plus the cache period) before removal.",
+        default=3600,
+        ge=60,
+    )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:

@@ -1,9 +1,10 @@
 """Real infrastructure for the test suite, resolved once per session.
 
-Postgres: ``ATTUNE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (a URL allowed to create databases), else testcontainers when a Docker engine
-answers, else an embedded cluster in a temporary directory. Kafka: ``ATTUNE_TEST_KAFKA`` or
-``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers, else the embedded Tansu broker. Every run gets a
-fresh database migrated with the real migrations.
+Postgres: ``ATTUNE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (allowed to create databases),
+else testcontainers when a Docker engine answers, else an embedded cluster in a temporary
+directory. Kafka: ``ATTUNE_TEST_KAFKA`` or ``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers,
+else the embedded Tansu broker. Every run gets a fresh database migrated with the real
+migrations.
 """
 
 from __future__ import annotations

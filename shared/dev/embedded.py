@@ -111,7 +111,7 @@ def _tail(path: pathlib.Path | None, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
+def pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
     """Build a ``preexec_fn`` that makes the child receive ``sig`` when its parent dies.
 
     subprocess calls ``preexec_fn`` after dropping to ``user``/``group``; that order matters
@@ -470,7 +470,7 @@ def _spawn(
             # Own session and process group: a terminal's Ctrl-C goes to us only, and we
             # stop the server in order instead of it dying mid-request.
             start_new_session=True,
-            preexec_fn=_pdeathsig_preexec(deathsig),
+            preexec_fn=pdeathsig_preexec(deathsig),
             **_user_kwargs(ids),
         )
     except (OSError, subprocess.SubprocessError) as exc:

@@ -155,7 +155,9 @@ class EventConsumer:
             except RETRIABLE as exc:
                 self._count("retried")
                 log.warning(
-                    "event_retry", consumer=self.name, event_id=str(event.id),
+                    "event_retry",
+                    consumer=self.name,
+                    event_id=str(event.id),
                     reason=type(exc).__name__,
                 )
                 await backoff.sleep()
@@ -176,8 +178,14 @@ class EventConsumer:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await conn.execute(
-                        _DEAD_LETTER, self.name, message.topic, message.partition,
-                        message.offset, message.key, message.value, error[:4000],
+                        _DEAD_LETTER,
+                        self.name,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        error[:4000],
                     )
                     if event is not None:
                         await conn.execute(_MARK_CONSUMED, self.name, event.id)

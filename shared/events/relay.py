@@ -143,9 +143,7 @@ class OutboxRelay:
             return
         self._listener = None
         try:
-            conn = await asyncpg.connect(
-                self._settings.database_url.get_secret_value(), timeout=2
-            )
+            conn = await asyncpg.connect(self._settings.database_url.get_secret_value(), timeout=2)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             self._listener = conn
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):

@@ -67,15 +67,22 @@ async def running(*coros: Awaitable[None]) -> AsyncIterator[None]:
 
 
 def make_consumer(
-    settings: Settings, pool: asyncpg.Pool, topic: str, table: str,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    topic: str,
+    table: str,
     handler: Callable[[asyncpg.Connection, Event], Awaitable[None]] | None = None,
 ) -> EventConsumer:
     async def record(conn: asyncpg.Connection, e: Event) -> None:
         await conn.execute(f"INSERT INTO {table} VALUES ($1, $2)", e.id, e.data["n"])
 
     return EventConsumer(
-        name=f"test-{table}", topics=[topic], handler=handler or record, pool=pool,
-        settings=settings, metrics=Metrics(service="test"),
+        name=f"test-{table}",
+        topics=[topic],
+        handler=handler or record,
+        pool=pool,
+        settings=settings,
+        metrics=Metrics(service="test"),
     )
 
 
@@ -160,9 +167,7 @@ async def test_two_relays_publish_each_event_once_in_order(
     small = settings.model_copy(update={"outbox_batch_size": 25})
     relays = [OutboxRelay(pool, small, Metrics(service="test"), topics=[topic]) for _ in range(2)]
     async with running(*(r.run() for r in relays)):
-        await wait_for(
-            lambda: _no_unsent(pool), timeout=30
-        )
+        await wait_for(lambda: _no_unsent(pool), timeout=30)
     consumer = AIOKafkaConsumer(
         topic, **settings.kafka_client_options(), auto_offset_reset="earliest", group_id=None
     )
@@ -189,8 +194,9 @@ async def test_consumer_deduplicates_redelivered_events(
     pool: asyncpg.Pool, settings: Settings, topic: str, effects: str
 ) -> None:
     e = event(7)
-    producer = AIOKafkaProducer(**settings.kafka_client_options(), acks="all",
-                                enable_idempotence=False)
+    producer = AIOKafkaProducer(
+        **settings.kafka_client_options(), acks="all", enable_idempotence=False
+    )
     await producer.start()
     try:
         for _ in range(3):  # at-least-once delivery: the same event three times
@@ -204,10 +210,13 @@ async def test_consumer_deduplicates_redelivered_events(
         await asyncio.sleep(0.5)
     assert await effect_counts(pool, effects) == (2, 2)
     metrics = consumer._metrics.registry
-    assert metrics.get_sample_value(
-        "attune_consumer_events_total",
-        {"service": "test", "consumer": consumer.name, "outcome": "duplicate"},
-    ) == 2
+    assert (
+        metrics.get_sample_value(
+            "attune_consumer_events_total",
+            {"service": "test", "consumer": consumer.name, "outcome": "duplicate"},
+        )
+        == 2
+    )
 
 
 async def test_poison_messages_are_dead_lettered_not_looped(
@@ -218,8 +227,9 @@ async def test_poison_messages_are_dead_lettered_not_looped(
             raise ValueError("cannot apply n=2")
         await conn.execute(f"INSERT INTO {effects} VALUES ($1, $2)", e.id, e.data["n"])
 
-    producer = AIOKafkaProducer(**settings.kafka_client_options(), acks="all",
-                                enable_idempotence=False)
+    producer = AIOKafkaProducer(
+        **settings.kafka_client_options(), acks="all", enable_idempotence=False
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, event(1).encode(), key=b"k")
@@ -235,7 +245,9 @@ async def test_poison_messages_are_dead_lettered_not_looped(
         await wait_for(lambda: _dead_letters(pool, 3))
     rows = await pool.fetch('SELECT error, value FROM dead_letters ORDER BY "offset"')
     assert [r["error"].split(":")[0] for r in rows] == [
-        "malformed event", "ValueError", "malformed event"
+        "malformed event",
+        "ValueError",
+        "malformed event",
     ]
     assert rows[0]["value"] == b"{not json"
     assert await pool.fetch(f"SELECT n FROM {effects} ORDER BY n") == [(1,), (3,)]
@@ -304,13 +316,19 @@ async def test_broker_outage_during_writes_loses_nothing(
     assert await effect_counts(pool, effects) == (300, 300)
     rows = await pool.fetch(f"SELECT n FROM {effects}")
     assert sorted(r["n"] for r in rows) == list(range(300))
-    failures = relay._metrics.registry.get_sample_value(
-        "attune_outbox_publish_failures_total",
-        {"service": "test", "reason": "KafkaConnectionError"},
-    ) or 0
-    timeouts = relay._metrics.registry.get_sample_value(
-        "attune_outbox_publish_failures_total", {"service": "test", "reason": "TimeoutError"}
-    ) or 0
+    failures = (
+        relay._metrics.registry.get_sample_value(
+            "attune_outbox_publish_failures_total",
+            {"service": "test", "reason": "KafkaConnectionError"},
+        )
+        or 0
+    )
+    timeouts = (
+        relay._metrics.registry.get_sample_value(
+            "attune_outbox_publish_failures_total", {"service": "test", "reason": "TimeoutError"}
+        )
+        or 0
+    )
     assert failures + timeouts > 0  # the outage really was seen by the relay
 
 

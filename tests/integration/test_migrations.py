@@ -32,9 +32,7 @@ async def _drop(infra: Infra, url: str) -> None:
 async def _tables(url: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        )
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {r["tablename"] for r in rows}
     finally:
         await conn.close()
@@ -63,9 +61,13 @@ async def test_upgrade_from_empty_is_idempotent_and_reversible(infra: Infra) -> 
 
 async def _migrate_command(url: str) -> tuple[int, bytes, bytes]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "migrate",
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "migrate",
         env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

@@ -68,8 +68,17 @@ def test_secrets_are_redacted(stream: io.StringIO) -> None:
     )
     logging.getLogger("asyncpg").error("cannot connect to postgresql://u:stdlibpass@h/db")
     text = stream.getvalue()
-    for secret in ("eyJhbGciOi", "reg-tok", '"pw"', "st-123", "n-123", "abc.def", "dbpass",
-                   "eyJabc", "stdlibpass"):
+    for secret in (
+        "eyJhbGciOi",
+        "reg-tok",
+        '"pw"',
+        "st-123",
+        "n-123",
+        "abc.def",
+        "dbpass",
+        "eyJabc",
+        "stdlibpass",
+    ):
         assert secret not in text, secret
     first = lines(stream)[0]
     assert first["id_token"] == REDACTED

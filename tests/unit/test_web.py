@@ -32,7 +32,9 @@ def make_app(settings: Settings) -> web.Application:
 
     async def domain_error(request: web.Request) -> web.Response:
         raise AttuneError(
-            "The launch <b>expired</b>.", code="launch_expired", status=401,
+            "The launch <b>expired</b>.",
+            code="launch_expired",
+            status=401,
             hint="Open the activity again from your course.",
         )
 
@@ -168,7 +170,9 @@ async def test_readiness_reflects_required_checks(aiohttp_client, settings: Sett
     resp = await client.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["checks"]["optional"] == {
-        "ok": False, "required": False, "error": "OSError"
+        "ok": False,
+        "required": False,
+        "error": "OSError",
     }
     state["db"] = False
     resp = await client.get("/readyz")

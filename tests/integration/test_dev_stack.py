@@ -1,0 +1,252 @@
+"""``attune dev`` end to end: the real CLI as a subprocess, embedded Postgres and broker."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.dev.embedded import free_port
+from shared.dev.supervisor import make_plan, mask_url
+from shared.routes import SERVICES
+from shared.settings import SettingsError
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A temporary directory the ``postgres`` user can traverse (initdb runs as it as root)."""
+    path = Path(tempfile.mkdtemp(prefix="attune-dev-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _dev_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env.update(extra)
+    return env
+
+
+def _dev_argv(port: int, data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
+            "--data-dir", str(data_dir)]  # fmt: skip
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _proc_cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process, or None once it is gone or a zombie."""
+    try:
+        line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = line.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), fields[19]
+
+
+def _all_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> start time (to tell a reused pid apart)."""
+    parents: dict[int, tuple[int, str]] = {}
+    for pid in _all_pids():
+        stat = _proc_stat(pid)
+        if stat is not None:
+            parents[pid] = stat
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, started) in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = started
+                frontier.append(pid)
+    return found
+
+
+def _wait_all_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    pending = set(SERVICES)
+    while pending:
+        if proc.poll() is not None:
+            pytest.fail(f"attune dev exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"not ready: {sorted(pending)}\n{log.read_text()[-4000:]}")
+        for name in sorted(pending):
+            try:
+                status, _ = _get(port, f"/_services/{name}/readyz")
+            except OSError:
+                continue
+            if status == 200:
+                pending.discard(name)
+        time.sleep(0.2)
+    while "Press Ctrl-C to stop" not in log.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no banner:\n{log.read_text()[-4000:]}")
+        time.sleep(0.1)
+
+
+@pytest.mark.integration
+def test_attune_dev_runs_the_stack_and_stops_cleanly(work_dir: Path) -> None:
+    port = free_port()
+    data_dir = work_dir / "data"
+    log = work_dir / "dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _dev_argv(port, data_dir), cwd=REPO, env=_dev_env(), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    children: dict[int, str] = {}
+    try:
+        _wait_all_ready(proc, port, log)
+        banner = log.read_text()
+        assert f"http://127.0.0.1:{port}/" in banner
+        for name in SERVICES:
+            assert f"http://127.0.0.1:{port}/_services/{name}/readyz" in banner
+
+        status, body = _get(port, "/definitely/not/routed")
+        assert status == 404
+        assert json.loads(body)["error"]["code"] == "not_found"
+        status, body = _get(port, "/healthz")
+        assert status == 200
+
+        children = _descendants(proc.pid)
+        service_ports = {
+            arg
+            for pid in children
+            for cmd in [_proc_cmdline(pid).split()]
+            if "serve" in cmd and "--port" in cmd
+            for arg in [cmd[cmd.index("--port") + 1]]
+        }
+        assert len(service_ports) == len(SERVICES)
+        assert any(str(data_dir) in _proc_cmdline(pid) for pid in children)  # postgres
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_TIMEOUT_S) == 0, log.read_text()[-4000:]
+
+        survivors = [pid for pid, started in children.items()
+                     if (_proc_stat(pid) or (0, ""))[1] == started]  # fmt: skip
+        assert not survivors, {pid: _proc_cmdline(pid) for pid in survivors}
+        for pid in _all_pids():
+            cmdline = _proc_cmdline(pid).split()
+            assert not any(str(work_dir) in arg for arg in cmdline), cmdline
+            if "serve" in cmdline and "--port" in cmdline:
+                assert cmdline[cmdline.index("--port") + 1] not in service_ports, cmdline
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_configuration_exits_2_before_starting_anything(work_dir: Path) -> None:
+    data_dir = work_dir / "data"
+    result = subprocess.run(
+        _dev_argv(free_port(), data_dir), cwd=REPO, env=_dev_env(DATABASE_URL="mysql://x"),
+        capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("attune: invalid configuration: ")
+    assert "DATABASE_URL" in lines[0]
+    assert "Traceback" not in stderr
+    assert not data_dir.exists()
+
+
+def test_taken_gateway_port_exits_2(work_dir: Path) -> None:
+    data_dir = work_dir / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            _dev_argv(port, data_dir), cwd=REPO, env=_dev_env(), capture_output=True,
+            timeout=60, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == f"attune: port {port} is in use; pass --port"
+    assert not data_dir.exists()
+
+
+def test_make_plan_embeds_what_is_not_configured(tmp_path: Path) -> None:
+    plan = make_plan({"ATTUNE_KAFKA_SESSION_TIMEOUT_MS": "2000"}, tmp_path)
+    assert plan.embed_postgres and plan.embed_broker and plan.create_topics
+    assert plan.env["ATTUNE_ENV"] == "development"
+    assert plan.env["ATTUNE_HOST"] == "127.0.0.1"
+    assert plan.env["KAFKA_ENABLE_IDEMPOTENCE"] == "false"
+    assert plan.env["ATTUNE_KAFKA_SESSION_TIMEOUT_MS"] == "2000"
+
+    external = make_plan(
+        {
+            "DATABASE_URL": "postgresql://u:p@db:5432/attune",
+            "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+            "ATTUNE_ENV": "test",
+        },
+        tmp_path,
+    )
+    assert not external.embed_postgres and not external.embed_broker
+    assert not external.create_topics
+    assert external.env["ATTUNE_ENV"] == "test"
+    assert "KAFKA_ENABLE_IDEMPOTENCE" not in external.env
+
+
+def test_make_plan_rejects_bad_settings_by_name(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="ATTUNE_LOG_LEVEL"):
+        make_plan({"ATTUNE_LOG_LEVEL": "LOUD"}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:5/postgres",
+            "postgresql://postgres@127.0.0.1:5/postgres",
+        ),
+        ("postgresql://u:s3cr%40t@db:5432/a", "postgresql://u:***@db:5432/a"),
+        (
+            "postgresql://db/a?user=u&password=hunter2&x=1",
+            "postgresql://db/a?user=u&password=***&x=1",
+        ),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
