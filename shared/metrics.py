@@ -80,6 +80,18 @@ class Metrics:
             ["service", "consumer", "outcome"],
             registry=r,
         )
+        self.platform_jwks = Counter(
+            "attune_platform_jwks_total",
+            "Platform JWKS fetches by outcome.",
+            ["service", "outcome"],
+            registry=r,
+        )
+        self.lti_outcomes = Counter(
+            "attune_lti_total",
+            "Logins and launches by outcome (ok or the stable error code).",
+            ["service", "step", "outcome"],
+            registry=r,
+        )
         self.readiness = Gauge(
             "attune_dependency_up",
             "1 when the dependency answered the last readiness check.",

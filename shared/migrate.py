@@ -16,6 +16,13 @@ def _config(database_url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     url = make_url(database_url).set(drivername="postgresql+asyncpg")
+    # libpq's sslmode (accepted by the services' asyncpg pools) is spelled ssl for SQLAlchemy's
+    # asyncpg dialect.
+    if "sslmode" in url.query:
+        mode = url.query["sslmode"]
+        url = url.difference_update_query(["sslmode"]).update_query_dict(
+            {"ssl": mode if isinstance(mode, str) else mode[0]}
+        )
     cfg.attributes["url"] = url
     return cfg
 

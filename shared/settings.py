@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 Environment = Literal["production", "development", "test"]
@@ -166,6 +167,63 @@ class Settings(BaseModel):
         default=None,
     )
 
+    # --- login and launch ---
+    state_ttl_s: int = _env(
+        "ATTUNE_STATE_TTL_S", "How long a login state is valid for its launch.", default=600,
+        ge=30, le=3600,
+    )
+    jwt_leeway_s: int = _env(
+        "ATTUNE_JWT_LEEWAY_S", "Clock skew tolerated on id_token exp/iat.", default=10,
+        ge=0, le=300,
+    )
+    jwt_max_age_s: int = _env(
+        "ATTUNE_JWT_MAX_AGE_S", "Oldest id_token iat accepted.", default=600, ge=30, le=86400
+    )
+    platform_jwks_cooldown_s: float = _env(
+        "ATTUNE_PLATFORM_JWKS_COOLDOWN_S",
+        "Least time between two fetches of one platform's JWKS (unknown-kid refreshes).",
+        default=5.0,
+        ge=0,
+    )
+    platform_jwks_max_age_s: float = _env(
+        "ATTUNE_PLATFORM_JWKS_MAX_AGE_S",
+        "A platform JWKS older than this is refetched (the last good set is kept on failure).",
+        default=3600.0,
+        gt=0,
+    )
+    launch_token_ttl_s: int = _env(
+        "ATTUNE_LAUNCH_TOKEN_TTL_S",
+        "Lifetime of the launch token the app uses after a launch.",
+        default=3600,
+        ge=60,
+        le=86400,
+    )
+
+    # --- registration ---
+    tool_name: str = _env(
+        "ATTUNE_TOOL_NAME", "Name shown to LMS administrators and in LMS menus.", default="Attune"
+    )
+    registration_auth: Literal["install_code", "admin_token"] = _env(
+        "ATTUNE_REGISTRATION_AUTH",
+        "How the public dynamic registration page is guarded: a single-use install code "
+        "(created with `attune admin create-install-code`) or an admin API token.",
+        default="install_code",
+    )
+    install_code_ttl_s: int = _env(
+        "ATTUNE_INSTALL_CODE_TTL_S", "How long an unused install code stays valid.",
+        default=7 * 86400, ge=300,
+    )
+    canvas_privacy_level: Literal["public", "name_only", "email_only", "anonymous"] = _env(
+        "ATTUNE_CANVAS_PRIVACY_LEVEL",
+        "The privacy level Attune asks Canvas for (names let teachers see who may need a "
+        "conversation; anonymous check-ins never reveal identities either way).",
+        default="name_only",
+    )
+    ags_enabled: bool = _env(
+        "ATTUNE_AGS_ENABLED", "Also ask for the Assignment and Grade Services scopes.",
+        default=False,
+    )
+
     # --- tool keys (jwks service) ---
     key_encryption_keys: SecretStr | None = _env(
         "ATTUNE_KEY_ENCRYPTION_KEYS",
@@ -192,6 +250,14 @@ class Settings(BaseModel):
         default=3600,
         ge=60,
     )
+
+    @model_validator(mode="after")
+    def _no_insecure_production(self) -> Settings:
+        if self.allow_insecure_urls and self.env == "production":
+            raise ValueError(
+                "ATTUNE_ALLOW_INSECURE_URLS=true is refused when ATTUNE_ENV=production"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -296,11 +362,14 @@ def load_settings(
 def _format_errors(exc: ValidationError, names: dict[str, str], extra: list[str]) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        loc = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across several settings; the message names them
+            problems.append(message)
+            continue
+        loc = str(error["loc"][0])
         var = names.get(loc, loc)
         if error["type"] == "missing":
             problems.append(f"{var} is missing")
         else:
-            message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"{var} is invalid: {message}")
     return "invalid configuration: " + "; ".join(problems + extra)

@@ -51,6 +51,9 @@ READINESS_KEY = web.AppKey("readiness", list[ReadinessCheck])
 SHUTTING_DOWN_KEY = web.AppKey("shutting_down", asyncio.Event)
 TEMPLATES_KEY = web.AppKey("templates", jinja2.Environment)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+# Routes whose successful requests are not logged one by one (probes, and hot public documents
+# such as the JWKS: a log line costs more CPU than serving them). Metrics still count them.
+QUIET_ROUTES_KEY = web.AppKey("quiet_routes", set[str])
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -144,7 +147,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             route = _route_name(request)
             metrics.http_requests.labels(metrics.service, request.method, route, str(status)).inc()
             metrics.http_latency.labels(metrics.service, request.method, route).observe(elapsed)
-            if route not in ("/healthz", "/readyz", "/metrics"):
+            if status >= 400 or route not in request.app[QUIET_ROUTES_KEY]:
                 log.info(
                     "request",
                     method=request.method,
@@ -279,6 +282,7 @@ def base_app(settings: Settings, *, service: str) -> web.Application:
     app[READINESS_KEY] = []
     app[SHUTTING_DOWN_KEY] = asyncio.Event()
     app[TEMPLATES_KEY] = templates()
+    app[QUIET_ROUTES_KEY] = {"/healthz", "/readyz", "/metrics"}
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

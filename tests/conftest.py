@@ -10,6 +10,7 @@ migrations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import socket
@@ -111,6 +112,11 @@ def infra() -> Iterator[Infra]:
             "ATTUNE_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "ATTUNE_OUTBOX_POLL_INTERVAL_MS": "200",
             "ATTUNE_LOG_FORMAT": "json",
+            "ATTUNE_PUBLIC_URL": "http://127.0.0.1:8000",
+            "ATTUNE_ALLOW_INSECURE_URLS": "true",
+            # Test-only secrets, made fresh per run.
+            "ATTUNE_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "ATTUNE_KEY_ENCRYPTION_KEYS": "test1:" + base64.b64encode(os.urandom(32)).decode(),
         }
         result = Infra(admin_url, database_url, bootstrap, embedded_broker, env)
         asyncio.run(ensure_topics(result.settings(), topics.ALL))

@@ -1,14 +1,245 @@
-"""The launch service: id_token verification and the hand-off to the app."""
+"""The launch service: id_token verification and the hand-off to the app.
+
+``POST /lti/launch`` runs the verification pipeline of ``shared.lti.launch``; on success one
+statement uses up the nonce and writes the launch record and its ``attune.launch.v1`` event,
+then the browser goes to the app with a short-lived launch token in the URL fragment (never
+sent to a server, never a cookie).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
 from aiohttp import web
 
+from services.launch import queries
 from shared.app import service_app
+from shared.db import POOL_KEY
+from shared.events.envelope import Event
+from shared.http import HTTP_KEY, http_ctx
+from shared.logs import get_logger
+from shared.lti import errors
+from shared.lti.cookies import set_partitioned_cookie
+from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStorage, VerifiedLaunch
+from shared.lti.launch_token import LaunchTokens
+from shared.lti.login import auth_endpoint
+from shared.lti.platform_keys import PlatformKeys
+from shared.lti.state import StateCodec
+from shared.lti.urls import APP_PATH, LAUNCH_PATH
+from shared.lti.wiring import (
+    ASSETS_DIR,
+    REGISTRATIONS_KEY,
+    SECRETS_KEY,
+    URLS_KEY,
+    configure_lti,
+    registrations_ctx,
+)
 from shared.settings import Settings
+from shared.web import (
+    HTML_SECURITY_HEADERS,
+    METRICS_KEY,
+    SETTINGS_KEY,
+    TEMPLATES_KEY,
+    background_task,
+)
 
 SERVICE = "launch"
+ASSETS = "/lti/launch/assets"
+VERIFIER_KEY = web.AppKey("launch_verifier", LaunchVerifier)
+TOKENS_KEY = web.AppKey("launch_tokens", LaunchTokens)
+CODEC_KEY = web.AppKey("state_codec", StateCodec)
+
+log = get_logger(__name__)
+
+
+async def launch(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    metrics = app[METRICS_KEY]
+    try:
+        response = await _launch(request)
+    except errors.LtiError as exc:
+        metrics.lti_outcomes.labels(SERVICE, "launch", exc.code).inc()
+        raise
+    metrics.lti_outcomes.labels(SERVICE, "launch", "ok").inc()
+    return response
+
+
+async def _launch(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    verifier = app[VERIFIER_KEY]
+    storage_bind = form.get("lti_storage_bind") if "lti_storage_bind" in form else None
+    state = verifier.read_state(form, request.cookies, storage_bind)
+    if isinstance(state, NeedsPlatformStorage):
+        return await _platform_storage_page(request, state, form)
+    try:
+        verified = await verifier.verify(state, form)
+    except DeploymentHeld as held:
+        await queries.record_held_deployment(app[POOL_KEY], held.platform_id, held.deployment_id)
+        log.info("deployment_held", platform_id=held.platform_id, deployment_id=held.deployment_id)
+        raise
+    launch_id = uuid.uuid4()
+    settings = app[SETTINGS_KEY]
+    recorded = await queries.record_launch(
+        app[POOL_KEY],
+        nonce=verified.nonce,
+        nonce_expires_at=_nonce_expiry(verified, settings),
+        launch_id=launch_id,
+        platform_id=verified.platform.id,
+        deployment_id=verified.deployment_id,
+        message_type=verified.message_type,
+        subject=verified.subject,
+        context_id=verified.context_id,
+        resource_link_id=verified.resource_link_id,
+        roles=list(verified.roles),
+        region=verified.region,
+        new_deployment=verified.deployment_is_new,
+        event=_launch_event(launch_id, verified),
+        event_key=f"{verified.platform.id}:{verified.context_id or verified.deployment_id}",
+    )
+    if not recorded:
+        raise errors.nonce_replayed()
+    log.info(
+        "launch_verified",
+        launch_id=str(launch_id),
+        platform_id=verified.platform.id,
+        deployment_id=verified.deployment_id,
+        message_type=verified.message_type,
+    )
+    token = app[TOKENS_KEY].issue(
+        launch_id=str(launch_id),
+        platform_id=verified.platform.id,
+        deployment_id=verified.deployment_id,
+        subject=verified.subject,
+        context_id=verified.context_id,
+        resource_link_id=verified.resource_link_id,
+        roles=verified.role_kinds,
+        message_type=verified.message_type,
+        region=verified.region,
+    )
+    response = web.Response(
+        status=303,
+        headers={
+            "Location": f"{app[URLS_KEY].public_url}{APP_PATH}/#lt={token}",
+            "Cache-Control": "no-store",
+        },
+    )
+    # The binding is spent: expire the cookie (with the same attributes, or it would not match).
+    set_partitioned_cookie(response, state.cookie_name, "", max_age=0, path=LAUNCH_PATH)
+    return response
+
+
+def _nonce_expiry(verified: VerifiedLaunch, settings: Settings) -> float:
+    # After this moment the token fails its exp or iat-age check anyway, so the nonce row
+    # is no longer needed to stop a replay.
+    iat = verified.issued_at
+    return min(verified.expires_at, iat + settings.jwt_max_age_s) + settings.jwt_leeway_s + 60
+
+
+def _launch_event(launch_id: uuid.UUID, v: VerifiedLaunch) -> Event:
+    return Event(
+        type="launch.completed",
+        source=SERVICE,
+        subject=f"platform:{v.platform.id}:deployment:{v.deployment_id}",
+        data={
+            "launch_id": str(launch_id),
+            "platform": {
+                "id": v.platform.id,
+                "issuer": v.platform.issuer,
+                "client_id": v.platform.client_id,
+            },
+            "deployment_id": v.deployment_id,
+            "new_deployment": v.deployment_is_new,
+            "message_type": v.message_type,
+            "user": {"sub": v.subject, "name": v.name},
+            "roles": list(v.roles),
+            "role_kinds": list(v.role_kinds),
+            "context": {"id": v.context_id, "title": v.context_title},
+            "resource_link_id": v.resource_link_id,
+            "nrps_url": v.nrps_url,
+            "region": v.region,
+        },
+    )
+
+
+async def _platform_storage_page(
+    request: web.Request, needs: NeedsPlatformStorage, form: dict[str, str]
+) -> web.Response:
+    app = request.app
+    state = needs.state
+    platform = await app[REGISTRATIONS_KEY].get(state.issuer, state.client_id)
+    if platform is None:
+        raise errors.registration_unknown()
+    auth = urlsplit(auth_endpoint(platform, state.canvas_environment))
+    origin = f"{auth.scheme}://{auth.netloc}"
+    html = (
+        app[TEMPLATES_KEY]
+        .get_template("platform_storage.html")
+        .render(
+            mode="get",
+            origin=origin,
+            target=state.storage_target,
+            key=state.storage_key,
+            value=None,
+            next=None,
+            action=LAUNCH_PATH,
+            id_token=form.get("id_token", ""),
+            state=form.get("state", ""),
+            script=f"{ASSETS}/platform-storage.js",
+        )
+    )
+    return web.Response(
+        text=html,
+        content_type="text/html",
+        headers={
+            **HTML_SECURITY_HEADERS,
+            "Content-Security-Policy": "default-src 'none'; script-src 'self'; base-uri 'none'; "
+            "form-action 'self'",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _purge_nonces(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(60)
+        try:
+            await queries.purge_nonces(app[POOL_KEY])
+        except (OSError, TimeoutError) as exc:
+            log.warning("nonce_purge_failed", reason=type(exc).__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
-    return service_app(settings, service=SERVICE, relays_events=True)
+    app = service_app(settings, service=SERVICE, relays_events=True)
+    configure_lti(app)
+    app.cleanup_ctx.append(http_ctx)
+    app.cleanup_ctx.append(registrations_ctx)
+
+    async def verifier_ctx(app: web.Application) -> AsyncIterator[None]:
+        codec = StateCodec(app[SECRETS_KEY], ttl_s=settings.state_ttl_s)
+        keys = PlatformKeys(
+            app[HTTP_KEY],
+            cooldown_s=settings.platform_jwks_cooldown_s,
+            max_age_s=settings.platform_jwks_max_age_s,
+            metrics=app[METRICS_KEY],
+        )
+        app[CODEC_KEY] = codec
+        app[VERIFIER_KEY] = LaunchVerifier(
+            app[REGISTRATIONS_KEY],
+            keys,
+            codec,
+            app[URLS_KEY],
+            leeway_s=settings.jwt_leeway_s,
+            max_age_s=settings.jwt_max_age_s,
+        )
+        app[TOKENS_KEY] = LaunchTokens(app[SECRETS_KEY], ttl_s=settings.launch_token_ttl_s)
+        yield
+
+    app.cleanup_ctx.append(verifier_ctx)
+    app.cleanup_ctx.append(background_task("nonce-purge", _purge_nonces))
+    app.router.add_post(LAUNCH_PATH, launch)
+    app.router.add_static(ASSETS, ASSETS_DIR, append_version=False)
+    return app

@@ -119,6 +119,9 @@ class EventConsumer:
                 await self._consume(consumer)
             except KafkaError as exc:
                 log.warning("consumer_restarting", consumer=self.name, reason=type(exc).__name__)
+            except Exception:
+                # Outermost loop of a background task: restart rather than die silently.
+                log.exception("consumer_error", consumer=self.name)
             finally:
                 try:
                     await asyncio.wait_for(consumer.stop(), 10)
@@ -229,6 +232,8 @@ class EventListener:
                     await self._handler(event)
             except KafkaError as exc:
                 log.warning("listener_restarting", listener=self.name, reason=type(exc).__name__)
+            except Exception:
+                log.exception("listener_error", listener=self.name)
             finally:
                 try:
                     await asyncio.wait_for(consumer.stop(), 10)

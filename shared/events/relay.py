@@ -57,6 +57,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -174,6 +175,14 @@ class OutboxRelay:
                         await self._reset_producer()
                     await asyncio.sleep(backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                except Exception:
+                    # The relay must outlive any single failure: a bug here must delay events,
+                    # not stop their delivery for the life of the process.
+                    self._metrics.outbox_failures.labels(self._metrics.service, "unexpected").inc()
+                    log.exception("outbox_relay_error")
+                    await self._reset_producer()
+                    await asyncio.sleep(MAX_BACKOFF_S)
                     continue
                 backoff = 0.1
                 if published == self._settings.outbox_batch_size:

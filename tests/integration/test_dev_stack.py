@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shared.dev.embedded import free_port
-from shared.dev.supervisor import make_plan, mask_url
+from shared.dev.supervisor import make_plan, mask_url, read_dev_secrets, write_dev_secrets
 from shared.routes import SERVICES
 from shared.settings import SettingsError
 
@@ -57,6 +58,12 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def _jwks_kids(port: int) -> list[str]:
+    status, body = _get(port, "/.well-known/jwks.json")
+    assert status == 200, body
+    return [key["kid"] for key in json.loads(body)["keys"]]
 
 
 def _proc_cmdline(pid: int) -> str:
@@ -146,6 +153,15 @@ def test_attune_dev_runs_the_stack_and_stops_cleanly(work_dir: Path) -> None:
         assert json.loads(body)["error"]["code"] == "not_found"
         status, body = _get(port, "/healthz")
         assert status == 200
+        kids = _jwks_kids(port)
+        assert len(kids) == 1
+
+        secrets_file = data_dir / "dev-secrets.env"
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+        stored = secrets_file.read_text()
+        assert "ATTUNE_KEY_ENCRYPTION_KEYS=dev1:" in stored
+        assert "ATTUNE_SECRET_KEYS=" in stored
+        assert stored.split("dev1:")[1].split()[0] not in log.read_text()
 
         children = _descendants(proc.pid)
         service_ports = {
@@ -170,6 +186,23 @@ def test_attune_dev_runs_the_stack_and_stops_cleanly(work_dir: Path) -> None:
             if "serve" in cmdline and "--port" in cmdline:
                 assert cmdline[cmdline.index("--port") + 1] not in service_ports, cmdline
         assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    # A restart on the same data directory keeps the secrets, hence the same tool key.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _dev_argv(port, data_dir), cwd=REPO, env=_dev_env(), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        _wait_all_ready(proc, port, log)
+        assert _jwks_kids(port) == kids
+        assert secrets_file.read_text() == stored
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_TIMEOUT_S) == 0, log.read_text()[-4000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -227,6 +260,32 @@ def test_make_plan_embeds_what_is_not_configured(tmp_path: Path) -> None:
     assert not external.create_topics
     assert external.env["ATTUNE_ENV"] == "test"
     assert "KAFKA_ENABLE_IDEMPOTENCE" not in external.env
+
+
+def test_make_plan_supplies_development_secrets(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    plan = make_plan({}, data_dir, gateway_port=8123)
+    assert plan.env["ATTUNE_KEY_ENCRYPTION_KEYS"].startswith("dev1:")
+    assert len(base64.b64decode(plan.env["ATTUNE_KEY_ENCRYPTION_KEYS"][5:])) == 32
+    assert len(base64.urlsafe_b64decode(plan.env["ATTUNE_SECRET_KEYS"])) == 32
+    assert plan.env["ATTUNE_PUBLIC_URL"] == "http://127.0.0.1:8123"
+    assert plan.env["ATTUNE_ALLOW_INSECURE_URLS"] == "true"
+    assert set(plan.dev_secrets) == {"ATTUNE_KEY_ENCRYPTION_KEYS", "ATTUNE_SECRET_KEYS"}
+    assert not data_dir.exists()  # planning writes nothing
+
+    # Once stored, the same values come back; what the environment sets wins and is not stored.
+    write_dev_secrets(plan.dev_secrets_path, plan.dev_secrets)
+    again = make_plan({"ATTUNE_SECRET_KEYS": "from-env"}, data_dir)
+    assert again.env["ATTUNE_KEY_ENCRYPTION_KEYS"] == plan.env["ATTUNE_KEY_ENCRYPTION_KEYS"]
+    assert again.env["ATTUNE_SECRET_KEYS"] == "from-env"
+    assert set(again.dev_secrets) == {"ATTUNE_KEY_ENCRYPTION_KEYS"}
+    assert read_dev_secrets(plan.dev_secrets_path) == plan.dev_secrets
+    assert plan.dev_secrets_path.stat().st_mode & 0o777 == 0o600
+
+    production = make_plan({"ATTUNE_ENV": "production"}, tmp_path / "other")
+    assert "ATTUNE_ALLOW_INSECURE_URLS" not in production.env
+    with pytest.raises(SettingsError, match="ATTUNE_KEY_ENCRYPTION_KEYS is invalid"):
+        make_plan({"ATTUNE_KEY_ENCRYPTION_KEYS": "k1:short"}, tmp_path)
 
 
 def test_make_plan_rejects_bad_settings_by_name(tmp_path: Path) -> None:

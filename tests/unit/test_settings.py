@@ -20,6 +20,12 @@ def test_defaults_and_parsing() -> None:
     assert s.effective_log_format == "json"
 
 
+def test_insecure_urls_refused_in_production() -> None:
+    with pytest.raises(SettingsError, match="refused when ATTUNE_ENV=production"):
+        load_settings({**BASE, "ATTUNE_ALLOW_INSECURE_URLS": "true"})
+    load_settings({**BASE, "ATTUNE_ALLOW_INSECURE_URLS": "true", "ATTUNE_ENV": "development"})
+
+
 def test_settings_are_frozen() -> None:
     s = load_settings(BASE)
     with pytest.raises(Exception, match="frozen"):
@@ -123,3 +129,17 @@ def test_cli_migrate_missing_database_url_exits_2() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "attune: invalid configuration: DATABASE_URL is missing"
+
+
+def test_cli_service_specific_setting_exits_2() -> None:
+    env = {"PATH": "/usr/bin:/bin", **BASE}
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "serve", "login"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "attune: invalid configuration: ATTUNE_PUBLIC_URL is missing"

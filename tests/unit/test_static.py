@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "shared", "services", "tests")
+    result = run("ruff", "check", "shared", "services", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,0 +1,181 @@
+"""Shared pieces of the benchmarks: embedded infrastructure, service processes, CPU accounting.
+
+Everything listens on 127.0.0.1 and every load loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.dev.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    free_port,
+    pdeathsig_preexec,
+)
+from shared.events import topics
+from shared.kafka import ensure_topics
+from shared.migrate import upgrade
+from shared.settings import load_settings
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+    except FileNotFoundError:
+        return 0.0
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant (Postgres backends of a postmaster)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    result, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        result.append(pid)
+        todo.extend(children.get(pid, []))
+    return result
+
+
+def tree_cpu(root: int) -> float:
+    return sum(cpu_seconds(p) for p in process_tree(root))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    database_url: str
+    postgres_pid: int | None
+    services: dict[str, tuple[int, subprocess.Popen[bytes]]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.services[service][0]}"
+
+    def pid(self, service: str) -> int:
+        return self.services[service][1].pid
+
+
+@contextmanager
+def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stack]:
+    """Embedded Postgres and broker unless URLs are given; a fresh migrated database."""
+    with ExitStack() as stack:
+        pg_pid = None
+        if database_url is None:
+            tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
+            tmp.chmod(0o755)
+            stack.callback(shutil.rmtree, tmp, True)
+            pg = stack.enter_context(EmbeddedPostgres(tmp / "pg"))
+            database_url = pg.url
+            pg_pid = pg.pid
+        if kafka is None:
+            broker = stack.enter_context(EmbeddedBroker())
+            kafka = broker.bootstrap_servers
+        upgrade(database_url)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "ATTUNE_KAFKA_CREATE_TOPICS": "true",
+            "ATTUNE_ENV": "development",
+            "ATTUNE_ALLOW_INSECURE_URLS": "true",
+            "ATTUNE_LOG_LEVEL": os.environ.get("ATTUNE_LOG_LEVEL", "WARNING"),
+            "ATTUNE_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "ATTUNE_KEY_ENCRYPTION_KEYS": "bench:" + base64.b64encode(os.urandom(32)).decode(),
+        }
+        asyncio.run(ensure_topics(load_settings(env), topics.ALL))
+        result = Stack(env=env, database_url=database_url, postgres_pid=pg_pid)
+        try:
+            yield result
+        finally:
+            for _port, proc in result.services.values():
+                proc.terminate()
+            for _port, proc in result.services.values():
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def start_service(
+    stack: Stack, name: str, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> None:
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+        env={**stack.env, **(extra_env or {})},
+        cwd=ROOT,
+        preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+    )
+    stack.services[name] = (port, proc)
+
+
+async def wait_ready(stack: Stack, timeout: float = 60) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        for name in stack.services:
+            while True:
+                try:
+                    async with session.get(f"{stack.url(name)}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not become ready")
+                await asyncio.sleep(0.2)
+
+
+async def execute(database_url: str, sql: str, *args: object) -> object:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()

@@ -1,0 +1,30 @@
+"""Authentication of app requests by the launch token (``Authorization: Bearer``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.errors import Unauthorized
+from shared.lti.launch_token import LaunchIdentity, LaunchTokens
+from shared.signing import InvalidToken
+
+RELAUNCH = "Open Attune again from your course in the LMS to continue."
+
+
+def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "This request has no launch token.", code="launch_token_missing", hint=RELAUNCH
+        )
+    try:
+        return tokens.read(token.strip())
+    except InvalidToken as exc:
+        if exc.reason == "expired":
+            raise Unauthorized(
+                "Your Attune session has expired.", code="launch_token_expired", hint=RELAUNCH
+            ) from None
+        raise Unauthorized(
+            "This launch token is not valid.", code="launch_token_invalid", hint=RELAUNCH
+        ) from None

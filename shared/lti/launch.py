@@ -1,0 +1,340 @@
+"""Launch verification: the ordered pipeline from a form POST to a ``VerifiedLaunch``.
+
+Order (each step has one stable error code, see ``shared.lti.errors``):
+ 1. state: present, ours, unexpired, bound to this browser (cookie or Platform Storage)
+ 2. JWT shape (the only claims read before the signature: iss, aud, azp; header alg, kid)
+ 3. registration by (iss, client_id), and the same one the login was for
+ 4. signature: RS256 only, key chosen by kid, platform JWKS cached with refresh on unknown kid
+ 5. exp, iat (not in the future, not too old), with an explicit leeway
+ 6. iss, aud, azp from the verified claims
+ 7. nonce equals the state's nonce (used up atomically later, with the launch record)
+ 8. LTI version 1.3.0
+ 9. deployment: known and active, or new under the platform's policy
+10. message type supported
+11. claims the message type requires
+12. target_link_uri is ours
+Nothing is written here; the caller records the launch (and uses up the nonce) in one
+statement after every check passed, so a rejected launch leaves no row behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.jose import SignatureError, TokenShapeError, peek, verify_rs256
+from shared.lti import claims as C
+from shared.lti import errors
+from shared.lti.login import jwks_endpoint
+from shared.lti.platform_keys import KeySetUnavailable, PlatformKeys
+from shared.lti.registry import Platform, RegistrationCache
+from shared.lti.state import LoginState, StateCodec
+from shared.lti.urls import ToolUrls
+from shared.signing import InvalidToken
+
+MAX_ID_TOKEN = 64 * 1024
+
+_ROLE_KINDS = (
+    ("#TeachingAssistant", "ta"),
+    ("membership#Instructor", "instructor"),
+    ("membership#Administrator", "admin"),
+    ("membership#ContentDeveloper", "instructor"),
+    ("membership#Mentor", "mentor"),
+    ("membership#Learner", "learner"),
+    ("institution/person#Administrator", "admin"),
+    ("system/person#Administrator", "admin"),
+)
+
+
+def role_kinds(roles: list[str]) -> list[str]:
+    """Short role names Attune authorises with (instructor, ta, admin, learner, mentor)."""
+    kinds: list[str] = []
+    for role in roles:
+        for suffix, kind in _ROLE_KINDS:
+            if role.endswith(suffix) and kind not in kinds:
+                kinds.append(kind)
+                break
+    return kinds
+
+
+@dataclass(frozen=True)
+class NeedsPlatformStorage:
+    """No cookie came back: the browser must fetch the binding from Platform Storage."""
+
+    state: LoginState
+
+
+class DeploymentHeld(errors.LtiError):
+    """A deployment seen for the first time under a hold policy: record it for approval."""
+
+    def __init__(self, platform_id: int, deployment_id: str) -> None:
+        base = errors.deployment_pending()
+        super().__init__(base.message, code=base.code, status=base.status, hint=base.hint)
+        self.platform_id = platform_id
+        self.deployment_id = deployment_id
+
+
+@dataclass(frozen=True)
+class VerifiedLaunch:
+    """Only ``LaunchVerifier.verify`` builds these: every field comes from a verified token."""
+
+    platform: Platform
+    region: str
+    nonce: str
+    expires_at: int
+    issued_at: float
+    deployment_id: str
+    deployment_is_new: bool
+    message_type: str
+    subject: str | None
+    roles: tuple[str, ...]
+    role_kinds: tuple[str, ...]
+    context_id: str | None
+    context_title: str | None
+    resource_link_id: str | None
+    target_link_uri: str
+    deep_link_return_url: str | None
+    deep_link_data: str | None
+    nrps_url: str | None
+    name: str | None
+    claims: Mapping[str, Any]
+
+
+class LaunchVerifier:
+    def __init__(
+        self,
+        registrations: RegistrationCache,
+        keys: PlatformKeys,
+        codec: StateCodec,
+        urls: ToolUrls,
+        *,
+        leeway_s: int,
+        max_age_s: int,
+    ) -> None:
+        self._registrations = registrations
+        self._keys = keys
+        self._codec = codec
+        self._urls = urls
+        self._leeway = leeway_s
+        self._max_age = max_age_s
+
+    def read_state(
+        self, form: Mapping[str, str], cookies: Mapping[str, str], storage_bind: str | None
+    ) -> LoginState | NeedsPlatformStorage:
+        token = form.get("state")
+        if not token:
+            raise errors.state_missing()
+        try:
+            state = self._codec.read(token)
+        except InvalidToken as exc:
+            if exc.reason == "expired":
+                raise errors.state_expired() from None
+            raise errors.state_invalid() from None
+        if state.bound_by(cookies.get(state.cookie_name)):
+            return state
+        if storage_bind is not None:
+            if state.bound_by(storage_bind):
+                return state
+            raise errors.state_not_bound()
+        if state.storage_target:
+            return NeedsPlatformStorage(state)
+        raise errors.state_not_bound()
+
+    async def verify(self, state: LoginState, form: Mapping[str, str]) -> VerifiedLaunch:
+        # 2. shape
+        id_token = form.get("id_token", "")
+        if not id_token or len(id_token) > MAX_ID_TOKEN:
+            raise errors.jwt_malformed()
+        try:
+            header, unverified = peek(id_token)
+        except TokenShapeError:
+            raise errors.jwt_malformed() from None
+        issuer = unverified.get("iss")
+        aud, azp = unverified.get("aud"), unverified.get("azp")
+        if isinstance(aud, list) and len(aud) > 1 and (not isinstance(azp, str) or azp not in aud):
+            raise errors.jwt_azp_invalid()  # several audiences: azp must say which is us
+        aud_ok = isinstance(aud, str) or (
+            isinstance(aud, list) and bool(aud) and all(isinstance(a, str) for a in aud)
+        )
+        if not isinstance(issuer, str) or not aud_ok:
+            raise errors.jwt_malformed()
+        client_id = _client_id(aud, azp)
+        if text(issuer, 1024) is None or client_id is None:
+            # Unusable as a registration key (NUL, lone surrogate, too long): no such platform.
+            raise errors.registration_unknown()
+
+        # 3. registration
+        platform = await self._registrations.get(issuer, client_id)
+        if platform is None:
+            raise errors.registration_unknown()
+        if platform.id != state.platform_id:
+            raise errors.registration_mismatch()
+
+        # 4. signature
+        if header.get("alg") != "RS256":
+            raise errors.jwt_alg_not_allowed()
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > 256:
+            raise errors.jwt_kid_unknown()
+        try:
+            key = await self._keys.key_for(jwks_endpoint(platform, state.canvas_environment), kid)
+        except KeySetUnavailable:
+            raise errors.platform_jwks_unavailable() from None
+        if key is None:
+            raise errors.jwt_kid_unknown()
+        try:
+            claims = verify_rs256(id_token, key)
+        except SignatureError:
+            raise errors.jwt_signature_invalid() from None
+        except TokenShapeError:
+            raise errors.jwt_malformed() from None
+
+        # 5. time
+        now = time.time()
+        exp, iat = _time(claims.get("exp")), _time(claims.get("iat"))
+        if exp is None:
+            raise errors.claim_missing("exp")
+        if iat is None:
+            raise errors.claim_missing("iat")
+        if now > exp + self._leeway:
+            raise errors.jwt_expired()
+        if iat > now + self._leeway:
+            raise errors.jwt_iat_future()
+        if now - iat > self._max_age + self._leeway:
+            raise errors.jwt_too_old()
+
+        # 6. iss / aud / azp, now from verified claims
+        if claims.get("iss") != platform.issuer:
+            raise errors.registration_mismatch()
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if platform.client_id not in audiences:
+            raise errors.jwt_aud_invalid()
+        azp = claims.get("azp")
+        if azp is not None and azp != platform.client_id:
+            raise errors.jwt_azp_invalid()
+        if len(audiences) > 1 and azp is None:
+            raise errors.jwt_azp_invalid()
+
+        # 7. nonce
+        if claims.get("nonce") != state.nonce:
+            raise errors.nonce_mismatch()
+
+        # 8. version
+        if claims.get(C.VERSION) != C.LTI_VERSION:
+            raise errors.lti_version_unsupported()
+
+        # 9. deployment
+        deployment_id = text(claims.get(C.DEPLOYMENT_ID), 255)
+        if deployment_id is None:
+            raise errors.deployment_missing()
+        status = platform.deployments.get(deployment_id)
+        if status == "disabled":
+            raise errors.deployment_disabled()
+        if status == "pending":
+            raise errors.deployment_pending()
+        is_new = status is None
+        if is_new and platform.deployment_policy == "hold":
+            raise DeploymentHeld(platform.id, deployment_id)
+
+        # 10. message type
+        message_type = claims.get(C.MESSAGE_TYPE)
+        if not isinstance(message_type, str) or message_type not in C.SUPPORTED_MESSAGE_TYPES:
+            raise errors.message_type_unsupported()
+
+        # 11. required claims
+        roles = claims.get(C.ROLES)
+        if not isinstance(roles, list) or len(roles) > 100 or any(text(r) is None for r in roles):
+            raise errors.claim_missing(C.ROLES)
+        subject = claims.get("sub")
+        if subject is not None and text(subject, 255) is None:
+            raise errors.claim_missing("sub")
+        context_id = _get_str(claims, C.CONTEXT, "id")
+        if C.CONTEXT in claims and context_id is None:
+            raise errors.claim_missing(C.CONTEXT)  # a context must carry a usable id
+        resource_link_id = _get_str(claims, C.RESOURCE_LINK, "id")
+        return_url = _get_str(claims, C.DEEP_LINKING_SETTINGS, "deep_link_return_url")
+        if message_type == C.RESOURCE_LINK_REQUEST:
+            if resource_link_id is None:
+                raise errors.claim_missing(C.RESOURCE_LINK)
+            if subject is None:
+                raise errors.claim_missing("sub")
+        if message_type == C.DEEP_LINKING_REQUEST and return_url is None:
+            raise errors.claim_missing(C.DEEP_LINKING_SETTINGS)
+
+        # 12. target_link_uri
+        target = claims.get(C.TARGET_LINK_URI)
+        if not isinstance(target, str):
+            raise errors.claim_missing(C.TARGET_LINK_URI)
+        if not self._urls.is_ours(target):
+            raise errors.target_link_uri_foreign()
+
+        return VerifiedLaunch(
+            platform=platform,
+            region=state.region,
+            nonce=state.nonce,
+            expires_at=int(exp),
+            issued_at=iat,
+            deployment_id=deployment_id,
+            deployment_is_new=is_new,
+            message_type=message_type,
+            subject=subject,
+            roles=tuple(roles),
+            role_kinds=tuple(role_kinds(roles)),
+            context_id=context_id,
+            context_title=_get_str(claims, C.CONTEXT, "title"),
+            resource_link_id=resource_link_id,
+            target_link_uri=target,
+            deep_link_return_url=return_url,
+            deep_link_data=_get_str(claims, C.DEEP_LINKING_SETTINGS, "data"),
+            nrps_url=_get_str(claims, C.NRPS, "context_memberships_url"),
+            name=text(claims.get("name"), 255),
+            claims=claims,
+        )
+
+
+def _time(value: object) -> float | None:
+    """A finite JSON number usable as a Unix time, else None (NaN, Infinity, 1e400...)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) < 1e12 else None
+
+
+def text(value: object, max_len: int = 2048) -> str | None:
+    """``value`` if it is a string Postgres and logs can take safely, else None.
+
+    Rejects empty, over-long, NUL-bearing and lone-surrogate strings: all are valid JSON but
+    none is a valid identifier, and some would fail in the database.
+    """
+    if not isinstance(value, str) or not value or len(value) > max_len or "\x00" in value:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def _get_str(claims: Mapping[str, Any], claim: str, field: str) -> str | None:
+    obj = claims.get(claim)
+    if isinstance(obj, dict):
+        return text(obj.get(field))
+    return None
+
+
+def _client_id(aud: object, azp: object) -> str | None:
+    if isinstance(aud, str):
+        return text(aud, 255)
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        if isinstance(azp, str) and azp in aud:
+            return text(azp, 255)
+        if len(aud) == 1:
+            return text(aud[0], 255)
+    return None

@@ -1,0 +1,158 @@
+"""OIDC third-party initiated login: validate the platform's request, build the auth request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from shared.lti import errors
+from shared.lti.registry import Platform, RegistrationCache
+from shared.lti.state import LoginState, StateCodec
+from shared.lti.urls import ToolUrls
+
+MAX_PARAM = 4096
+_STORAGE_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
+CANVAS_ENVIRONMENTS = ("prod", "beta", "test")
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    issuer: str
+    login_hint: str
+    target_link_uri: str
+    client_id: str
+    lti_message_hint: str | None
+    deployment_id: str | None
+    canvas_region: str | None
+    canvas_environment: str | None
+    storage_target: str | None
+
+
+@dataclass(frozen=True)
+class LoginDecision:
+    state_token: str
+    bind: str
+    state: LoginState
+    auth_url: str  # full URL of the platform's auth endpoint with every parameter
+    auth_origin: str  # the platform origin for Platform Storage postMessages
+
+
+def parse_login(params: Mapping[str, str]) -> LoginRequest:
+    def get(name: str, required: bool = False) -> str | None:
+        value = params.get(name)
+        if value is None or value == "":
+            if required:
+                raise errors.login_missing_param(name)
+            return None
+        if len(value) > MAX_PARAM or "\x00" in value:
+            raise errors.login_bad_param(name)
+        return value
+
+    issuer = get("iss", True)
+    login_hint = get("login_hint", True)
+    target = get("target_link_uri", True)
+    client_id = get("client_id", True)
+    assert issuer and login_hint and target and client_id
+    try:
+        scheme = urlsplit(issuer).scheme
+    except ValueError:
+        raise errors.login_bad_param("iss") from None
+    if scheme not in ("https", "http"):
+        raise errors.login_bad_param("iss")
+    env = get("canvas_environment")
+    if env is not None and env not in CANVAS_ENVIRONMENTS:
+        raise errors.login_bad_param("canvas_environment")
+    region = get("canvas_region")
+    if region is not None and not _REGION.match(region):
+        raise errors.login_bad_param("canvas_region")
+    storage = get("lti_storage_target")
+    if storage is not None and not _STORAGE_TARGET.match(storage):
+        raise errors.login_bad_param("lti_storage_target")
+    return LoginRequest(
+        issuer=issuer,
+        login_hint=login_hint,
+        target_link_uri=target,
+        client_id=client_id,
+        lti_message_hint=get("lti_message_hint"),
+        deployment_id=get("lti_deployment_id"),
+        canvas_region=region,
+        canvas_environment=env,
+        storage_target=storage,
+    )
+
+
+def canvas_endpoint(url: str, environment: str | None) -> str:
+    """Canvas beta/test environments use ``sso.beta``/``sso.test`` instead of ``sso``."""
+    if environment not in ("beta", "test"):
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host == "sso.canvaslms.com" or (host.startswith("sso.") and host.endswith(".canvaslms.com")):
+        netloc = f"sso.{environment}.canvaslms.com"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class LoginFlow:
+    def __init__(self, registrations: RegistrationCache, codec: StateCodec, urls: ToolUrls) -> None:
+        self._registrations = registrations
+        self._codec = codec
+        self._urls = urls
+
+    async def start(self, request: LoginRequest) -> LoginDecision:
+        if not self._urls.is_ours(request.target_link_uri):
+            raise errors.target_link_uri_foreign()
+        platform = await self._registrations.get(request.issuer, request.client_id)
+        if platform is None:
+            raise errors.platform_unknown()
+        if request.deployment_id is not None:
+            status = platform.deployments.get(request.deployment_id)
+            if status == "disabled":
+                raise errors.deployment_disabled()
+        env = request.canvas_environment if platform.product == "canvas" else None
+        token, bind, state = self._codec.issue(
+            platform_id=platform.id,
+            issuer=platform.issuer,
+            client_id=platform.client_id,
+            region=self._urls.region,
+            canvas_environment=env,
+            storage_target=request.storage_target,
+        )
+        auth = auth_endpoint(platform, env)
+        query = {
+            "scope": "openid",
+            "response_type": "id_token",
+            "response_mode": "form_post",
+            "prompt": "none",
+            "client_id": platform.client_id,
+            "redirect_uri": self._urls.launch_url(),
+            "login_hint": request.login_hint,
+            "state": token,
+            "nonce": state.nonce,
+        }
+        if request.lti_message_hint is not None:
+            query["lti_message_hint"] = request.lti_message_hint
+        parts = urlsplit(auth)
+        merged = f"{parts.query}&{urlencode(query)}" if parts.query else urlencode(query)
+        return LoginDecision(
+            state_token=token,
+            bind=bind,
+            state=state,
+            auth_url=urlunsplit(parts._replace(query=merged)),
+            auth_origin=f"{parts.scheme}://{parts.netloc}",
+        )
+
+
+def auth_endpoint(platform: Platform, canvas_environment: str | None) -> str:
+    if platform.product == "canvas":
+        return canvas_endpoint(platform.auth_url, canvas_environment)
+    return platform.auth_url
+
+
+def jwks_endpoint(platform: Platform, canvas_environment: str | None) -> str:
+    if platform.product == "canvas":
+        return canvas_endpoint(platform.jwks_url, canvas_environment)
+    return platform.jwks_url

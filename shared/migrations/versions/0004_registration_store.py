@@ -1,0 +1,20 @@
+"""Registration store: what was asked and granted, audit trail, admin tokens, install codes
+(placeholder until the registration service lands).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+"""
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

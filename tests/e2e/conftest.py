@@ -1,0 +1,55 @@
+"""Real headless Chromium (Debian's package) driven by Playwright, with cookie policy set
+explicitly per test through the profile's preferences."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+# cookie_controls_mode 1 blocks third-party cookies (Chrome incognito, Safari-like);
+# default_content_setting_values.cookies 2 blocks every cookie.
+COOKIE_POLICIES: dict[str, dict[str, Any]] = {
+    "third_party_blocked": {"profile": {"cookie_controls_mode": 1}},
+    "all_blocked": {
+        "profile": {"cookie_controls_mode": 1, "default_content_setting_values": {"cookies": 2}},
+    },
+}
+
+
+@pytest.fixture
+def chromium_context() -> Callable[..., Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: scripts/bootstrap installs the Debian package")
+    from playwright.async_api import async_playwright
+
+    @asynccontextmanager
+    async def open_context(policy: str) -> AsyncIterator[Any]:
+        profile = Path(tempfile.mkdtemp(prefix="attune-chromium-"))
+        (profile / "Default").mkdir()
+        (profile / "Default" / "Preferences").write_text(json.dumps(COOKIE_POLICIES[policy]))
+        try:
+            async with async_playwright() as pw:
+                context = await pw.chromium.launch_persistent_context(
+                    str(profile),
+                    executable_path=CHROMIUM,
+                    headless=True,
+                    args=["--disable-gpu", "--disable-quic", "--no-first-run"],
+                )
+                try:
+                    yield context
+                finally:
+                    await context.close()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    return open_context

@@ -1,0 +1,273 @@
+"""The real login, launch and checkins services behind the real gateway, for LTI tests.
+
+Each region gets its own gateway origin (127.0.0.1:<port>) with its own login and launch
+service, as production runs them; checkins is shared. A "browser" is an aiohttp session with
+its own cookie jar that does not follow redirects, so each hop can be asserted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from yarl import URL
+
+from services.checkins.app import create_app as checkins_app
+from services.launch.app import create_app as launch_app
+from services.login.app import create_app as login_app
+from shared.dev.embedded import free_port
+from shared.dev.gateway import create_gateway
+from shared.settings import Settings
+from tests.conftest import Infra
+from tests.fakes.platform import Client, FakePlatform, parse_autopost, query_of
+
+
+@dataclass
+class Region:
+    name: str
+    url: str  # the gateway origin of this region
+
+
+@dataclass
+class LtiStack:
+    regions: list[Region]
+    settings: dict[str, Settings]
+    pool: asyncpg.Pool
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.regions[0].url
+
+    def redirect_uris(self) -> list[str]:
+        return [f"{r.url}/lti/launch" for r in self.regions]
+
+    async def register(
+        self,
+        platform: FakePlatform,
+        client: Client,
+        *,
+        policy: str = "accept",
+        deployment_status: str | None = "active",
+    ) -> int:
+        """Insert the registration as the registration service would store it."""
+        platform_id: int = await self.pool.fetchval(
+            """
+            INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, token_url, product,
+                                   deployment_policy)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+            """,
+            platform.issuer,
+            client.client_id,
+            platform.auth_url,
+            platform.jwks_url,
+            platform.token_url,
+            platform.flavour,
+            policy,
+        )
+        if deployment_status is not None:
+            await self.pool.execute(
+                "INSERT INTO deployments (platform_id, deployment_id, status) VALUES ($1,$2,$3)",
+                platform_id,
+                client.deployment_id,
+                deployment_status,
+            )
+        return platform_id
+
+
+class Browser:
+    """A browser's cookie handling, small and explicit.
+
+    aiohttp's cookie jar (Python's ``http.cookies`` before 3.14) drops any cookie carrying the
+    ``Partitioned`` attribute, which Chrome honours; this keeps cookies per host and path the
+    way a browser does for these tests (Secure cookies are allowed on loopback, as in Chrome).
+    """
+
+    def __init__(self) -> None:
+        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self.cookies: dict[tuple[str, str], tuple[str, str]] = {}  # (host, name) -> (value, path)
+        self.set_cookie_headers: list[str] = []
+
+    async def __aenter__(self) -> Browser:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    def _cookie_header(self, url: URL) -> str | None:
+        pairs = [
+            f"{name}={value}"
+            for (host, name), (value, path) in self.cookies.items()
+            if host == url.host
+            and (url.path == path or url.path.startswith(path.rstrip("/") + "/"))
+        ]
+        return "; ".join(pairs) or None
+
+    def _store(self, url: URL, resp: aiohttp.ClientResponse) -> None:
+        for header in resp.headers.getall("Set-Cookie", []):
+            self.set_cookie_headers.append(header)
+            first, *attrs = [p.strip() for p in header.split(";")]
+            name, _, value = first.partition("=")
+            options = {a.partition("=")[0].lower(): a.partition("=")[2] for a in attrs}
+            key = (str(url.host), name)
+            if options.get("max-age") == "0":
+                self.cookies.pop(key, None)
+            else:
+                self.cookies[key] = (value, options.get("path", "/"))
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        target = URL(url)
+        if kwargs.get("params"):
+            target = target.update_query(kwargs.pop("params"))
+        headers = dict(kwargs.pop("headers", {}) or {})
+        cookie = self._cookie_header(target)
+        if cookie:
+            headers["Cookie"] = cookie
+        kwargs.setdefault("allow_redirects", False)
+        resp = await self._session.request(method, target, headers=headers, **kwargs)
+        await resp.read()
+        self._store(target, resp)
+        return resp
+
+    async def get(self, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("POST", url, **kwargs)
+
+
+def browser() -> Browser:
+    return Browser()
+
+
+async def _serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def start_stack(
+    infra: Infra,
+    pool: asyncpg.Pool,
+    region_names: tuple[str, ...] = ("us-east-1",),
+    *,
+    host: str = "127.0.0.1",
+    **overrides: Any,
+) -> tuple[LtiStack, AsyncExitStack]:
+    """``host="localhost"`` puts the tool on a different site than the fake LMS
+    (127.0.0.1), as a real LMS iframe is."""
+    exits = AsyncExitStack()
+    regions = [Region(name, f"http://{host}:{free_port()}") for name in region_names]
+    region_map = ",".join(f"{r.name}={r.url}" for r in regions)
+    public = regions[0].url
+    stack = LtiStack(regions=regions, settings={}, pool=pool)
+    base = {"public_url": public, "regions": region_map, **overrides}
+    checkins_settings = infra.settings(region=regions[0].name, **base)
+    runner, checkins_url = await _serve(checkins_app(checkins_settings))
+    exits.push_async_callback(runner.cleanup)
+    for region in regions:
+        settings = infra.settings(region=region.name, **base)
+        stack.settings[region.name] = settings
+        upstreams = {"checkins": checkins_url}
+        for name, factory in (("login", login_app), ("launch", launch_app)):
+            runner, url = await _serve(factory(settings))
+            exits.push_async_callback(runner.cleanup)
+            upstreams[name] = url
+        gw_runner, _ = await _serve(create_gateway(upstreams), int(URL(region.url).port or 0))
+        exits.push_async_callback(gw_runner.cleanup)
+    return stack, exits
+
+
+@dataclass
+class LaunchResult:
+    status: int
+    location: str | None
+    body: str
+    json: dict[str, Any] | None
+
+
+async def login(
+    session: Browser,
+    region_url: str,
+    platform: FakePlatform,
+    client: Client,
+    *,
+    method: str = "GET",
+    **extra: str,
+) -> aiohttp.ClientResponse:
+    params = {
+        "iss": platform.issuer,
+        "login_hint": extra.pop("login_hint", "user-1"),
+        "target_link_uri": extra.pop("target_link_uri", f"{region_url}/app"),
+        "client_id": client.client_id,
+        "lti_deployment_id": client.deployment_id,
+        **extra,
+    }
+    if platform.flavour == "moodle" and "lti_message_hint" not in params:
+        params["lti_message_hint"] = secrets.token_hex(8)
+    if method == "POST":
+        return await session.post(f"{region_url}/lti/login", data=params, allow_redirects=False)
+    return await session.get(f"{region_url}/lti/login?{urlencode(params)}", allow_redirects=False)
+
+
+async def full_launch(
+    session: Browser,
+    region_url: str,
+    platform: FakePlatform,
+    client: Client,
+    **login_extra: str,
+) -> aiohttp.ClientResponse:
+    """Login → platform auth endpoint → launch POST, as a browser would do it."""
+    resp = await login(session, region_url, platform, client, **login_extra)
+    assert resp.status == 302, await resp.text()
+    auth = await session.get(resp.headers["Location"], allow_redirects=False)
+    assert auth.status == 200, await auth.text()
+    action, fields = parse_autopost(await auth.text())
+    return await session.post(action, data=fields, allow_redirects=False)
+
+
+async def auth_params(
+    session: Browser,
+    region_url: str,
+    platform: FakePlatform,
+    client: Client,
+    **login_extra: str,
+) -> dict[str, str]:
+    """Do the login step only; return the auth request's parameters (state, nonce, ...)."""
+    resp = await login(session, region_url, platform, client, **login_extra)
+    assert resp.status == 302, await resp.text()
+    return query_of(resp.headers["Location"])
+
+
+async def post_launch(
+    session: Browser, region_url: str, fields: dict[str, str]
+) -> aiohttp.ClientResponse:
+    return await session.post(
+        f"{region_url}/lti/launch",
+        data=fields,
+        allow_redirects=False,
+        headers={"Accept": "application/json"},
+    )
+
+
+async def error_code(resp: aiohttp.ClientResponse) -> str:
+    body = await resp.json()
+    return str(body["error"]["code"])
+
+
+async def platform_server(flavour: str) -> AsyncIterator[FakePlatform]:
+    platform = FakePlatform(flavour)  # type: ignore[arg-type]
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
