@@ -18,6 +18,20 @@ from shared.web import SERVICE_KEY, SETTINGS_KEY, ReadinessCheck, add_readiness_
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that skips asyncpg's per-release reset query.
+
+    asyncpg resets every connection it takes back (``RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()``): one extra round trip per request on the hot path. Attune never
+    leaves session state on a pooled connection — settings are fixed at connect time, advisory
+    locks are transaction-scoped, LISTEN uses dedicated connections — and asyncpg still rolls
+    back any open transaction on release, so the reset is pure cost.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
     """A pool whose every connection carries the statement timeout and an application name."""
     pool = await asyncpg.create_pool(
@@ -25,6 +39,7 @@ async def create_pool(settings: Settings, *, application_name: str) -> asyncpg.P
         min_size=0,
         max_size=settings.db_pool_max,
         max_inactive_connection_lifetime=60.0,
+        connection_class=PooledConnection,
         command_timeout=settings.db_statement_timeout_ms / 1000 + 1,
         timeout=5.0,
         server_settings={

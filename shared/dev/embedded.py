@@ -535,11 +535,11 @@ class EmbeddedBroker:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         started = time.monotonic()
         if self.log_path is None:
-            self._process = _spawn(argv, subprocess.DEVNULL, None, signal.SIGTERM, env=env)
+            self._process = _spawn(argv, subprocess.DEVNULL, None, signal.SIGINT, env=env)
         else:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("ab") as logfile:
-                self._process = _spawn(argv, logfile, None, signal.SIGTERM, env=env)
+                self._process = _spawn(argv, logfile, None, signal.SIGINT, env=env)
         deadline = started + 15
         while not _port_accepts(self._port):
             if self._process.poll() is not None:
@@ -562,11 +562,14 @@ class EmbeddedBroker:
         )
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s; idempotent. On return the broker is gone."""
+        """SIGINT, then SIGKILL after 5 s; idempotent. On return the broker is gone.
+
+        Tansu ignores SIGTERM but exits at once on SIGINT (it keeps nothing to flush).
+        """
         process, self._process = self._process, None
         if process is None:
             return
-        _terminate(process, signal.SIGTERM, 5)
+        _terminate(process, signal.SIGINT, 5)
         log.info("embedded_broker_stopped", port=self._port, returncode=process.returncode)
 
     def kill(self) -> None:

@@ -142,6 +142,8 @@ class OutboxRelay:
     async def _ensure_listener(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
+        if self._listener is not None:
+            self._listener.terminate()  # broken (Postgres restarted): release it now, not at GC
         self._listener = None
         try:
             conn = await asyncpg.connect(self._settings.database_url.get_secret_value(), timeout=2)

@@ -143,3 +143,11 @@ def test_cli_service_specific_setting_exits_2() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "attune: invalid configuration: ATTUNE_PUBLIC_URL is missing"
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [var for var, _default, _meaning in describe() if f"| `{var}` |" not in readme]
+    assert not missing, f"README configuration table lacks {missing}"
