@@ -7,12 +7,17 @@ cookies inside the LMS iframe.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jinja2
 from aiohttp import web
 
-from services.checkins.auth import identity
+from services.checkins import api, emotions
+from services.checkins.keys import PAGES_KEY, PSEUDONYMS_KEY, TOKENS_KEY
+from services.checkins.privacy import Pseudonyms
+from services.checkins.roster import roster_ctx
 from shared.app import service_app
 from shared.lti.launch_token import LaunchTokens
 from shared.lti.wiring import SECRETS_KEY, configure_lti
@@ -21,16 +26,24 @@ from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
 SERVICE = "checkins"
 HERE = Path(__file__).parent
-TOKENS_KEY = web.AppKey("launch_tokens", LaunchTokens)
 APP_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; base-uri 'none'; form-action 'self'"
 )
+API = "/api/checkins"
 
 
 async def app_page(request: web.Request) -> web.Response:
+    strings = emotions.catalogue()
+    # A JSON data block is never executed, so it passes `script-src 'self'`; "<" is escaped so
+    # no string can end the block.
+    data = json.dumps(
+        {"strings": strings, "vocabularies": emotions.vocabulary_payload()},
+        ensure_ascii=False,
+    ).replace("<", "\\u003c")
+    html = request.app[PAGES_KEY].get_template("app.html").render(t=strings, data=data)
     return web.Response(
-        body=(HERE / "templates" / "app.html").read_bytes(),
+        text=html,
         content_type="text/html",
         headers={
             **HTML_SECURITY_HEADERS,
@@ -40,34 +53,33 @@ async def app_page(request: web.Request) -> web.Response:
     )
 
 
-async def me(request: web.Request) -> web.Response:
-    who = identity(request, request.app[TOKENS_KEY])
-    return web.json_response(
-        {
-            "launch_id": who.launch_id,
-            "platform_id": who.platform_id,
-            "deployment_id": who.deployment_id,
-            "context_id": who.context_id,
-            "resource_link_id": who.resource_link_id,
-            "roles": list(who.roles),
-            "is_teacher": who.is_teacher,
-            "message_type": who.message_type,
-            "expires_at": who.expires_at,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
     configure_lti(app)
+    app.middlewares.append(api.validation_middleware)
+    app[PAGES_KEY] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
     async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS_KEY] = LaunchTokens(app[SECRETS_KEY], ttl_s=app[SETTINGS_KEY].launch_token_ttl_s)
+        app[PSEUDONYMS_KEY] = Pseudonyms(app[SECRETS_KEY])
         yield
 
     app.cleanup_ctx.append(tokens_ctx)
+    app.cleanup_ctx.append(roster_ctx)
     app.router.add_get("/app/", app_page)
-    app.router.add_get("/api/checkins/me", me)
+    app.router.add_get(f"{API}/me", api.me)
+    app.router.add_get(f"{API}/checkins", api.list_checkins)
+    app.router.add_post(f"{API}/checkins", api.create_checkin)
+    app.router.add_get(f"{API}/checkins/{{checkin_id}}", api.get_checkin)
+    app.router.add_patch(f"{API}/checkins/{{checkin_id}}", api.update_checkin)
+    app.router.add_delete(f"{API}/checkins/{{checkin_id}}", api.delete_checkin)
+    app.router.add_post(f"{API}/checkins/{{checkin_id}}/close", api.close_checkin)
+    app.router.add_put(f"{API}/checkins/{{checkin_id}}/response", api.answer)
+    app.router.add_get(f"{API}/history", api.history)
+    app.router.add_get(f"{API}/insights", api.insights)
     app.router.add_static("/static", HERE / "static", append_version=False)
     return app

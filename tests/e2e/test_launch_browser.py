@@ -66,7 +66,7 @@ async def test_launch_in_cross_site_iframe(
         await page.goto(f"{canvas.base_url}/lms/course")
         frame = page.frame_locator("#tool")
         status = frame.locator("#status")
-        await status.filter(has_text="Signed in as a student").wait_for(timeout=20_000)
+        await status.filter(has_text="Signed in as a student").wait_for(timeout=45_000)
         log = await page.evaluate("window.storageLog")
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"launch-iframe-{policy}.png"))

@@ -1,0 +1,585 @@
+"""The JSON API under ``/api/checkins``.
+
+Authenticated by the launch token on every request; the course is the token's
+(platform_id, context_id), so an id from the client only ever selects within that course.
+Bearer header and no cookies: a cross-site request cannot carry the credential (CSRF-safe by
+construction). Anonymous check-ins expose aggregates and sorted notes only, never who answered.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from services.checkins import emotions, queries
+from services.checkins.auth import identity
+from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
+from services.checkins.queries import Course
+from shared.db import POOL_KEY
+from shared.errors import AttuneError, Conflict, Forbidden, NotFound
+from shared.events import outbox, topics
+from shared.events.envelope import Event
+from shared.logs import get_logger
+from shared.lti.launch_token import LaunchIdentity
+
+log = get_logger(__name__)
+
+SERVICE = "checkins"
+QUESTION_MAX = 300
+NOTE_MAX = 500
+MAX_OPEN_DAYS = 366
+# Class results are shown to a student only when at least this many classmates answered.
+# Candidate setting: ATTUNE_CHECKIN_MIN_CLASS_SIZE.
+MIN_CLASS_SIZE = 5
+# "May need a conversation": at least LOW_AT_LEAST of the last LOW_WINDOW identified answers
+# in the lowest band.
+LOW_BAND_MAX = 1
+LOW_WINDOW = 3
+LOW_AT_LEAST = 2
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class ValidationFailed(AttuneError):
+    """Field-level validation errors: ``fields`` maps a field name to a stable code."""
+
+    status = 422
+    code = "validation_failed"
+    title = "Some fields need attention"
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("Some fields are missing or invalid.")
+        self.fields = fields
+
+
+@web.middleware
+async def validation_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Renders ``ValidationFailed`` with its fields (the shared error edge has no field list)."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ValidationFailed as exc:
+        log.info("request_rejected", code=exc.code, status=exc.status, fields=sorted(exc.fields))
+        return web.json_response(
+            {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
+            status=exc.status,
+            headers=NO_STORE,
+        )
+
+
+# --- who and where ---------------------------------------------------------------------------
+
+
+def _who(request: web.Request) -> tuple[LaunchIdentity, Course]:
+    who = identity(request, request.app[TOKENS_KEY])
+    if not who.context_id or not who.subject:
+        raise Forbidden(
+            "Attune was opened outside a course.",
+            code="course_context_missing",
+            hint="Open Attune from a course in the LMS.",
+        )
+    return who, Course(who.platform_id, who.context_id)
+
+
+def _teacher(request: web.Request) -> tuple[LaunchIdentity, Course]:
+    who, course = _who(request)
+    if not who.is_teacher:
+        raise Forbidden("Only the course's teachers can do this.", code="teacher_only")
+    return who, course
+
+
+def _learner(request: web.Request) -> tuple[LaunchIdentity, Course]:
+    who, course = _who(request)
+    if "learner" not in who.roles:
+        raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
+    return who, course
+
+
+def _checkin_id(request: web.Request) -> int:
+    raw = request.match_info["checkin_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise _not_found()
+    return int(raw)
+
+
+def _not_found() -> NotFound:
+    return NotFound("There is no such check-in in this course.", code="checkin_not_found")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise AttuneError(
+            "Send the request as JSON.", code="json_required", status=415, title="Wrong format"
+        )
+    try:
+        body = json.loads(await request.text())
+    except (ValueError, UnicodeDecodeError):
+        raise AttuneError("The request body is not valid JSON.", code="json_invalid") from None
+    if not isinstance(body, dict):
+        raise AttuneError("The request body must be a JSON object.", code="json_invalid")
+    return body
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _time(value: Any, name: str, errors: dict[str, str]) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 40:
+        errors[name] = "invalid"
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        errors[name] = "invalid"
+        return None
+    if parsed.tzinfo is None:
+        errors[name] = "timezone_required"
+        return None
+    return parsed
+
+
+def _checkin_fields(body: dict[str, Any], current: asyncpg.Record | None) -> dict[str, Any]:
+    """Validated fields for a create (``current`` None) or an edit (missing = unchanged)."""
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
+
+    def given(name: str) -> bool:
+        return name in body and body[name] is not None
+
+    question = body.get("question") if given("question") or current is None else None
+    if current is not None and not given("question"):
+        out["question"] = current["question"]
+    elif not isinstance(question, str) or not question.strip():
+        errors["question"] = "required"
+    elif len(question.strip()) > QUESTION_MAX:
+        errors["question"] = "too_long"
+    else:
+        out["question"] = question.strip()
+
+    vocabulary = body.get("vocabulary", current["vocabulary"] if current else "full")
+    if vocabulary not in emotions.VOCABULARIES:
+        errors["vocabulary"] = "invalid_choice"
+    elif current is not None and vocabulary != current["vocabulary"] and current["responses"]:
+        errors["vocabulary"] = "has_responses"
+    out["vocabulary"] = vocabulary
+
+    kind = body.get("response_kind", "emotion")
+    if kind != "emotion":
+        errors["response_kind"] = "invalid_choice"
+
+    for flag, default in (("allow_note", False), ("anonymous", False)):
+        value = body.get(flag, current[flag] if current else default)
+        if not isinstance(value, bool):
+            errors[flag] = "invalid"
+        out[flag] = value
+    if current is not None and out["anonymous"] != current["anonymous"]:
+        errors["anonymous"] = "immutable"
+
+    now = datetime.now(UTC)
+    opens = current["opens_at"] if current else now
+    if given("opens_at"):
+        opens = _time(body["opens_at"], "opens_at", errors) or opens
+    closes = current["closes_at"] if current else opens + timedelta(days=7)
+    if given("closes_at"):
+        parsed = _time(body["closes_at"], "closes_at", errors)
+        if parsed is not None:
+            closes = parsed
+            if closes <= now:
+                errors["closes_at"] = "in_past"
+    if "closes_at" not in errors and closes <= opens:
+        errors["closes_at"] = "before_opens_at"
+    if "closes_at" not in errors and closes - opens > timedelta(days=MAX_OPEN_DAYS):
+        errors["closes_at"] = "too_far"
+    out["opens_at"], out["closes_at"] = opens, closes
+    if errors:
+        raise ValidationFailed(errors)
+    return out
+
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _checkin_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "question": row["question"],
+        "response_kind": row["response_kind"],
+        "vocabulary": row["vocabulary"],
+        "allow_note": row["allow_note"],
+        "anonymous": row["anonymous"],
+        "opens_at": _iso(row["opens_at"]),
+        "closes_at": _iso(row["closes_at"]),
+        "closed_early_at": _iso(row["closed_early_at"]),
+        "status": row["status"],
+    }
+
+
+def _participation(responses: int, learners: int) -> dict[str, Any]:
+    rate = min(1.0, responses / learners) if learners else None
+    return {"answered": responses, "learners": learners, "rate": rate}
+
+
+def _answer_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "emotion": row["emotion"],
+        "pleasantness": row["pleasantness"],
+        "note": row["note"],
+        "answered_at": _iso(row["answered_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+def _event(kind: str, course: Course, checkin_id: int, data: dict[str, Any]) -> Event:
+    return Event(
+        type=kind,
+        source=SERVICE,
+        subject=f"checkin:{checkin_id}",
+        data={
+            "checkin_id": checkin_id,
+            "platform_id": course.platform_id,
+            "context_id": course.context_id,
+            **data,
+        },
+    )
+
+
+def _respondent_keys(
+    request: web.Request, who: LaunchIdentity, course: Course, row: asyncpg.Record
+) -> list[str]:
+    assert who.subject is not None
+    if not row["anonymous"]:
+        return [who.subject]
+    return request.app[PSEUDONYMS_KEY].all(
+        course.platform_id, course.context_id, row["id"], who.subject
+    )
+
+
+async def _own_answers(
+    request: web.Request,
+    conn: asyncpg.Connection,
+    who: LaunchIdentity,
+    course: Course,
+    rows: list[asyncpg.Record],
+) -> dict[int, asyncpg.Record]:
+    pairs = [(r["id"], k) for r in rows for k in _respondent_keys(request, who, course, r)]
+    return await queries.own_responses(conn, pairs)
+
+
+def _class_view(counts: list[int], answered: bool) -> dict[str, Any] | None:
+    """The class picture for a student: after answering, and only with enough classmates."""
+    others = sum(counts) - (1 if answered else 0)
+    if not answered or others < MIN_CLASS_SIZE:
+        return None
+    return {"pleasantness": counts, "total": sum(counts)}
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+async def me(request: web.Request) -> web.Response:
+    who = identity(request, request.app[TOKENS_KEY])
+    return web.json_response(
+        {
+            "launch_id": who.launch_id,
+            "platform_id": who.platform_id,
+            "deployment_id": who.deployment_id,
+            "context_id": who.context_id,
+            "resource_link_id": who.resource_link_id,
+            "roles": list(who.roles),
+            "is_teacher": who.is_teacher,
+            "is_learner": "learner" in who.roles,
+            "message_type": who.message_type,
+            "expires_at": who.expires_at,
+            "min_class_size": MIN_CLASS_SIZE,
+        },
+        headers=NO_STORE,
+    )
+
+
+async def list_checkins(request: web.Request) -> web.Response:
+    who, course = _who(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        if who.is_teacher:
+            rows = await queries.list_checkins(conn, course)
+            learners = await queries.learner_count(conn, course)
+            items = [
+                {**_checkin_json(r), "participation": _participation(r["responses"], learners)}
+                for r in rows
+            ]
+            return web.json_response({"view": "teacher", "checkins": items}, headers=NO_STORE)
+        if "learner" not in who.roles:
+            raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
+        rows = await queries.list_checkins(conn, course, only_open=True)
+        mine = await _own_answers(request, conn, who, course, rows)
+        counts = await queries.pleasantness_counts(conn, [r["id"] for r in rows])
+    items = []
+    for r in rows:
+        answer = mine.get(r["id"])
+        items.append(
+            {
+                **_checkin_json(r),
+                "my_answer": _answer_json(answer) if answer else None,
+                "class": _class_view(counts[r["id"]], answer is not None),
+            }
+        )
+    return web.json_response({"view": "student", "checkins": items}, headers=NO_STORE)
+
+
+async def create_checkin(request: web.Request) -> web.Response:
+    who, course = _teacher(request)
+    fields = _checkin_fields(await _body(request), None)
+    assert who.subject is not None
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        row = await queries.create_checkin(conn, course, fields, who.subject)
+        await outbox.enqueue(
+            conn,
+            topics.CHECKIN,
+            _event(
+                "checkin.created",
+                course,
+                row["id"],
+                {
+                    "question": row["question"],
+                    "vocabulary": row["vocabulary"],
+                    "anonymous": row["anonymous"],
+                    "allow_note": row["allow_note"],
+                    "opens_at": _iso(row["opens_at"]),
+                    "closes_at": _iso(row["closes_at"]),
+                },
+            ),
+            key=course.key,
+        )
+    log.info("checkin_created", checkin_id=row["id"], anonymous=row["anonymous"])
+    return web.json_response(_checkin_json(row), status=201, headers=NO_STORE)
+
+
+async def get_checkin(request: web.Request) -> web.Response:
+    """Teachers: the results. Students: the check-in, their answer and the class picture."""
+    who, course = _who(request)
+    checkin_id = _checkin_id(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.get_checkin(conn, course, checkin_id)
+        if row is None or (not who.is_teacher and row["status"] == "scheduled"):
+            raise _not_found()
+        counts = (await queries.pleasantness_counts(conn, [checkin_id]))[checkin_id]
+        if not who.is_teacher:
+            if "learner" not in who.roles:
+                raise Forbidden(
+                    "Only the course's students can answer check-ins.", code="learner_only"
+                )
+            answer = (await _own_answers(request, conn, who, course, [row])).get(checkin_id)
+            body = {
+                **_checkin_json(row),
+                "my_answer": _answer_json(answer) if answer else None,
+                "class": _class_view(counts, answer is not None),
+            }
+            return web.json_response(body, headers=NO_STORE)
+        learners = await queries.learner_count(conn, course)
+        by_emotion = await queries.emotion_counts(conn, checkin_id)
+        result: dict[str, Any] = {
+            **_checkin_json(row),
+            "participation": _participation(row["responses"], learners),
+            "distribution": {
+                "pleasantness": counts,
+                "emotions": [
+                    {"emotion": e["emotion"], "pleasantness": e["pleasantness"], "count": e["n"]}
+                    for e in by_emotion
+                ],
+            },
+        }
+        if row["anonymous"]:
+            result["notes"] = await queries.notes(conn, checkin_id)
+        else:
+            result["responses"] = [
+                {
+                    "subject": r["subject"],
+                    "name": r["name"],
+                    **_answer_json(r),
+                }
+                for r in await queries.identified_responses(conn, course, checkin_id)
+            ]
+    return web.json_response(result, headers=NO_STORE)
+
+
+async def update_checkin(request: web.Request) -> web.Response:
+    _, course = _teacher(request)
+    checkin_id = _checkin_id(request)
+    body = await _body(request)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        current = await queries.get_checkin(conn, course, checkin_id, lock=True)
+        if current is None:
+            raise _not_found()
+        fields = _checkin_fields(body, current)
+        await queries.update_checkin(conn, course, checkin_id, fields)
+        row = await queries.get_checkin(conn, course, checkin_id)
+        assert row is not None
+        await outbox.enqueue(
+            conn,
+            topics.CHECKIN,
+            _event(
+                "checkin.updated",
+                course,
+                checkin_id,
+                {"opens_at": _iso(row["opens_at"]), "closes_at": _iso(row["closes_at"])},
+            ),
+            key=course.key,
+        )
+    return web.json_response(_checkin_json(row), headers=NO_STORE)
+
+
+async def close_checkin(request: web.Request) -> web.Response:
+    _, course = _teacher(request)
+    checkin_id = _checkin_id(request)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        current = await queries.get_checkin(conn, course, checkin_id, lock=True)
+        if current is None:
+            raise _not_found()
+        if current["status"] == "closed":
+            raise Conflict("This check-in is already closed.", code="checkin_closed")
+        await queries.close_checkin(conn, course, checkin_id)
+        row = await queries.get_checkin(conn, course, checkin_id)
+        assert row is not None
+        await outbox.enqueue(
+            conn,
+            topics.CHECKIN,
+            _event(
+                "checkin.closed", course, checkin_id, {"closed_at": _iso(row["closed_early_at"])}
+            ),
+            key=course.key,
+        )
+    return web.json_response(_checkin_json(row), headers=NO_STORE)
+
+
+async def delete_checkin(request: web.Request) -> web.Response:
+    _, course = _teacher(request)
+    checkin_id = _checkin_id(request)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        removed = await queries.delete_checkin(conn, course, checkin_id)
+        if removed < 0:
+            raise _not_found()
+        await outbox.enqueue(
+            conn,
+            topics.CHECKIN,
+            _event("checkin.deleted", course, checkin_id, {"responses_deleted": removed}),
+            key=course.key,
+        )
+    log.info("checkin_deleted", checkin_id=checkin_id, responses_deleted=removed)
+    return web.Response(status=204, headers=NO_STORE)
+
+
+async def answer(request: web.Request) -> web.Response:
+    who, course = _learner(request)
+    checkin_id = _checkin_id(request)
+    body = await _body(request)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        row = await queries.get_checkin(conn, course, checkin_id)
+        if row is None or row["status"] == "scheduled":
+            raise _not_found()
+        if row["status"] != "open":
+            raise Conflict(
+                "This check-in is closed; answers can no longer change.", code="checkin_not_open"
+            )
+        errors: dict[str, str] = {}
+        emotion = body.get("emotion")
+        if not isinstance(emotion, str) or not emotion:
+            errors["emotion"] = "required"
+        elif not emotions.is_word(row["vocabulary"], emotion):
+            errors["emotion"] = "invalid_choice"
+        note = body.get("note")
+        if isinstance(note, str):
+            note = note.strip() or None
+        if note is not None:
+            if not isinstance(note, str):
+                errors["note"] = "invalid"
+            elif not row["allow_note"]:
+                errors["note"] = "not_allowed"
+            elif len(note) > NOTE_MAX:
+                errors["note"] = "too_long"
+        if errors:
+            raise ValidationFailed(errors)
+        assert isinstance(emotion, str)
+        pleasantness = emotions.PLEASANTNESS[emotion]
+        current, *previous = _respondent_keys(request, who, course, row)
+        replaced = await queries.upsert_response(
+            conn,
+            checkin_id,
+            current,
+            previous,
+            emotion=emotion,
+            pleasantness=pleasantness,
+            note=note,
+            anonymous=row["anonymous"],
+        )
+        data: dict[str, Any] = {
+            "emotion": emotion,
+            "pleasantness": pleasantness,
+            "changed": replaced,
+            "anonymous": row["anonymous"],
+        }
+        if not row["anonymous"]:
+            data["respondent"] = who.subject
+        await outbox.enqueue(
+            conn,
+            topics.CHECKIN,
+            _event("checkin.answered", course, checkin_id, data),
+            key=course.key,
+        )
+        mine = (await queries.own_responses(conn, [(checkin_id, current)]))[checkin_id]
+    log.info("checkin_answered", checkin_id=checkin_id, changed=replaced)
+    return web.json_response(_answer_json(mine), status=200 if replaced else 201, headers=NO_STORE)
+
+
+async def history(request: web.Request) -> web.Response:
+    """A student's own answers in this course, newest first."""
+    who, course = _learner(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = [r for r in await queries.list_checkins(conn, course) if r["status"] != "scheduled"]
+        mine = await _own_answers(request, conn, who, course, rows)
+        answered = [r for r in rows if r["id"] in mine]
+        counts = await queries.pleasantness_counts(conn, [r["id"] for r in answered])
+    items = [
+        {
+            **_checkin_json(r),
+            "my_answer": _answer_json(mine[r["id"]]),
+            "class": _class_view(counts[r["id"]], True),
+        }
+        for r in answered
+    ]
+    return web.json_response({"history": items}, headers=NO_STORE)
+
+
+async def insights(request: web.Request) -> web.Response:
+    _, course = _teacher(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        points = await queries.trend(conn, course)
+        low = await queries.repeatedly_low(
+            conn, course, low_max=LOW_BAND_MAX, window=LOW_WINDOW, at_least=LOW_AT_LEAST
+        )
+        rows = await queries.list_checkins(conn, course)
+        learners = await queries.learner_count(conn, course)
+    answered = sum(r["responses"] for r in rows if r["status"] != "scheduled")
+    asked = sum(1 for r in rows if r["status"] != "scheduled")
+    return web.json_response(
+        {
+            "learners": learners,
+            "average_participation": (
+                min(1.0, answered / (asked * learners)) if asked and learners else None
+            ),
+            "trend": [
+                {"day": p["day"].isoformat(), "average": p["average"], "answers": p["n"]}
+                for p in points
+            ],
+            "may_need_conversation": [
+                {"subject": r["subject"], "name": r["name"], "low": r["low"], "of": r["answers"]}
+                for r in low
+            ],
+        },
+        headers=NO_STORE,
+    )

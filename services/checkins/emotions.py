@@ -1,0 +1,143 @@
+"""The emotion vocabulary and the localisable string catalogue.
+
+Words are stable ids grouped by a five-point pleasantness scale (1 very unpleasant … 5 very
+pleasant), in the spirit of Reflect's "Feelings Monster". ``simple`` is a subset of ``full``
+for younger students. Every string a person reads lives in ``CATALOGUES`` (one dict per
+locale); English is complete and is the fallback for any missing key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BANDS: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+FULL: dict[int, tuple[str, ...]] = {
+    1: ("devastated", "miserable", "hopeless", "furious", "terrified", "lonely",
+        "overwhelmed", "depressed", "panicked", "ashamed"),
+    2: ("sad", "worried", "stressed", "angry", "frustrated", "anxious", "tired",
+        "disappointed", "nervous", "bored"),
+    3: ("okay", "calm", "meh", "thoughtful", "unsure", "distracted", "curious",
+        "sleepy", "surprised", "indifferent"),
+    4: ("content", "relaxed", "hopeful", "focused", "grateful", "confident",
+        "interested", "relieved", "cheerful", "motivated"),
+    5: ("happy", "excited", "joyful", "proud", "energised", "thrilled", "inspired",
+        "loved", "amazed", "fantastic"),
+}  # fmt: skip
+
+SIMPLE: dict[int, tuple[str, ...]] = {
+    1: ("miserable", "furious"),
+    2: ("sad", "worried"),
+    3: ("okay", "calm"),
+    4: ("relaxed", "cheerful"),
+    5: ("happy", "excited"),
+}
+
+VOCABULARIES: dict[str, dict[int, tuple[str, ...]]] = {"full": FULL, "simple": SIMPLE}
+PLEASANTNESS: dict[str, int] = {w: band for band, words in FULL.items() for w in words}
+
+EN: dict[str, str] = {
+    "app.title": "Attune check-ins",
+    "app.loading": "Loading…",
+    "app.relaunch": "Open Attune again from your course in the LMS to continue.",
+    "app.no_token": "Open Attune from your course in the LMS.",
+    "app.unreachable": "Attune could not be reached.",
+    "app.signed_in_teacher": "Signed in as a teacher of this course.",
+    "app.signed_in_student": "Signed in as a student of this course.",
+    "band.1": "Very unpleasant",
+    "band.2": "Unpleasant",
+    "band.3": "Neutral",
+    "band.4": "Pleasant",
+    "band.5": "Very pleasant",
+    "teacher.create": "Create a check-in",
+    "teacher.question": "Question",
+    "teacher.question_default": "How are you feeling today?",
+    "teacher.vocabulary": "Feeling words",
+    "teacher.vocabulary.full": "Full (about 50 words)",
+    "teacher.vocabulary.simple": "Simple (10 words, for younger students)",
+    "teacher.anonymous": "Anonymous: nobody, including you, can see who answered what",
+    "teacher.allow_note": "Let students add a note",
+    "teacher.opens_at": "Opens",
+    "teacher.closes_at": "Closes",
+    "teacher.submit": "Create check-in",
+    "teacher.created": "Check-in created.",
+    "teacher.list": "Check-ins",
+    "teacher.none": "No check-ins yet.",
+    "teacher.responses": "Responses",
+    "teacher.participation": "Participation",
+    "teacher.of_learners": "{answered} of {learners} students answered",
+    "teacher.close": "Close now",
+    "teacher.delete": "Delete",
+    "teacher.delete_confirm": "Delete this check-in and all its answers? This cannot be undone.",
+    "teacher.view": "View results",
+    "teacher.edit": "Edit",
+    "teacher.save": "Save changes",
+    "teacher.cancel": "Cancel",
+    "teacher.anonymous_badge": "Anonymous",
+    "teacher.identified_badge": "Identified",
+    "teacher.insights": "Insights",
+    "teacher.trend": "Pleasantness over time",
+    "teacher.no_trend": "No answers yet.",
+    "teacher.attention": "May need a conversation",
+    "teacher.attention_help": (
+        "Students whose answers were in the lowest band at least twice in their last three "
+        "identified check-ins."
+    ),
+    "teacher.attention_none": "Nobody right now.",
+    "teacher.notes": "Notes",
+    "teacher.who": "Who answered",
+    "chart.emotions": "Emotions",
+    "chart.pleasantness": "Pleasantness",
+    "chart.count": "Answers",
+    "chart.day": "Day",
+    "chart.average": "Average pleasantness",
+    "status.scheduled": "Scheduled",
+    "status.open": "Open",
+    "status.closed": "Closed",
+    "student.open": "Open check-ins",
+    "student.none_open": "No check-in is open right now.",
+    "student.choose": "Choose the word closest to how you feel",
+    "student.note": "Anything to add? (optional)",
+    "student.submit": "Send my answer",
+    "student.change": "Change my answer",
+    "student.saved": "Thanks, your answer was saved. You can change it until the check-in closes.",
+    "student.your_answer": "Your answer",
+    "student.history": "My check-ins",
+    "student.no_history": "You have not answered any check-in yet.",
+    "student.class": "How the class feels",
+    "student.class_hidden": "The class picture appears once enough classmates have answered.",
+    "student.anonymous_note": "This check-in is anonymous: your teacher cannot see your answer.",
+}
+EMOTION_EN: dict[str, str] = {w: w.capitalize() for words in FULL.values() for w in words}
+
+CATALOGUES: dict[str, dict[str, str]] = {
+    "en": {**EN, **{f"emotion.{k}": v for k, v in EMOTION_EN.items()}},
+}
+DEFAULT_LOCALE = "en"
+
+
+def catalogue(locale: str = DEFAULT_LOCALE) -> dict[str, str]:
+    """Strings for ``locale`` (a language tag), English filling any gap."""
+    base = CATALOGUES[DEFAULT_LOCALE]
+    chosen = CATALOGUES.get(locale.split("-")[0].lower(), base)
+    return {**base, **chosen}
+
+
+def vocabulary_payload(locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+    """Both vocabularies with their labels, as the page's script consumes them."""
+    strings = catalogue(locale)
+    return {
+        name: [
+            {
+                "band": band,
+                "label": strings[f"band.{band}"],
+                "words": [{"id": w, "label": strings[f"emotion.{w}"]} for w in words[band]],
+            }
+            for band in BANDS
+        ]
+        for name, words in VOCABULARIES.items()
+    }
+
+
+def is_word(vocabulary: str, emotion: str) -> bool:
+    return any(emotion in words for words in VOCABULARIES[vocabulary].values())

@@ -1,0 +1,366 @@
+"""SQL of the checkins service, connection first. Every statement about check-ins is scoped by
+the course (platform_id, context_id) taken from the launch token, never by an id alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+STATUS = """
+CASE WHEN c.closed_early_at IS NOT NULL OR c.closes_at <= now() THEN 'closed'
+     WHEN c.opens_at > now() THEN 'scheduled'
+     ELSE 'open' END
+"""
+COLUMNS = f"""
+c.id, c.question, c.response_kind, c.vocabulary, c.allow_note, c.anonymous, c.opens_at,
+c.closes_at, c.created_by, c.created_at, c.closed_early_at, {STATUS} AS status
+"""
+
+
+@dataclass(frozen=True)
+class Course:
+    platform_id: int
+    context_id: str
+
+    @property
+    def key(self) -> str:
+        return f"course:{self.platform_id}:{self.context_id}"
+
+
+async def create_checkin(
+    conn: asyncpg.Connection, course: Course, fields: dict[str, Any], created_by: str
+) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(
+        f"""
+        WITH c AS (
+            INSERT INTO checkins (platform_id, context_id, question, vocabulary, allow_note,
+                                  anonymous, opens_at, closes_at, created_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            RETURNING *
+        )
+        SELECT {COLUMNS}, 0::bigint AS responses FROM c
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        fields["question"],
+        fields["vocabulary"],
+        fields["allow_note"],
+        fields["anonymous"],
+        fields["opens_at"],
+        fields["closes_at"],
+        created_by,
+    )
+    return row
+
+
+async def get_checkin(
+    conn: asyncpg.Connection, course: Course, checkin_id: int, *, lock: bool = False
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""
+        SELECT {COLUMNS},
+               (SELECT count(*) FROM checkin_responses r WHERE r.checkin_id = c.id) AS responses
+        FROM checkins c
+        WHERE c.id = $3 AND c.platform_id = $1 AND c.context_id = $2
+        {"FOR UPDATE" if lock else ""}
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+    )
+    return row
+
+
+async def list_checkins(
+    conn: asyncpg.Connection, course: Course, *, only_open: bool = False, limit: int = 200
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""
+        SELECT {COLUMNS},
+               (SELECT count(*) FROM checkin_responses r WHERE r.checkin_id = c.id) AS responses
+        FROM checkins c
+        WHERE c.platform_id = $1 AND c.context_id = $2
+          AND (NOT $3 OR ({STATUS}) = 'open')
+        ORDER BY c.opens_at DESC, c.id DESC
+        LIMIT $4
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        only_open,
+        limit,
+    )
+    return rows
+
+
+async def update_checkin(
+    conn: asyncpg.Connection, course: Course, checkin_id: int, fields: dict[str, Any]
+) -> None:
+    await conn.execute(
+        """
+        UPDATE checkins SET question = $4, vocabulary = $5, allow_note = $6, opens_at = $7,
+                            closes_at = $8, updated_at = now()
+        WHERE id = $3 AND platform_id = $1 AND context_id = $2
+        """,
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+        fields["question"],
+        fields["vocabulary"],
+        fields["allow_note"],
+        fields["opens_at"],
+        fields["closes_at"],
+    )
+
+
+async def close_checkin(conn: asyncpg.Connection, course: Course, checkin_id: int) -> None:
+    await conn.execute(
+        """
+        UPDATE checkins SET closed_early_at = now(), updated_at = now()
+        WHERE id = $3 AND platform_id = $1 AND context_id = $2 AND closed_early_at IS NULL
+        """,
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+    )
+
+
+async def delete_checkin(conn: asyncpg.Connection, course: Course, checkin_id: int) -> int:
+    """Deletes the check-in and (by cascade) its responses; returns how many responses went."""
+    deleted: int | None = await conn.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM checkins WHERE id = $3 AND platform_id = $1 AND context_id = $2
+            RETURNING id
+        )
+        SELECT (SELECT count(*) FROM checkin_responses r JOIN gone ON r.checkin_id = gone.id)
+        FROM gone
+        """,
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+    )
+    return -1 if deleted is None else deleted
+
+
+async def upsert_response(
+    conn: asyncpg.Connection,
+    checkin_id: int,
+    respondent: str,
+    previous: list[str],
+    *,
+    emotion: str,
+    pleasantness: int,
+    note: str | None,
+    anonymous: bool,
+) -> bool:
+    """Insert or replace the respondent's answer; True when it replaced an earlier one.
+
+    ``previous`` are the respondent's pseudonyms under retired secrets, moved to the current
+    one. Anonymous answers carry times rounded to the hour, so they cannot be matched with
+    launch records to the second.
+    """
+    if previous:
+        await conn.execute(
+            """
+            UPDATE checkin_responses SET respondent = $2
+            WHERE checkin_id = $1 AND respondent = any($3::text[])
+            """,
+            checkin_id,
+            respondent,
+            previous,
+        )
+    replaced: bool = await conn.fetchval(
+        """
+        INSERT INTO checkin_responses AS r (checkin_id, respondent, emotion, pleasantness, note,
+                                            answered_at, updated_at)
+        VALUES ($1, $2, $3, $4, $5,
+                CASE WHEN $6 THEN date_trunc('hour', now()) ELSE now() END,
+                CASE WHEN $6 THEN date_trunc('hour', now()) ELSE now() END)
+        ON CONFLICT (checkin_id, respondent) DO UPDATE
+            SET emotion = excluded.emotion, pleasantness = excluded.pleasantness,
+                note = excluded.note, updated_at = excluded.updated_at
+        RETURNING (xmax <> 0)
+        """,
+        checkin_id,
+        respondent,
+        emotion,
+        pleasantness,
+        note,
+        anonymous,
+    )
+    return replaced
+
+
+async def own_responses(
+    conn: asyncpg.Connection, pairs: list[tuple[int, str]]
+) -> dict[int, asyncpg.Record]:
+    """The answers matching (checkin_id, respondent) pairs, by check-in."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        """
+        SELECT r.checkin_id, r.emotion, r.pleasantness, r.note, r.answered_at, r.updated_at
+        FROM checkin_responses r
+        JOIN unnest($1::bigint[], $2::text[]) AS k(checkin_id, respondent)
+          ON r.checkin_id = k.checkin_id AND r.respondent = k.respondent
+        """,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return {r["checkin_id"]: r for r in rows}
+
+
+async def pleasantness_counts(
+    conn: asyncpg.Connection, checkin_ids: list[int]
+) -> dict[int, list[int]]:
+    """Answers per pleasantness band (index 0 = band 1) for each check-in."""
+    rows = await conn.fetch(
+        """
+        SELECT checkin_id, pleasantness, count(*) AS n FROM checkin_responses
+        WHERE checkin_id = any($1::bigint[]) GROUP BY checkin_id, pleasantness
+        """,
+        checkin_ids,
+    )
+    out: dict[int, list[int]] = {cid: [0] * 5 for cid in checkin_ids}
+    for r in rows:
+        out[r["checkin_id"]][r["pleasantness"] - 1] = r["n"]
+    return out
+
+
+async def emotion_counts(conn: asyncpg.Connection, checkin_id: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT emotion, min(pleasantness) AS pleasantness, count(*) AS n
+        FROM checkin_responses WHERE checkin_id = $1
+        GROUP BY emotion ORDER BY n DESC, emotion
+        """,
+        checkin_id,
+    )
+    return rows
+
+
+async def identified_responses(
+    conn: asyncpg.Connection, course: Course, checkin_id: int
+) -> list[asyncpg.Record]:
+    """Who answered what, for an identified check-in only (the caller checks)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT r.respondent AS subject, ro.name, r.emotion, r.pleasantness, r.note,
+               r.answered_at, r.updated_at
+        FROM checkin_responses r
+        JOIN checkins c ON c.id = r.checkin_id AND NOT c.anonymous
+        LEFT JOIN course_roster ro
+          ON ro.platform_id = $1 AND ro.context_id = $2 AND ro.subject = r.respondent
+        WHERE r.checkin_id = $3 AND c.platform_id = $1 AND c.context_id = $2
+        ORDER BY r.pleasantness, ro.name NULLS LAST
+        """,
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+    )
+    return rows
+
+
+async def notes(conn: asyncpg.Connection, checkin_id: int) -> list[str]:
+    """Notes alone, in text order (no time, no emotion): safe for anonymous check-ins."""
+    rows = await conn.fetch(
+        """
+        SELECT note FROM checkin_responses
+        WHERE checkin_id = $1 AND note IS NOT NULL AND note <> '' ORDER BY note
+        """,
+        checkin_id,
+    )
+    return [r["note"] for r in rows]
+
+
+async def learner_count(conn: asyncpg.Connection, course: Course) -> int:
+    n: int = await conn.fetchval(
+        """
+        SELECT count(*) FROM course_roster
+        WHERE platform_id = $1 AND context_id = $2 AND 'learner' = any(role_kinds)
+        """,
+        course.platform_id,
+        course.context_id,
+    )
+    return n
+
+
+async def trend(conn: asyncpg.Connection, course: Course, days: int = 90) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc('day', r.answered_at AT TIME ZONE 'UTC')::date AS day,
+               round(avg(r.pleasantness), 2)::float8 AS average, count(*) AS n
+        FROM checkin_responses r JOIN checkins c ON c.id = r.checkin_id
+        WHERE c.platform_id = $1 AND c.context_id = $2
+          AND r.answered_at > now() - make_interval(days => $3)
+        GROUP BY 1 ORDER BY 1
+        """,
+        course.platform_id,
+        course.context_id,
+        days,
+    )
+    return rows
+
+
+async def repeatedly_low(
+    conn: asyncpg.Connection, course: Course, *, low_max: int, window: int, at_least: int
+) -> list[asyncpg.Record]:
+    """Students with ``at_least`` of their last ``window`` identified answers <= ``low_max``."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH ranked AS (
+            SELECT r.respondent, r.pleasantness,
+                   row_number() OVER (PARTITION BY r.respondent
+                                      ORDER BY r.answered_at DESC, r.checkin_id DESC) AS n
+            FROM checkin_responses r JOIN checkins c ON c.id = r.checkin_id
+            WHERE c.platform_id = $1 AND c.context_id = $2 AND NOT c.anonymous
+        )
+        SELECT k.respondent AS subject, ro.name,
+               count(*) FILTER (WHERE k.pleasantness <= $3) AS low, count(*) AS answers
+        FROM ranked k
+        LEFT JOIN course_roster ro
+          ON ro.platform_id = $1 AND ro.context_id = $2 AND ro.subject = k.respondent
+        WHERE k.n <= $4
+        GROUP BY k.respondent, ro.name
+        HAVING count(*) FILTER (WHERE k.pleasantness <= $3) >= $5
+        ORDER BY ro.name NULLS LAST, k.respondent
+        """,
+        course.platform_id,
+        course.context_id,
+        low_max,
+        window,
+        at_least,
+    )
+    return rows
+
+
+async def upsert_roster(
+    conn: asyncpg.Connection,
+    course: Course,
+    subject: str,
+    *,
+    name: str | None,
+    role_kinds: list[str],
+    seen_at: datetime,
+) -> None:
+    """Order-tolerant: an older (redelivered or late) launch never overwrites a newer one."""
+    await conn.execute(
+        """
+        INSERT INTO course_roster AS ro (platform_id, context_id, subject, name, role_kinds,
+                                         last_seen)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (platform_id, context_id, subject) DO UPDATE
+            SET name = coalesce(excluded.name, ro.name), role_kinds = excluded.role_kinds,
+                last_seen = excluded.last_seen
+            WHERE ro.last_seen <= excluded.last_seen
+        """,
+        course.platform_id,
+        course.context_id,
+        subject,
+        name,
+        role_kinds,
+        seen_at,
+    )

@@ -1,0 +1,79 @@
+"""The course roster projection, built from ``launch.completed`` events.
+
+A work consumer (group ``attune.checkins-roster``): each launch upserts (course, subject) with
+the latest name and role kinds. Duplicates stop at the consumer's dedupe; a late or replayed
+older event never overwrites a newer one (``last_seen`` guard), so the effect is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from services.checkins import queries
+from services.checkins.queries import Course
+from shared.db import POOL_KEY
+from shared.events import topics
+from shared.events.consumer import EventConsumer
+from shared.events.envelope import Event
+from shared.logs import get_logger
+from shared.web import METRICS_KEY, SETTINGS_KEY
+
+log = get_logger(__name__)
+
+CONSUMER_NAME = "checkins-roster"
+GROUP_ID = "attune.checkins-roster"
+ROLE_KINDS = frozenset({"instructor", "ta", "admin", "learner", "mentor"})
+
+
+async def apply_launch(conn: asyncpg.Connection, event: Event) -> None:
+    if event.type != "launch.completed":
+        return
+    data = event.data
+    platform = data.get("platform")
+    context = data.get("context")
+    user = data.get("user")
+    if not (isinstance(platform, dict) and isinstance(context, dict) and isinstance(user, dict)):
+        return
+    platform_id, context_id, subject = platform.get("id"), context.get("id"), user.get("sub")
+    if not (isinstance(platform_id, int) and isinstance(context_id, str) and context_id):
+        return  # a launch outside a course (no context) adds nobody to a roster
+    if not isinstance(subject, str) or not subject:
+        return
+    name = user.get("name")
+    kinds = data.get("role_kinds")
+    role_kinds = sorted({k for k in kinds if k in ROLE_KINDS}) if isinstance(kinds, list) else []
+    await queries.upsert_roster(
+        conn,
+        Course(platform_id, context_id),
+        subject,
+        name=name[:200] if isinstance(name, str) else None,
+        role_kinds=role_kinds,
+        seen_at=event.occurred_at,
+    )
+
+
+def roster_consumer(app: web.Application) -> EventConsumer:
+    return EventConsumer(
+        name=CONSUMER_NAME,
+        topics=[topics.LAUNCH],
+        handler=apply_launch,
+        pool=app[POOL_KEY],
+        settings=app[SETTINGS_KEY],
+        metrics=app[METRICS_KEY],
+        group_id=GROUP_ID,
+    )
+
+
+async def roster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the roster consumer runs for the app's lifetime."""
+    task = asyncio.create_task(roster_consumer(app).run(), name="checkins-roster-consumer")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
