@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=".attune/dev", help="where embedded data lives (default .attune/dev)"
     )
     dev.set_defaults(func=cmd_dev)
+
+    # `attune admin ...`: registration administration (tokens, install codes).
+    importlib.import_module("services.registration.cli").add_admin_parser(sub)
     return parser
 
 

@@ -113,8 +113,9 @@ class JwksCache:
         healthy = self.document is not None
         while True:
             timeout = JWKS_RELOAD_S if healthy else RETRY_S
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            try:  # not wait_for: on 3.11 it swallows a cancellation racing the wake-up
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -147,10 +147,17 @@ class OutboxRelay:
         self._listener = None
         try:
             conn = await asyncpg.connect(self._settings.database_url.get_secret_value(), timeout=2)
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            self._listener = conn
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            pass  # polling still works; the next loop tries again
+            return  # polling still works; the next loop tries again
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            conn.terminate()
+            return
+        except BaseException:
+            conn.terminate()  # cancelled half-way: never leak the connection
+            raise
+        self._listener = conn
 
     async def run(self) -> None:
         """Relay until cancelled."""
@@ -189,8 +196,9 @@ class OutboxRelay:
                 backoff = 0.1
                 if published == self._settings.outbox_batch_size:
                     continue  # more rows are waiting
-                try:
-                    await asyncio.wait_for(self._wake.wait(), poll)
+                try:  # not wait_for: on 3.11 it swallows a cancellation racing the wake-up
+                    async with asyncio.timeout(poll):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
         finally:

@@ -1,0 +1,285 @@
+"""The admin JSON API (``/api/admin/...``) and the small server-rendered admin UI (``/admin/``).
+
+Every API handler starts with ``require_admin``: no admin endpoint does anything for a request
+without a valid, unrevoked token, and every change is audited and announced (see ``store``).
+The HTML pages hold no data; their own script keeps the token in sessionStorage and sends it
+as ``Authorization: Bearer`` — no cookie is ever set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.registration import credentials, errors, manual, store
+from services.registration import queries as q
+from services.registration.auth import Admin, require_admin
+from services.registration.toolconfig import compare, moodle_manual_values
+from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
+from shared.db import POOL_KEY
+from shared.http import HTTP_KEY
+from shared.logs import get_logger
+from shared.lti.urls import LAUNCH_PATH, LOGIN_PATH
+from shared.lti.wiring import URLS_KEY
+from shared.web import REQUEST_ID_KEY, SETTINGS_KEY
+
+log = get_logger(__name__)
+
+MAX_AUDIT = 500
+MIN_CODE_TTL_S = 300
+MAX_LABEL = 200
+
+DATA_RETENTION = (
+    "The registration and its deployments were deleted now, and login and launch refuse this "
+    "LMS within seconds (platform_unknown / registration_unknown). The audit trail keeps a "
+    "record of the registration and of this deletion. Data other services hold about launches "
+    "from this LMS (launch records, first sightings of deployments, check-ins and responses) "
+    "is not deleted by this request: it stays until those services' own retention removes "
+    "it. Registering the same LMS again creates a new platform id, so that older data is not "
+    "re-attached to the new registration."
+)
+
+
+def _no_store(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _platform_id(request: web.Request) -> int:
+    return int(request.match_info["platform_id"])
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise errors.bad_json("it is not JSON") from None
+    if not isinstance(body, dict):
+        raise errors.bad_json("it must be a JSON object")
+    return body
+
+
+def _with_diff(platform: dict[str, Any]) -> dict[str, Any]:
+    requested, granted = platform["requested"], platform["granted"]
+    platform["not_granted"] = compare(requested, granted) if requested and granted else {}
+    return platform
+
+
+# --- API -----------------------------------------------------------------------------------------
+
+
+async def me(request: web.Request) -> web.Response:
+    admin = await require_admin(request)
+    return _no_store({"name": admin.name, "token_id": admin.token_id})
+
+
+async def list_platforms(request: web.Request) -> web.Response:
+    await require_admin(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        platforms = await q.list_platforms(conn)
+    return _no_store({"platforms": [_with_diff(p) for p in platforms]})
+
+
+async def get_platform(request: web.Request) -> web.Response:
+    await require_admin(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        platform = await q.get_platform(conn, _platform_id(request))
+    if platform is None:
+        raise errors.platform_not_found()
+    return _no_store({"platform": _with_diff(platform)})
+
+
+async def create_platform(request: web.Request) -> web.Response:
+    """Manual registration (Moodle's "Configure a tool manually", a Canvas developer key)."""
+    admin = await require_admin(request)
+    settings = request.app[SETTINGS_KEY]
+    body = await _json_body(request)
+    try:
+        reg = manual.parse(body, allow_insecure=settings.allow_insecure_urls)
+        await manual.check_jwks(
+            request.app[HTTP_KEY],
+            reg,
+            allow_insecure=settings.allow_insecure_urls,
+            timeout_s=settings.http_timeout_s,
+        )
+    except manual.FieldErrors as exc:
+        return _field_errors(request, exc.fields)
+    saved = await store.save_registration(
+        request.app[POOL_KEY],
+        reg.record,
+        reg.deployment_ids,
+        actor=admin.actor,
+        details={"warnings": reg.warnings} if reg.warnings else None,
+    )
+    async with request.app[POOL_KEY].acquire() as conn:
+        platform = await q.get_platform(conn, saved.platform_id)
+    return _no_store(
+        {"created": saved.created, "platform": platform, "warnings": reg.warnings},
+        status=201 if saved.created else 200,
+    )
+
+
+def _field_errors(request: web.Request, fields: dict[str, str]) -> web.Response:
+    error: dict[str, Any] = {
+        "code": "validation_failed",
+        "message": "Some values are not usable; see fields.",
+        "fields": fields,
+    }
+    request_id = request.get(REQUEST_ID_KEY)
+    if request_id:
+        error["request_id"] = request_id
+    return _no_store({"error": error}, status=400)
+
+
+async def _deployment_change(request: web.Request, status: str) -> web.Response:
+    admin = await require_admin(request)
+    body = await _json_body(request)
+    deployment_id = body.get("deployment_id")
+    label = body.get("label")
+    problems: dict[str, str] = {}
+    if not isinstance(deployment_id, str) or not 0 < len(deployment_id) <= 255:
+        problems["deployment_id"] = "is required (1 to 255 characters)"
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL):
+        problems["label"] = f"must be text of at most {MAX_LABEL} characters"
+    if problems:
+        return _field_errors(request, problems)
+    assert isinstance(deployment_id, str)
+    result = await store.change_deployment(
+        request.app[POOL_KEY],
+        _platform_id(request),
+        deployment_id,
+        status=status,
+        label=label if isinstance(label, str) else None,
+        actor=admin.actor,
+    )
+    return _no_store({"deployment": result})
+
+
+async def approve_deployment(request: web.Request) -> web.Response:
+    return await _deployment_change(request, "active")
+
+
+async def disable_deployment(request: web.Request) -> web.Response:
+    return await _deployment_change(request, "disabled")
+
+
+async def delete_platform(request: web.Request) -> web.Response:
+    admin = await require_admin(request)
+    result = await store.delete_platform(
+        request.app[POOL_KEY], _platform_id(request), actor=admin.actor
+    )
+    log.info("platform_deleted", platform_id=result["platform_id"], actor=admin.actor)
+    return _no_store({"deleted": result, "data_retention": DATA_RETENTION})
+
+
+async def audit_trail(request: web.Request) -> web.Response:
+    await require_admin(request)
+
+    def number(name: str) -> int | None:
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            return None
+        if not raw.isdigit() or len(raw) > 18:
+            raise errors.bad_json(f"{name} must be a positive integer")
+        return int(raw)
+
+    limit = min(number("limit") or 100, MAX_AUDIT)
+    async with request.app[POOL_KEY].acquire() as conn:
+        entries = await q.list_audit(
+            conn, platform_id=number("platform_id"), limit=limit, before_id=number("before")
+        )
+    return _no_store({"audit": entries})
+
+
+async def list_install_codes(request: web.Request) -> web.Response:
+    await require_admin(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        codes = await q.list_install_codes(conn)
+    return _no_store({"install_codes": codes})
+
+
+async def create_install_code(request: web.Request) -> web.Response:
+    admin = await require_admin(request)
+    settings = request.app[SETTINGS_KEY]
+    body = await _json_body(request)
+    label = body.get("label")
+    ttl = body.get("ttl_s", settings.install_code_ttl_s)
+    problems: dict[str, str] = {}
+    if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL):
+        problems["label"] = f"must be text of at most {MAX_LABEL} characters"
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not MIN_CODE_TTL_S <= ttl <= 90 * 86400:
+        problems["ttl_s"] = f"must be whole seconds between {MIN_CODE_TTL_S} and 7776000"
+    if problems:
+        return _field_errors(request, problems)
+    assert isinstance(ttl, int)
+    result = await issue_install_code(
+        request.app, admin, label=label if isinstance(label, str) else None, ttl_s=ttl
+    )
+    return _no_store(result, status=201)
+
+
+async def issue_install_code(
+    app: web.Application, admin: Admin, *, label: str | None, ttl_s: int
+) -> dict[str, Any]:
+    code = credentials.new_install_code()
+    result = await store.create_install_code(
+        app[POOL_KEY], credentials.digest(code), label=label, ttl_s=ttl_s, actor=admin.actor
+    )
+    return {**result, "install_code": code}
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    await require_admin(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        tokens = await q.list_admin_tokens(conn)
+    return _no_store({"tokens": tokens})
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+async def admin_page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    return render(
+        request, "admin.html", csp=ADMIN_PAGE_CSP, static=ADMIN_STATIC, tool_name=settings.tool_name
+    )
+
+
+async def manual_page(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    urls = request.app[URLS_KEY]
+    return render(
+        request,
+        "manual.html",
+        csp=ADMIN_PAGE_CSP,
+        static=ADMIN_STATIC,
+        tool_name=settings.tool_name,
+        values=moodle_manual_values(urls, settings),
+        login_path=LOGIN_PATH,
+        launch_path=LAUNCH_PATH,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    pid = "{platform_id:[0-9]{1,18}}"
+    r = app.router
+    r.add_get("/api/admin/me", me)
+    r.add_get("/api/admin/platforms", list_platforms)
+    r.add_post("/api/admin/platforms", create_platform)
+    r.add_get(f"/api/admin/platforms/{pid}", get_platform)
+    r.add_delete(f"/api/admin/platforms/{pid}", delete_platform)
+    r.add_post(f"/api/admin/platforms/{pid}/deployments/approve", approve_deployment)
+    r.add_post(f"/api/admin/platforms/{pid}/deployments/disable", disable_deployment)
+    r.add_get("/api/admin/audit", audit_trail)
+    r.add_get("/api/admin/install-codes", list_install_codes)
+    r.add_post("/api/admin/install-codes", create_install_code)
+    r.add_get("/api/admin/tokens", list_tokens)
+    r.add_get("/admin", admin_redirect)
+    r.add_get("/admin/", admin_page)
+    r.add_get("/admin/register/manual", manual_page)
+
+
+async def admin_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/admin/")

@@ -1,0 +1,373 @@
+"""LTI Dynamic Registration (IMS LTI-DR 1.0; Canvas and Moodle flavours).
+
+``GET /lti/register?openid_configuration=...&registration_token=...`` fetches and validates the
+platform's configuration and shows the install page: placements to choose and the install code
+(or admin token) that guards it. ``POST /lti/register`` carries a signed, short-lived form value
+binding the configuration URL and the registration token; it re-fetches and re-validates the
+configuration (a hidden field is never trusted for a URL), checks the credential, posts the
+registration to the platform and stores the result in one transaction with its event, its audit
+row and the use of the install code. A platform refusing the registration stores nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from services.registration import credentials, errors, outbound, store
+from services.registration.auth import authenticate
+from services.registration.platform_config import PlatformConfiguration, validate
+from services.registration.queries import PlatformRecord
+from services.registration.toolconfig import (
+    TOOL_CONFIG,
+    Product,
+    choices,
+    claims_for,
+    compare,
+    describe_diff,
+    registration_request,
+    scopes,
+    summarize,
+    validate_choice,
+)
+from services.registration.wiring import FORM_SIGNER_KEY, LMS_PAGE_CSP, REGISTER_STATIC, render
+from shared.db import POOL_KEY
+from shared.errors import AttuneError
+from shared.http import HTTP_KEY, OutboundError
+from shared.logs import get_logger
+from shared.lti.wiring import URLS_KEY
+from shared.signing import InvalidToken
+from shared.web import METRICS_KEY, SETTINGS_KEY
+
+log = get_logger(__name__)
+
+REGISTER_PATH = "/lti/register"
+FORM_TTL_S = 30 * 60
+MAX_URL = 2048
+MAX_TOKEN = 3000  # keeps the signed form value under TokenSigner's 8 KiB bound
+_TOKEN_SHAPE = re.compile(r"^[\x21-\x7e]+$")
+MAX_PLATFORM_ERROR = 300
+
+
+def policy_for(product: Product) -> str:
+    # Canvas: one global developer key (client_id) is installed in many accounts and courses,
+    # each a new deployment_id. Moodle: the returned deployment; more show up as Moodle creates
+    # them. Unknown platforms: new deployments wait for an admin's approval.
+    return "hold" if product == "generic" else "accept"
+
+
+def _check_params(config_url: str | None, token: str | None) -> tuple[str, str]:
+    if not config_url:
+        raise errors.openid_configuration_missing()
+    if not token:
+        raise errors.registration_token_missing()
+    if len(token) > MAX_TOKEN or not _TOKEN_SHAPE.match(token):
+        raise errors.registration_token_invalid()
+    if len(config_url) > MAX_URL:
+        raise errors.openid_configuration_url_invalid("it is too long")
+    return config_url, token
+
+
+async def fetch_configuration(
+    app: web.Application, config_url: str, token: str
+) -> PlatformConfiguration:
+    """GET the openid configuration with the registration token and validate it."""
+    settings = app[SETTINGS_KEY]
+    http = app[HTTP_KEY]
+    try:
+        reply = await outbound.call(
+            http,
+            "GET",
+            config_url,
+            bearer=token,
+            max_bytes=outbound.MAX_CONFIG_BYTES,
+            allow_insecure=settings.allow_insecure_urls,
+            timeout_s=settings.http_timeout_s,
+        )
+    except ValueError:  # urlsplit: e.g. an unbalanced [ in the host
+        raise errors.openid_configuration_url_invalid("it is not a URL") from None
+    except OutboundError as exc:
+        raise _config_fetch_error(exc) from None
+    if reply.status in (401, 403):
+        raise errors.registration_token_invalid()
+    if reply.status != 200:
+        raise errors.openid_configuration_unreachable(f"HTTP {reply.status}")
+    try:
+        doc = reply.json()
+    except ValueError:
+        raise errors.openid_configuration_malformed("it is not JSON") from None
+    return validate(doc, config_url, http.check_url)
+
+
+def _config_fetch_error(exc: OutboundError) -> AttuneError:
+    if exc.reason == "insecure_url":
+        return errors.openid_configuration_url_invalid("only https addresses are accepted")
+    if exc.reason == "bad_url":
+        return errors.openid_configuration_url_invalid("it has no host")
+    if exc.reason == "private_address":
+        return errors.openid_configuration_private_address()
+    if exc.reason == "too_large":
+        return errors.openid_configuration_too_large()
+    return errors.openid_configuration_unreachable(exc.reason)
+
+
+def _count(request: web.Request, outcome: str) -> None:
+    metrics = request.app[METRICS_KEY]
+    metrics.lti_outcomes.labels(metrics.service, "register", outcome).inc()
+
+
+async def start(request: web.Request) -> web.Response:
+    """The install page."""
+    try:
+        return await _start(request)
+    except AttuneError as exc:
+        _count(request, exc.code)
+        raise
+
+
+async def _start(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    config_url, token = _check_params(
+        request.query.get("openid_configuration"), request.query.get("registration_token")
+    )
+    config = await fetch_configuration(app, config_url, token)
+    form = app[FORM_SIGNER_KEY].sign(
+        {"oc": config_url, "rt": token, "exp": int(time.time()) + FORM_TTL_S}
+    )
+    return render(
+        request,
+        "install.html",
+        csp=LMS_PAGE_CSP,
+        static=REGISTER_STATIC,
+        action=REGISTER_PATH,
+        form=form,
+        tool_name=settings.tool_name,
+        platform_name=config.name,
+        issuer=config.issuer,
+        product=config.product,
+        version=config.version,
+        placements=choices(config.product),
+        auth_mode=settings.registration_auth,
+        scopes=scopes(settings),
+        privacy_level=settings.canvas_privacy_level,
+        claims=claims_for(settings.canvas_privacy_level),
+    )
+
+
+async def finish(request: web.Request) -> web.Response:
+    """Register with the platform and store the result."""
+    try:
+        response = await _finish(request)
+    except AttuneError as exc:
+        _count(request, exc.code)
+        raise
+    _count(request, "ok")
+    return response
+
+
+async def _credential(request: web.Request, form: Any) -> tuple[str, bytes | None]:
+    """(audit actor, install code hash to use up) — or a refusal."""
+    app = request.app
+    pool = app[POOL_KEY]
+    if app[SETTINGS_KEY].registration_auth == "admin_token":
+        value = form.get("admin_token")
+        admin = await authenticate(pool, value.strip() if isinstance(value, str) else None)
+        return admin.actor, None
+    code = form.get("install_code")
+    code = code.strip() if isinstance(code, str) else ""
+    if not code:
+        raise errors.install_code_missing()
+    if not credentials.well_formed(code):
+        raise errors.install_code_invalid()
+    code_hash = credentials.digest(code)
+    await store.check_install_code(pool, code_hash)
+    return "install-code", code_hash
+
+
+async def _finish(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS_KEY]
+    form = await request.post()
+    signed = form.get("form")
+    try:
+        bound = app[FORM_SIGNER_KEY].verify(signed if isinstance(signed, str) else "")
+    except InvalidToken as exc:
+        if exc.reason == "expired":
+            raise errors.registration_form_expired() from None
+        raise errors.registration_form_invalid() from None
+    config_url, token = bound.get("oc"), bound.get("rt")
+    if not isinstance(config_url, str) or not isinstance(token, str):
+        raise errors.registration_form_invalid()
+    config_url, token = _check_params(config_url, token)
+
+    actor, code_hash = await _credential(request, form)
+    config = await fetch_configuration(app, config_url, token)
+    chosen = [v for v in form.getall("placement", []) if isinstance(v, str)]
+    try:
+        chosen = validate_choice(config.product, chosen)
+    except ValueError as exc:
+        raise errors.placements_invalid(str(exc)) from None
+
+    body = registration_request(app[URLS_KEY], settings, config.product, chosen)
+    granted_raw = await _post_registration(request, config, token, body)
+    client_id, deployment_ids = _identity(granted_raw)
+    requested = summarize(body, config.product)
+    granted = summarize(granted_raw, config.product)
+    diff = compare(requested, granted)
+    record = PlatformRecord(
+        issuer=config.issuer,
+        client_id=client_id,
+        auth_url=config.authorization_endpoint,
+        jwks_url=config.jwks_uri,
+        token_url=config.token_endpoint,
+        product=config.product,
+        deployment_policy=policy_for(config.product),
+        environment=config.environment,
+        name=config.name,
+        method="dynamic",
+        requested=requested,
+        granted=granted,
+        platform_config=config.summary(),
+    )
+    saved = await store.save_registration(
+        app[POOL_KEY],
+        record,
+        deployment_ids,
+        actor=actor,
+        install_code_hash=code_hash,
+        details={"placements": chosen, "not_granted": diff},
+    )
+    log.info(
+        "registration_stored",
+        platform_id=saved.platform_id,
+        issuer=config.issuer,
+        client_id=client_id,
+        product=config.product,
+        created=saved.created,
+        deployment_ids=saved.deployment_ids,
+    )
+    return render(
+        request,
+        "registered.html",
+        csp=LMS_PAGE_CSP,
+        static=REGISTER_STATIC,
+        tool_name=settings.tool_name,
+        platform_name=config.name,
+        issuer=config.issuer,
+        client_id=client_id,
+        product=config.product,
+        created=saved.created,
+        deployment_ids=saved.deployment_ids,
+        policy=record.deployment_policy,
+        not_granted=describe_diff(diff),
+    )
+
+
+async def _post_registration(
+    request: web.Request, config: PlatformConfiguration, token: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    settings = request.app[SETTINGS_KEY]
+    try:
+        reply = await outbound.call(
+            request.app[HTTP_KEY],
+            "POST",
+            config.registration_endpoint,
+            bearer=token,
+            payload=body,
+            max_bytes=outbound.MAX_RESPONSE_BYTES,
+            allow_insecure=settings.allow_insecure_urls,
+            timeout_s=settings.http_timeout_s,
+        )
+    except OutboundError as exc:
+        if exc.reason == "private_address":
+            raise errors.openid_configuration_private_address() from None
+        if exc.reason == "too_large":
+            raise errors.registration_response_invalid("it is too large") from None
+        raise errors.registration_endpoint_unreachable(exc.reason) from None
+    if reply.status in (401, 403):
+        raise errors.registration_token_invalid()
+    if not 200 <= reply.status < 300:
+        detail = platform_error(reply.status, reply.body)
+        log.info(
+            "registration_refused_by_platform",
+            issuer=config.issuer,
+            status=reply.status,
+            detail=detail,
+        )
+        raise errors.registration_rejected(detail)
+    try:
+        granted = reply.json()
+    except ValueError:
+        raise errors.registration_response_invalid("it is not JSON") from None
+    if not isinstance(granted, dict):
+        raise errors.registration_response_invalid("it is not a JSON object")
+    return granted
+
+
+def _identifier(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and 0 < len(value) <= 255 and _TOKEN_SHAPE.match(value):
+        return value
+    return None
+
+
+def _identity(granted: dict[str, Any]) -> tuple[str, list[str]]:
+    client_id = _identifier(granted.get("client_id"))
+    if client_id is None:
+        raise errors.registration_response_invalid("it has no usable client_id")
+    tool = granted.get(TOOL_CONFIG)
+    raw = tool.get("deployment_id") if isinstance(tool, dict) else None
+    if raw is None or raw == "":
+        return client_id, []  # Canvas: deployments appear at their first launch
+    deployment_id = _identifier(raw)
+    if deployment_id is None:
+        raise errors.registration_response_invalid("its deployment_id is not usable")
+    return client_id, [deployment_id]
+
+
+_TAGS = re.compile(r"<[^>]{0,500}>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def _error_text(doc: object) -> str | None:
+    if not isinstance(doc, dict):
+        return None
+    parts: list[str] = []
+    for key in ("error", "error_description", "message"):
+        if isinstance(doc.get(key), str):
+            parts.append(doc[key])
+    found = doc.get("errors")  # Canvas: {"errors": [...]} with a 422
+    for item in found[:10] if isinstance(found, list) else []:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, dict):
+            text = " ".join(
+                str(item[k]) for k in ("field", "message") if isinstance(item.get(k), str)
+            )
+            parts.append(text)
+    if isinstance(found, dict):
+        parts += [f"{k}: {v}" for k, v in list(found.items())[:10]]
+    return ": ".join(p for p in parts if p) or None
+
+
+def platform_error(status: int, body: bytes) -> str:
+    """The platform's own words, made safe to show: text only, one line, bounded."""
+    raw = body[:16384].decode("utf-8", errors="replace")
+    text: str | None = None
+    try:
+        text = _error_text(json.loads(raw))
+    except ValueError:
+        text = None
+    if text is None:
+        text = html.unescape(_TAGS.sub(" ", raw))
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if len(text) > MAX_PLATFORM_ERROR:
+        text = text[: MAX_PLATFORM_ERROR - 1] + "…"
+    return f"HTTP {status}: {text}" if text else f"HTTP {status} without an explanation"

@@ -1,0 +1,219 @@
+"""Every way a registration or an admin request can be refused, each with a stable code.
+
+Messages speak to the LMS administrator installing Attune; hints say what to do next.
+Neither ever contains a registration token, an install code or an admin token.
+"""
+
+from __future__ import annotations
+
+from shared.errors import AttuneError
+
+RETRY = "Start the registration again from the LMS."
+
+
+class RegistrationError(AttuneError):
+    status = 400
+    code = "registration_error"
+    title = "Attune could not be registered"
+
+
+def err(code: str, message: str, hint: str | None = RETRY, status: int = 400) -> RegistrationError:
+    return RegistrationError(message, code=code, hint=hint, status=status)
+
+
+# --- the registration request --------------------------------------------------------------------
+
+
+def openid_configuration_missing() -> RegistrationError:
+    return err(
+        "openid_configuration_missing",
+        "The LMS did not send the openid_configuration parameter.",
+        "Open this address from the LMS's dynamic registration screen (Canvas: Developer Keys "
+        "→ + LTI Registration; Moodle: Manage tools → Tool URL → Add LTI Advantage).",
+    )
+
+
+def registration_token_missing() -> RegistrationError:
+    return err(
+        "registration_token_missing",
+        "The LMS did not send a registration token.",
+        "Open this address from the LMS's dynamic registration screen; it adds the token.",
+    )
+
+
+def registration_token_invalid() -> RegistrationError:
+    return err(
+        "registration_token_invalid",
+        "The LMS did not accept the registration token (it may have expired or been used).",
+    )
+
+
+def openid_configuration_url_invalid(detail: str) -> RegistrationError:
+    return err(
+        "openid_configuration_url_invalid",
+        f"The LMS's configuration address is not usable: {detail}.",
+        "The LMS must be reachable over https at a public address.",
+    )
+
+
+def openid_configuration_private_address() -> RegistrationError:
+    return err(
+        "openid_configuration_private_address",
+        "The LMS's configuration address points at a private or loopback network address, "
+        "which Attune never contacts.",
+        "The LMS must be reachable at a public address.",
+    )
+
+
+def openid_configuration_unreachable(reason: str) -> RegistrationError:
+    return err(
+        "openid_configuration_unreachable",
+        f"Attune could not fetch the LMS's configuration ({reason}).",
+        "Check that the LMS is reachable from the internet, then try again.",
+        status=502,
+    )
+
+
+def openid_configuration_too_large() -> RegistrationError:
+    return err(
+        "openid_configuration_too_large",
+        "The LMS's configuration is larger than Attune accepts.",
+        "Ask the LMS vendor; an openid configuration is normally a few kilobytes.",
+    )
+
+
+def openid_configuration_malformed(detail: str) -> RegistrationError:
+    return err(
+        "openid_configuration_malformed",
+        f"The LMS's configuration is not usable: {detail}.",
+        "The LMS must publish an LTI 1.3 dynamic registration configuration.",
+    )
+
+
+def openid_configuration_issuer_mismatch() -> RegistrationError:
+    return err(
+        "openid_configuration_issuer_mismatch",
+        "The LMS's configuration names an issuer on another site than the configuration "
+        "address itself, so Attune cannot trust it.",
+        "The issuer must share scheme, host and port with the openid_configuration address.",
+    )
+
+
+def registration_form_invalid() -> RegistrationError:
+    return err(
+        "registration_form_invalid",
+        "This registration form was not issued by Attune or has been altered.",
+    )
+
+
+def registration_form_expired() -> RegistrationError:
+    return err(
+        "registration_form_expired",
+        "This registration form has expired.",
+    )
+
+
+def placements_invalid(detail: str) -> RegistrationError:
+    return err("placements_invalid", f"The chosen placements are not usable: {detail}.", None)
+
+
+def registration_rejected(detail: str) -> RegistrationError:
+    return err(
+        "registration_rejected",
+        f"The LMS refused the registration: {detail}",
+        "Nothing was stored in Attune. Fix the problem the LMS reports, then start the "
+        "registration again from the LMS.",
+    )
+
+
+def registration_response_invalid(detail: str) -> RegistrationError:
+    return err(
+        "registration_response_invalid",
+        f"The LMS answered the registration with something Attune cannot use: {detail}.",
+        "Nothing was stored in Attune. Try again; if it persists, register manually.",
+    )
+
+
+def registration_endpoint_unreachable(reason: str) -> RegistrationError:
+    return err(
+        "registration_endpoint_unreachable",
+        f"Attune could not reach the LMS's registration endpoint ({reason}).",
+        "Nothing was stored in Attune. Try again in a moment.",
+        status=502,
+    )
+
+
+# --- install codes and admin tokens --------------------------------------------------------------
+
+INSTALL_HINT = (
+    "Ask the person running Attune for a new install code (`attune admin create-install-code` "
+    "or the admin page)."
+)
+
+
+def install_code_missing() -> RegistrationError:
+    return err(
+        "install_code_missing", "An install code is required to register Attune.", INSTALL_HINT, 401
+    )
+
+
+def install_code_invalid() -> RegistrationError:
+    return err("install_code_invalid", "This install code is not valid.", INSTALL_HINT, 403)
+
+
+def install_code_used() -> RegistrationError:
+    return err(
+        "install_code_used",
+        "This install code has already been used; each code registers one LMS once.",
+        INSTALL_HINT,
+        403,
+    )
+
+
+def install_code_expired() -> RegistrationError:
+    return err("install_code_expired", "This install code has expired.", INSTALL_HINT, 403)
+
+
+ADMIN_HINT = "Create an admin token with `attune admin create-token NAME` and send it as a Bearer."
+
+
+class AdminAuthError(AttuneError):
+    status = 401
+    code = "admin_unauthorized"
+    title = "Sign-in required"
+
+
+def admin_token_missing() -> AdminAuthError:
+    return AdminAuthError(
+        "This needs an admin token (Authorization: Bearer <token>).",
+        code="admin_token_missing",
+        hint=ADMIN_HINT,
+    )
+
+
+def admin_token_invalid() -> AdminAuthError:
+    return AdminAuthError(
+        "This admin token is not valid.", code="admin_token_invalid", hint=ADMIN_HINT
+    )
+
+
+def admin_token_revoked() -> AdminAuthError:
+    return AdminAuthError(
+        "This admin token has been revoked.", code="admin_token_revoked", hint=ADMIN_HINT
+    )
+
+
+# --- admin API -----------------------------------------------------------------------------------
+
+
+def platform_not_found() -> AttuneError:
+    return AttuneError(
+        "There is no registered platform with this id.",
+        code="platform_not_found",
+        status=404,
+        title="Not found",
+    )
+
+
+def bad_json(detail: str) -> AttuneError:
+    return AttuneError(f"The request body is not usable: {detail}.", code="bad_json", status=400)

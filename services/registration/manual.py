@@ -1,0 +1,240 @@
+"""Manual registration: the values an LMS admin copies from the LMS, checked field by field.
+
+Moodle's "Tool configuration details" (Platform ID, Client ID, Public keyset URL,
+Authentication request URL, Access token URL, Deployment ID), or a Canvas developer key's
+client_id (Canvas endpoints are filled in). Every problem is reported against its field; the
+platform's JWKS is fetched when reachable and must hold a usable RS256 key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.registration import outbound
+from services.registration.queries import PlatformRecord
+from services.registration.toolconfig import Product
+from shared.http import OutboundError, OutboundHttp, is_public_address
+
+MAX_URL = 2048
+MAX_JWKS_BYTES = 128 * 1024
+_IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+CANVAS_ISSUERS = {
+    "https://canvas.instructure.com": ("production", "sso.canvaslms.com"),
+    "https://canvas.beta.instructure.com": ("beta", "sso.beta.canvaslms.com"),
+    "https://canvas.test.instructure.com": ("test", "sso.test.canvaslms.com"),
+}
+
+FIELDS = (
+    "product",
+    "issuer",
+    "client_id",
+    "deployment_id",
+    "auth_url",
+    "jwks_url",
+    "token_url",
+    "name",
+    "deployment_policy",
+)
+
+
+class FieldErrors(Exception):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(", ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+@dataclass
+class ManualRegistration:
+    record: PlatformRecord
+    deployment_ids: list[str]
+    warnings: dict[str, str] = field(default_factory=dict)
+
+
+def url_problem(value: object, *, allow_insecure: bool, issuer: bool = False) -> str | None:
+    """Why ``value`` is not an acceptable platform URL, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return "is required"
+    if len(value) > MAX_URL:
+        return "is too long"
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "must be an absolute https:// URL"
+    if parts.scheme == "http" and not allow_insecure:
+        return "must use https"
+    if parts.username or parts.password:
+        return "must not contain a user name or password"
+    if parts.fragment:
+        return "must not contain a #fragment"
+    if issuer and parts.query:
+        return "must not contain a ?query"
+    if not allow_insecure:
+        try:
+            if not is_public_address(parts.hostname):
+                return "points at a private or loopback address"
+        except ValueError:
+            pass
+    try:
+        parts.port  # noqa: B018 - raises ValueError for an out-of-range port
+    except ValueError:
+        return "has an invalid port"
+    return None
+
+
+def _identifier(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and _IDENTIFIER.match(value.strip()):
+        return value.strip()
+    return None
+
+
+def usable_rs256_keys(jwks: object) -> int:
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        return -1
+    return sum(
+        1
+        for k in jwks["keys"]
+        if isinstance(k, dict)
+        and k.get("kty") == "RSA"
+        and k.get("alg") in (None, "RS256")
+        and k.get("use") in (None, "sig")
+        and isinstance(k.get("n"), str)
+        and isinstance(k.get("e"), str)
+    )
+
+
+def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
+    """Check the shape of every field; raises ``FieldErrors``."""
+    if not isinstance(body, dict):
+        raise FieldErrors({"body": "must be a JSON object"})
+    problems: dict[str, str] = {}
+    for name in body:
+        if name not in FIELDS:
+            problems[str(name)[:50]] = "is not a known field"
+    issuer = body.get("issuer")
+    product_raw = body.get("product")
+    if product_raw is None:
+        known_canvas = isinstance(issuer, str) and issuer.strip().rstrip("/") in CANVAS_ISSUERS
+        product_raw = "canvas" if known_canvas else "generic"
+    product: Product = "generic"
+    if product_raw == "canvas":
+        product = "canvas"
+    elif product_raw == "moodle":
+        product = "moodle"
+    elif product_raw != "generic":
+        problems["product"] = "must be canvas, moodle or generic"
+
+    problem = url_problem(issuer, allow_insecure=allow_insecure, issuer=True)
+    if problem:
+        problems["issuer"] = f"Platform ID (issuer) {problem}"
+    # Kept exactly as given: it must equal the iss claim of every id_token, byte for byte.
+    issuer_text = issuer.strip() if isinstance(issuer, str) else ""
+
+    client_id = _identifier(body.get("client_id"))
+    if client_id is None:
+        problems["client_id"] = "Client ID is required (printable characters, no spaces)"
+
+    deployment_ids: list[str] = []
+    if body.get("deployment_id") not in (None, ""):
+        deployment = _identifier(body.get("deployment_id"))
+        if deployment is None:
+            problems["deployment_id"] = "Deployment ID must be printable characters, no spaces"
+        else:
+            deployment_ids.append(deployment)
+    elif product == "moodle":
+        problems["deployment_id"] = "Deployment ID is required for Moodle"
+
+    environment = "production"
+    defaults: dict[str, str] = {}
+    if product == "canvas" and issuer_text.rstrip("/") in CANVAS_ISSUERS:
+        environment, sso = CANVAS_ISSUERS[issuer_text.rstrip("/")]
+        defaults = {
+            "auth_url": f"https://{sso}/api/lti/authorize_redirect",
+            "jwks_url": f"https://{sso}/api/lti/security/jwks",
+            "token_url": f"https://{sso}/login/oauth2/token",
+        }
+    urls: dict[str, str | None] = {}
+    labels = {
+        "auth_url": "Authentication request URL",
+        "jwks_url": "Public keyset URL",
+        "token_url": "Access token URL",
+    }
+    for name, label in labels.items():
+        value = body.get(name)
+        if value in (None, "") and name in defaults:
+            value = defaults[name]
+        if value in (None, "") and name == "token_url":
+            urls[name] = None
+            continue
+        problem = url_problem(value, allow_insecure=allow_insecure)
+        if problem:
+            problems[name] = f"{label} {problem}"
+        else:
+            urls[name] = str(value).strip()
+
+    name_value = body.get("name")
+    if name_value is not None and (
+        not isinstance(name_value, str) or not name_value.strip() or len(name_value) > 200
+    ):
+        problems["name"] = "must be 1 to 200 characters"
+    policy = body.get("deployment_policy")
+    if policy is None:
+        policy = "hold" if product == "generic" else "accept"
+    if policy not in ("accept", "hold"):
+        problems["deployment_policy"] = "must be accept or hold"
+    if problems:
+        raise FieldErrors(problems)
+    assert client_id is not None
+    record = PlatformRecord(
+        issuer=issuer_text,
+        client_id=client_id,
+        auth_url=str(urls["auth_url"]),
+        jwks_url=str(urls["jwks_url"]),
+        token_url=urls["token_url"],
+        product=product,
+        deployment_policy=str(policy),
+        environment=environment,
+        name=name_value.strip() if isinstance(name_value, str) else None,
+        method="manual",
+    )
+    return ManualRegistration(record, deployment_ids)
+
+
+async def check_jwks(
+    http: OutboundHttp, reg: ManualRegistration, *, allow_insecure: bool, timeout_s: float
+) -> None:
+    """Fetch the platform's JWKS when reachable: no usable RS256 key is a field error; an
+    unreachable JWKS is only a warning (launches fetch it again)."""
+    url = reg.record.jwks_url
+    try:
+        if not allow_insecure:
+            await outbound.refuse_private_names(url, timeout_s)
+        jwks: Any = await asyncio.wait_for(
+            http.get_json(url, max_bytes=MAX_JWKS_BYTES), timeout_s + 1
+        )
+    except TimeoutError:
+        reg.warnings["jwks_url"] = "could not be fetched now (timeout); checked again at launch"
+        return
+    except OutboundError as exc:
+        if exc.reason == "private_address":
+            raise FieldErrors(
+                {"jwks_url": "Public keyset URL points at a private or loopback address"}
+            ) from None
+        if exc.reason in ("not_json", "too_large"):
+            raise FieldErrors(
+                {"jwks_url": "Public keyset URL does not serve a JSON Web Key Set"}
+            ) from None
+        reg.warnings["jwks_url"] = (
+            f"could not be fetched now ({exc.reason}); checked again at launch"
+        )
+        return
+    count = usable_rs256_keys(jwks)
+    if count < 0:
+        raise FieldErrors({"jwks_url": "Public keyset URL does not serve a JSON Web Key Set"})
+    if count == 0:
+        raise FieldErrors({"jwks_url": "Public keyset URL has no usable RS256 key"})

@@ -1,0 +1,166 @@
+"""The platform's OpenID configuration, validated before Attune trusts any of it.
+
+Only ``validate`` builds a ``PlatformConfiguration``: the issuer shares scheme, host and port
+with the URL the configuration came from, every endpoint is an acceptable outbound URL, and the
+platform supports what LTI 1.3 needs (id_token, RS256, private_key_jwt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.registration import errors
+from services.registration.toolconfig import (
+    CANVAS_ACCOUNT_NAME_KEY,
+    PLATFORM_CONFIG,
+    Product,
+    product_of,
+)
+from shared.http import OutboundError
+
+MAX_URL = 2048
+ENDPOINTS = ("authorization_endpoint", "registration_endpoint", "jwks_uri", "token_endpoint")
+
+
+@dataclass(frozen=True)
+class PlatformConfiguration:
+    url: str
+    issuer: str
+    authorization_endpoint: str
+    registration_endpoint: str
+    jwks_uri: str
+    token_endpoint: str
+    product: Product
+    product_family_code: str
+    version: str | None
+    account_name: str | None
+    messages_supported: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def environment(self) -> str:
+        host = urlsplit(self.issuer).hostname or ""
+        if self.product == "canvas" and host.endswith(".instructure.com"):
+            if host.startswith("canvas.beta.") or ".beta." in host:
+                return "beta"
+            if host.startswith("canvas.test.") or ".test." in host:
+                return "test"
+        return "production"
+
+    @property
+    def name(self) -> str:
+        return self.account_name or (urlsplit(self.issuer).hostname or self.issuer)
+
+    def summary(self) -> dict[str, Any]:
+        """What is kept in ``platforms.platform_config`` (no token, nothing secret)."""
+        return {
+            "openid_configuration": self.url,
+            "registration_endpoint": self.registration_endpoint,
+            "product_family_code": self.product_family_code,
+            "version": self.version,
+            "account_name": self.account_name,
+            "messages_supported": self.messages_supported,
+        }
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _url(doc: dict[str, Any], name: str, check_url: Callable[[str], None]) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value:
+        raise errors.openid_configuration_malformed(f"{name} is missing")
+    if len(value) > MAX_URL:
+        raise errors.openid_configuration_malformed(f"{name} is too long")
+    parts = urlsplit(value)
+    if parts.fragment or not parts.hostname:
+        raise errors.openid_configuration_malformed(f"{name} is not an absolute URL")
+    try:
+        check_url(value)
+    except OutboundError as exc:
+        raise errors.openid_configuration_malformed(
+            f"{name} is not an acceptable URL ({exc.reason})"
+        ) from None
+    return value
+
+
+def _supports(doc: dict[str, Any], name: str, value: str) -> None:
+    if name not in doc:
+        return
+    listed = doc[name]
+    if not isinstance(listed, list) or value not in listed:
+        raise errors.openid_configuration_malformed(f"{name} does not include {value}")
+
+
+def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    raw = platform.get("messages_supported")
+    for message in raw[:20] if isinstance(raw, list) else []:
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            placements = message.get("placements")
+            result.append(
+                {
+                    "type": message["type"][:100],
+                    "placements": [p[:100] for p in placements[:50] if isinstance(p, str)]
+                    if isinstance(placements, list)
+                    else [],
+                }
+            )
+    return result
+
+
+def validate(doc: object, url: str, check_url: Callable[[str], None]) -> PlatformConfiguration:
+    """Check a fetched configuration; raises a ``RegistrationError`` naming the problem."""
+    if not isinstance(doc, dict):
+        raise errors.openid_configuration_malformed("it is not a JSON object")
+    issuer = doc.get("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        raise errors.openid_configuration_malformed("issuer is missing")
+    issuer_parts = urlsplit(issuer)
+    if (
+        len(issuer) > MAX_URL
+        or issuer_parts.scheme not in ("https", "http")
+        or not issuer_parts.hostname
+        or issuer_parts.query
+        or issuer_parts.fragment
+    ):
+        raise errors.openid_configuration_malformed("issuer is not an https URL without query")
+    if origin(issuer) != origin(url):
+        raise errors.openid_configuration_issuer_mismatch()
+    try:
+        check_url(issuer)
+    except OutboundError as exc:
+        raise errors.openid_configuration_malformed(
+            f"issuer is not an acceptable URL ({exc.reason})"
+        ) from None
+    endpoints = {name: _url(doc, name, check_url) for name in ENDPOINTS}
+    _supports(doc, "response_types_supported", "id_token")
+    _supports(doc, "id_token_signing_alg_values_supported", "RS256")
+    _supports(doc, "token_endpoint_auth_methods_supported", "private_key_jwt")
+    platform = doc.get(PLATFORM_CONFIG)
+    if not isinstance(platform, dict):
+        raise errors.openid_configuration_malformed(f"{PLATFORM_CONFIG} is missing")
+    family = platform.get("product_family_code")
+    if not isinstance(family, str) or not family or len(family) > 100:
+        raise errors.openid_configuration_malformed("product_family_code is missing")
+    version = platform.get("version")
+    account = platform.get(CANVAS_ACCOUNT_NAME_KEY)
+    return PlatformConfiguration(
+        url=url,
+        issuer=issuer,
+        authorization_endpoint=endpoints["authorization_endpoint"],
+        registration_endpoint=endpoints["registration_endpoint"],
+        jwks_uri=endpoints["jwks_uri"],
+        token_endpoint=endpoints["token_endpoint"],
+        product=product_of(family),
+        product_family_code=family,
+        version=version[:100] if isinstance(version, str) else None,
+        account_name=account[:200] if isinstance(account, str) and account.strip() else None,
+        messages_supported=_messages(platform),
+    )

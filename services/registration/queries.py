@@ -1,0 +1,379 @@
+"""SQL of the registration service. Connection first; the caller owns the transaction.
+
+jsonb values travel as JSON text (``$n::jsonb`` in, ``json.loads`` out).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlatformRecord:
+    issuer: str
+    client_id: str
+    auth_url: str
+    jwks_url: str
+    token_url: str | None
+    product: str
+    deployment_policy: str
+    environment: str
+    name: str | None
+    method: str
+    requested: Json | None = None  # None: keep what is stored
+    granted: Json | None = None
+    platform_config: Json | None = None
+
+
+_UPSERT_PLATFORM = """
+INSERT INTO platforms AS p (issuer, client_id, auth_url, jwks_url, token_url, product,
+                            deployment_policy, environment, name, registration_method,
+                            requested, granted, platform_config)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+        coalesce($11::jsonb, '{}'::jsonb), coalesce($12::jsonb, '{}'::jsonb),
+        coalesce($13::jsonb, '{}'::jsonb))
+ON CONFLICT (issuer, client_id) DO UPDATE SET
+    auth_url = excluded.auth_url,
+    jwks_url = excluded.jwks_url,
+    token_url = excluded.token_url,
+    product = excluded.product,
+    deployment_policy = excluded.deployment_policy,
+    environment = excluded.environment,
+    name = coalesce(excluded.name, p.name),
+    registration_method = excluded.registration_method,
+    requested = coalesce($11::jsonb, p.requested),
+    granted = coalesce($12::jsonb, p.granted),
+    platform_config = coalesce($13::jsonb, p.platform_config),
+    updated_at = now()
+RETURNING id, (xmax = 0) AS created
+"""
+
+
+def _dump(value: Json | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tuple[int, bool]:
+    """Insert, or update the registration of the same (issuer, client_id). (id, created)."""
+    row = await conn.fetchrow(
+        _UPSERT_PLATFORM,
+        rec.issuer,
+        rec.client_id,
+        rec.auth_url,
+        rec.jwks_url,
+        rec.token_url,
+        rec.product,
+        rec.deployment_policy,
+        rec.environment,
+        rec.name,
+        rec.method,
+        _dump(rec.requested),
+        _dump(rec.granted),
+        _dump(rec.platform_config),
+    )
+    return int(row["id"]), bool(row["created"])
+
+
+async def ensure_deployment(
+    conn: asyncpg.Connection, platform_id: int, deployment_id: str, *, status: str = "active"
+) -> bool:
+    """Record a deployment the platform told us about; an existing one keeps its status
+    (an admin's ``disabled`` survives a re-registration). True when it was new."""
+    created = await conn.fetchval(
+        "INSERT INTO deployments (platform_id, deployment_id, status) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        platform_id,
+        deployment_id,
+        status,
+    )
+    return bool(created)
+
+
+async def set_deployment_status(
+    conn: asyncpg.Connection,
+    platform_id: int,
+    deployment_id: str,
+    status: str,
+    label: str | None,
+) -> str | None:
+    """Set a deployment's status (creating it when only a launch has seen it so far).
+    Returns the previous status (None when it was not in ``deployments``)."""
+    previous = await conn.fetchval(
+        "SELECT status FROM deployments WHERE platform_id = $1 AND deployment_id = $2 FOR UPDATE",
+        platform_id,
+        deployment_id,
+    )
+    await conn.execute(
+        """
+        INSERT INTO deployments (platform_id, deployment_id, status, label)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (platform_id, deployment_id) DO UPDATE SET
+            status = excluded.status,
+            label = coalesce(excluded.label, deployments.label),
+            updated_at = now()
+        """,
+        platform_id,
+        deployment_id,
+        status,
+        label,
+    )
+    return str(previous) if previous is not None else None
+
+
+async def deployment_ids(conn: asyncpg.Connection, platform_id: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT deployment_id FROM deployments WHERE platform_id = $1 ORDER BY created_at, "
+        "deployment_id",
+        platform_id,
+    )
+    return [r["deployment_id"] for r in rows]
+
+
+_PLATFORMS = """
+SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
+       p.deployment_policy, p.environment, p.name, p.registration_method, p.requested,
+       p.granted, p.platform_config, p.created_at, p.updated_at,
+       coalesce((
+           SELECT jsonb_agg(jsonb_build_object(
+                      'deployment_id', d.deployment_id, 'status', d.status, 'label', d.label,
+                      'created_at', d.created_at, 'updated_at', d.updated_at)
+                  ORDER BY d.created_at, d.deployment_id)
+           FROM deployments d WHERE d.platform_id = p.id), '[]'::jsonb) AS deployments,
+       coalesce((
+           SELECT jsonb_agg(jsonb_build_object(
+                      'deployment_id', s.deployment_id, 'policy', s.policy,
+                      'first_seen_at', s.first_seen_at)
+                  ORDER BY s.first_seen_at, s.deployment_id)
+           FROM deployment_sightings s
+           WHERE s.platform_id = p.id AND NOT EXISTS (
+               SELECT 1 FROM deployments d
+               WHERE d.platform_id = s.platform_id AND d.deployment_id = s.deployment_id)
+       ), '[]'::jsonb) AS sightings
+FROM platforms p
+"""
+
+
+def _platform(row: asyncpg.Record) -> Json:
+    deployments = [{**d, "source": "registration"} for d in json.loads(row["deployments"])]
+    for s in json.loads(row["sightings"]):
+        # Seen by a launch only: accepted under the 'accept' policy, or waiting for approval.
+        deployments.append(
+            {
+                "deployment_id": s["deployment_id"],
+                "status": "active" if s["policy"] == "accept" else "pending",
+                "label": None,
+                "created_at": s["first_seen_at"],
+                "updated_at": s["first_seen_at"],
+                "source": "launch",
+            }
+        )
+    return {
+        "id": row["id"],
+        "issuer": row["issuer"],
+        "client_id": row["client_id"],
+        "name": row["name"],
+        "product": row["product"],
+        "environment": row["environment"],
+        "deployment_policy": row["deployment_policy"],
+        "registration_method": row["registration_method"],
+        "auth_url": row["auth_url"],
+        "jwks_url": row["jwks_url"],
+        "token_url": row["token_url"],
+        "requested": json.loads(row["requested"]),
+        "granted": json.loads(row["granted"]),
+        "platform_config": json.loads(row["platform_config"]),
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "deployments": deployments,
+    }
+
+
+async def list_platforms(conn: asyncpg.Connection) -> list[Json]:
+    return [_platform(r) for r in await conn.fetch(_PLATFORMS + " ORDER BY p.id")]
+
+
+async def get_platform(conn: asyncpg.Connection, platform_id: int) -> Json | None:
+    row = await conn.fetchrow(_PLATFORMS + " WHERE p.id = $1", platform_id)
+    return _platform(row) if row is not None else None
+
+
+async def lock_platform(conn: asyncpg.Connection, platform_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, issuer, client_id FROM platforms WHERE id = $1 FOR UPDATE", platform_id
+    )
+
+
+async def delete_platform(conn: asyncpg.Connection, platform_id: int) -> None:
+    # deployments go with it (ON DELETE CASCADE)
+    await conn.execute("DELETE FROM platforms WHERE id = $1", platform_id)
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    *,
+    actor: str,
+    action: str,
+    platform_id: int | None = None,
+    issuer: str | None = None,
+    client_id: str | None = None,
+    details: Json | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO registration_audit (actor, action, platform_id, issuer, client_id, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        actor,
+        action,
+        platform_id,
+        issuer,
+        client_id,
+        _dump(details or {}),
+    )
+
+
+async def list_audit(
+    conn: asyncpg.Connection, *, platform_id: int | None, limit: int, before_id: int | None
+) -> list[Json]:
+    rows = await conn.fetch(
+        """
+        SELECT id, at, actor, action, platform_id, issuer, client_id, details
+        FROM registration_audit
+        WHERE ($1::bigint IS NULL OR platform_id = $1)
+          AND ($3::bigint IS NULL OR id < $3)
+        ORDER BY id DESC LIMIT $2
+        """,
+        platform_id,
+        limit,
+        before_id,
+    )
+    return [
+        {
+            "id": r["id"],
+            "at": r["at"].isoformat(),
+            "actor": r["actor"],
+            "action": r["action"],
+            "platform_id": r["platform_id"],
+            "issuer": r["issuer"],
+            "client_id": r["client_id"],
+            "details": json.loads(r["details"]),
+        }
+        for r in rows
+    ]
+
+
+# --- install codes -------------------------------------------------------------------------------
+
+
+async def create_install_code(
+    conn: asyncpg.Connection, code_hash: bytes, *, label: str | None, created_by: str, ttl_s: int
+) -> tuple[int, datetime]:
+    row = await conn.fetchrow(
+        "INSERT INTO install_codes (code_hash, label, created_by, expires_at) "
+        "VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id, expires_at",
+        code_hash,
+        label,
+        created_by,
+        float(ttl_s),
+    )
+    return int(row["id"]), row["expires_at"]
+
+
+async def install_code(conn: asyncpg.Connection, code_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, code_hash, used_at, expires_at <= now() AS expired FROM install_codes "
+        "WHERE code_hash = $1",
+        code_hash,
+    )
+
+
+async def consume_install_code(
+    conn: asyncpg.Connection, code_hash: bytes, platform_id: int
+) -> int | None:
+    """Use the code up in one statement: a concurrent or replayed use updates nothing."""
+    value = await conn.fetchval(
+        "UPDATE install_codes SET used_at = now(), platform_id = $2 "
+        "WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING id",
+        code_hash,
+        platform_id,
+    )
+    return int(value) if value is not None else None
+
+
+async def list_install_codes(conn: asyncpg.Connection) -> list[Json]:
+    rows = await conn.fetch(
+        "SELECT id, label, created_by, created_at, expires_at, used_at, platform_id "
+        "FROM install_codes ORDER BY id DESC LIMIT 200"
+    )
+    return [
+        {
+            "id": r["id"],
+            "label": r["label"],
+            "created_by": r["created_by"],
+            "created_at": r["created_at"].isoformat(),
+            "expires_at": r["expires_at"].isoformat(),
+            "used_at": r["used_at"].isoformat() if r["used_at"] else None,
+            "platform_id": r["platform_id"],
+        }
+        for r in rows
+    ]
+
+
+# --- admin tokens --------------------------------------------------------------------------------
+
+
+async def admin_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, name, token_hash, revoked_at, "
+        "last_used_at IS NULL OR last_used_at < now() - interval '1 minute' AS stale "
+        "FROM admin_tokens WHERE token_hash = $1",
+        token_hash,
+    )
+
+
+async def touch_admin_token(conn: asyncpg.Connection, token_id: int) -> None:
+    await conn.execute("UPDATE admin_tokens SET last_used_at = now() WHERE id = $1", token_id)
+
+
+async def create_admin_token(conn: asyncpg.Connection, name: str, token_hash: bytes) -> int:
+    """Raises ``asyncpg.UniqueViolationError`` when an active token already has this name."""
+    return int(
+        await conn.fetchval(
+            "INSERT INTO admin_tokens (name, token_hash) VALUES ($1, $2) RETURNING id",
+            name,
+            token_hash,
+        )
+    )
+
+
+async def revoke_admin_token(conn: asyncpg.Connection, name: str) -> list[int]:
+    rows = await conn.fetch(
+        "UPDATE admin_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL "
+        "RETURNING id",
+        name,
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def list_admin_tokens(conn: asyncpg.Connection) -> list[Json]:
+    rows = await conn.fetch(
+        "SELECT id, name, created_at, revoked_at, last_used_at FROM admin_tokens ORDER BY id"
+    )
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "created_at": r["created_at"].isoformat(),
+            "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,
+            "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"] else None,
+        }
+        for r in rows
+    ]

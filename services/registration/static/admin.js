@@ -1,0 +1,206 @@
+// Attune admin pages. The admin token lives in this tab's sessionStorage only and travels as
+// an Authorization header; no cookie is involved. Data is inserted with textContent only.
+"use strict";
+(function () {
+  var KEY = "attune-admin-token";
+  var page = document.body.getAttribute("data-page");
+
+  function $(id) { return document.getElementById(id); }
+  function token() { return window.sessionStorage.getItem(KEY); }
+  function status(text) { var el = $("status"); if (el) { el.textContent = text || ""; } }
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    if (cls) { node.className = cls; }
+    return node;
+  }
+
+  function api(method, path, body) {
+    var headers = { "Accept": "application/json", "Authorization": "Bearer " + (token() || "") };
+    var init = { method: method, headers: headers, credentials: "omit", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(path, init).then(function (resp) {
+      return resp.json().catch(function () { return {}; }).then(function (data) {
+        if (resp.status === 401) {
+          window.sessionStorage.removeItem(KEY);
+          if (page === "admin") { showSignedOut(); }
+        }
+        return { status: resp.status, ok: resp.ok, data: data };
+      });
+    });
+  }
+
+  function errorText(result) {
+    var e = result.data && result.data.error;
+    return e ? e.message + " (" + e.code + ")" : "Request failed (HTTP " + result.status + ")";
+  }
+
+  // --- dashboard ------------------------------------------------------------------------------
+
+  function showSignedOut() {
+    $("signin").hidden = false;
+    $("signed-in").hidden = true;
+  }
+
+  function deploymentAction(platform, deployment, action) {
+    api("POST", "/api/admin/platforms/" + platform.id + "/deployments/" + action,
+        { deployment_id: deployment.deployment_id }).then(function (r) {
+      status(r.ok ? "Deployment " + deployment.deployment_id + ": " + action + "d." : errorText(r));
+      loadAll();
+    });
+  }
+
+  function deletePlatform(platform) {
+    var question = "Delete the registration of " + (platform.name || platform.issuer) +
+      " (client ID " + platform.client_id + ")? Launches from it stop within seconds.";
+    if (!window.confirm(question)) { return; }
+    api("DELETE", "/api/admin/platforms/" + platform.id).then(function (r) {
+      status(r.ok ? "Deleted. " + r.data.data_retention : errorText(r));
+      loadAll();
+    });
+  }
+
+  function renderPlatform(p) {
+    var box = el("section", null, "platform");
+    box.appendChild(el("h3", (p.name || p.issuer) + " · " + p.product));
+    var facts = el("p", null, "meta");
+    facts.textContent = "Issuer " + p.issuer + " · client ID " + p.client_id + " · " +
+      p.registration_method + " registration · new deployments: " + p.deployment_policy +
+      " · " + p.environment;
+    box.appendChild(facts);
+    var missing = p.not_granted || {};
+    if (Object.keys(missing).length) {
+      box.appendChild(el("p", "Not granted by the LMS: " + JSON.stringify(missing), "warning"));
+    }
+    var table = el("table");
+    var head = el("tr");
+    ["Deployment", "Status", "Seen via", ""].forEach(function (h) { head.appendChild(el("th", h)); });
+    table.appendChild(head);
+    p.deployments.forEach(function (d) {
+      var row = el("tr");
+      row.appendChild(el("td", d.deployment_id + (d.label ? " (" + d.label + ")" : "")));
+      row.appendChild(el("td", d.status, "status-" + d.status));
+      row.appendChild(el("td", d.source));
+      var actions = el("td");
+      if (d.status !== "active") {
+        var approve = el("button", "Approve");
+        approve.type = "button";
+        approve.addEventListener("click", function () { deploymentAction(p, d, "approve"); });
+        actions.appendChild(approve);
+      }
+      if (d.status !== "disabled") {
+        var disable = el("button", "Disable", "secondary");
+        disable.type = "button";
+        disable.addEventListener("click", function () { deploymentAction(p, d, "disable"); });
+        actions.appendChild(disable);
+      }
+      row.appendChild(actions);
+      table.appendChild(row);
+    });
+    if (!p.deployments.length) {
+      var empty = el("tr");
+      var cell = el("td", "No deployment yet: one is recorded at its first launch.");
+      cell.colSpan = 4;
+      empty.appendChild(cell);
+      table.appendChild(empty);
+    }
+    box.appendChild(table);
+    var del = el("button", "Delete registration", "secondary");
+    del.type = "button";
+    del.addEventListener("click", function () { deletePlatform(p); });
+    box.appendChild(el("p")).appendChild(del);
+    return box;
+  }
+
+  function loadAll() {
+    api("GET", "/api/admin/platforms").then(function (r) {
+      var list = $("platforms");
+      list.replaceChildren();
+      if (!r.ok) { status(errorText(r)); return; }
+      if (!r.data.platforms.length) { list.appendChild(el("p", "No LMS is registered yet.")); }
+      r.data.platforms.forEach(function (p) { list.appendChild(renderPlatform(p)); });
+    });
+    api("GET", "/api/admin/audit?limit=50").then(function (r) {
+      var list = $("audit");
+      list.replaceChildren();
+      if (!r.ok) { return; }
+      r.data.audit.forEach(function (a) {
+        list.appendChild(el("li", a.at + " · " + a.actor + " · " + a.action +
+          (a.issuer ? " · " + a.issuer + " / " + a.client_id : "") +
+          " · " + JSON.stringify(a.details)));
+      });
+    });
+  }
+
+  function signIn() {
+    return api("GET", "/api/admin/me").then(function (r) {
+      if (!r.ok) { status(errorText(r)); showSignedOut(); return; }
+      $("who").textContent = r.data.name;
+      $("signin").hidden = true;
+      $("signed-in").hidden = false;
+      status("");
+      loadAll();
+    });
+  }
+
+  function initAdmin() {
+    $("signin").addEventListener("submit", function (event) {
+      event.preventDefault();
+      window.sessionStorage.setItem(KEY, $("token").value.trim());
+      $("token").value = "";
+      signIn();
+    });
+    $("signout").addEventListener("click", function () {
+      window.sessionStorage.removeItem(KEY);
+      showSignedOut();
+    });
+    $("new-code").addEventListener("submit", function (event) {
+      event.preventDefault();
+      var label = $("code-label").value.trim();
+      api("POST", "/api/admin/install-codes", label ? { label: label } : {}).then(function (r) {
+        var out = $("new-code-value");
+        out.hidden = false;
+        out.textContent = r.ok
+          ? "Install code (shown once, valid until " + r.data.expires_at + "): " + r.data.install_code
+          : errorText(r);
+        loadAll();
+      });
+    });
+    if (token()) { signIn(); } else { showSignedOut(); }
+  }
+
+  // --- manual registration ----------------------------------------------------------------------
+
+  function initManual() {
+    var form = $("manual");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = {};
+      Array.prototype.forEach.call(form.elements, function (input) {
+        if (input.name && input.value.trim() !== "") { body[input.name] = input.value.trim(); }
+      });
+      document.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
+      if (!token()) { status("Sign in on the admin page first."); return; }
+      api("POST", "/api/admin/platforms", body).then(function (r) {
+        if (r.ok) {
+          var warnings = r.data.warnings || {};
+          status((r.data.created ? "Registered" : "Updated") + ": platform " + r.data.platform.id +
+            (Object.keys(warnings).length ? ". Warnings: " + JSON.stringify(warnings) : "."));
+          return;
+        }
+        var fields = (r.data.error && r.data.error.fields) || {};
+        Object.keys(fields).forEach(function (name) {
+          var slot = document.querySelector('.field-error[data-for="' + name + '"]');
+          if (slot) { slot.textContent = fields[name]; }
+        });
+        status(errorText(r));
+      });
+    });
+  }
+
+  if (page === "admin") { initAdmin(); }
+  if (page === "manual") { initManual(); }
+})();

@@ -1,0 +1,421 @@
+"""What Attune tells an LMS about itself, in each shape an LMS reads.
+
+Pure functions of the tool's URLs and settings: the dynamic registration request (IMS, with
+Canvas's extra keys for Canvas), the Canvas JSON configuration, the values a Moodle admin types
+into "Configure a tool manually", and the comparison of what was asked with what was granted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from shared.lti import claims as C
+from shared.lti.urls import ToolUrls
+from shared.settings import Settings
+
+Product = Literal["canvas", "moodle", "generic"]
+
+TOOL_CONFIG = "https://purl.imsglobal.org/spec/lti-tool-configuration"
+PLATFORM_CONFIG = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+CANVAS_PLACEMENTS_KEY = "https://canvas.instructure.com/lti/placements"
+CANVAS_PRIVACY_KEY = "https://canvas.instructure.com/lti/privacy_level"
+CANVAS_TOOL_ID_KEY = "https://canvas.instructure.com/lti/tool_id"
+CANVAS_ACCOUNT_NAME_KEY = "https://canvas.instructure.com/lti/account_name"
+
+SCOPE_NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
+SCOPE_AGS_LINEITEM = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
+SCOPE_AGS_RESULT = "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly"
+SCOPE_AGS_SCORE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
+
+TOOL_ID = "attune"
+DESCRIPTION = (
+    "Student wellbeing check-ins: teachers ask how students feel, students answer with an "
+    "emotion and a pleasantness scale, teachers see insights."
+)
+
+# The AWS regions Canvas runs in (seed: "Anatomy of a JSON configuration", oidc_initiation_urls).
+CANVAS_AWS_REGIONS = (
+    "us-east-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+)
+
+# Canvas variable substitutions sent as custom parameters with every Canvas launch.
+CANVAS_CUSTOM_FIELDS = {
+    "canvas_user_id": "$Canvas.user.id",
+    "canvas_course_id": "$Canvas.course.id",
+}
+
+_PRIVACY_CLAIMS: dict[str, tuple[str, ...]] = {
+    "anonymous": ("iss", "sub"),
+    "name_only": ("iss", "sub", "name", "given_name", "family_name"),
+    "email_only": ("iss", "sub", "email"),
+    "public": ("iss", "sub", "name", "given_name", "family_name", "email", "picture"),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One choice on the install page. ``platform_placement`` is what the LMS is told."""
+
+    id: str
+    label: str
+    message_type: str
+    platform_placement: str | None
+    required: bool = False
+
+
+CANVAS_CHOICES = (
+    Placement(
+        "course_navigation",
+        "Course navigation (the Attune app in each course)",
+        C.RESOURCE_LINK_REQUEST,
+        "course_navigation",
+    ),
+    Placement(
+        "editor_button",
+        "Rich content editor button (insert a check-in link)",
+        C.DEEP_LINKING_REQUEST,
+        "editor_button",
+    ),
+    Placement(
+        "link_selection",
+        "Module item / link selection (add a check-in to a module)",
+        C.DEEP_LINKING_REQUEST,
+        "link_selection",
+    ),
+)
+MOODLE_CHOICES = (
+    Placement(
+        "activity_chooser",
+        "Activity chooser (Attune as an activity in a course)",
+        C.RESOURCE_LINK_REQUEST,
+        None,
+        required=True,
+    ),
+    Placement(
+        "deep_linking",
+        "Deep linking (teachers pick a check-in when adding the activity)",
+        C.DEEP_LINKING_REQUEST,
+        "ContentArea",
+    ),
+)
+
+
+def choices(product: Product) -> tuple[Placement, ...]:
+    return CANVAS_CHOICES if product == "canvas" else MOODLE_CHOICES
+
+
+def domain_of(url: str) -> str:
+    """host[:port] of ``url``, the way Moodle compares it with the tool's ``domain``."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def scopes(settings: Settings) -> list[str]:
+    wanted = [SCOPE_NRPS]
+    if settings.ags_enabled:
+        wanted += [SCOPE_AGS_LINEITEM, SCOPE_AGS_RESULT, SCOPE_AGS_SCORE]
+    return wanted
+
+
+def claims_for(privacy_level: str) -> list[str]:
+    return list(_PRIVACY_CLAIMS[privacy_level])
+
+
+def _messages(
+    urls: ToolUrls, settings: Settings, product: Product, chosen: Sequence[str]
+) -> list[dict[str, Any]]:
+    by_type: dict[str, list[str]] = {}
+    for placement in choices(product):
+        if placement.id in chosen or placement.required:
+            names = by_type.setdefault(placement.message_type, [])
+            if placement.platform_placement is not None:
+                names.append(placement.platform_placement)
+    messages: list[dict[str, Any]] = []
+    for message_type in (C.RESOURCE_LINK_REQUEST, C.DEEP_LINKING_REQUEST):
+        if message_type not in by_type:
+            continue
+        message: dict[str, Any] = {
+            "type": message_type,
+            "target_link_uri": urls.target_link_uri,
+            "label": settings.tool_name,
+        }
+        placements = by_type[message_type]
+        if placements:
+            message["placements"] = placements
+            if product == "canvas":
+                message[CANVAS_PLACEMENTS_KEY] = placements
+        messages.append(message)
+    return messages
+
+
+def validate_choice(product: Product, chosen: Sequence[str]) -> list[str]:
+    """The chosen placement ids, checked; raises ``ValueError`` with a reason."""
+    known = {p.id for p in choices(product)}
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        raise ValueError(f"unknown placement {unknown[0]!r}")
+    picked = [p.id for p in choices(product) if p.id in chosen or p.required]
+    if not picked:
+        raise ValueError("choose at least one placement")
+    return picked
+
+
+def registration_request(
+    urls: ToolUrls, settings: Settings, product: Product, chosen: Sequence[str]
+) -> dict[str, Any]:
+    """The client registration Attune POSTs to the platform's ``registration_endpoint``.
+
+    IMS LTI Dynamic Registration 1.0 with Moodle's required fields; Canvas additionally gets
+    its placements, privacy level and tool id keys. ``redirect_uris`` lists every region's
+    launch URL; ``initiate_login_uri`` is the home region's login URL.
+    """
+    privacy = settings.canvas_privacy_level
+    tool: dict[str, Any] = {
+        "domain": domain_of(urls.target_link_uri),
+        "target_link_uri": urls.target_link_uri,
+        "description": DESCRIPTION,
+        "claims": claims_for(privacy),
+        "messages": _messages(urls, settings, product, chosen),
+    }
+    if product == "canvas":
+        tool["custom_parameters"] = dict(CANVAS_CUSTOM_FIELDS)
+        tool[CANVAS_PRIVACY_KEY] = privacy
+        tool[CANVAS_TOOL_ID_KEY] = TOOL_ID
+    return {
+        "application_type": "web",
+        "response_types": ["id_token"],
+        "grant_types": ["implicit", "client_credentials"],
+        "initiate_login_uri": urls.login_url(),
+        "redirect_uris": urls.redirect_uris,
+        "client_name": settings.tool_name,
+        "client_uri": urls.public_url,
+        "jwks_uri": urls.jwks_url,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "scope": " ".join(scopes(settings)),
+        TOOL_CONFIG: tool,
+    }
+
+
+# --- what was asked, what was granted ------------------------------------------------------------
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def summarize(registration: Mapping[str, Any], product: Product) -> dict[str, Any]:
+    """The parts of a registration (asked or granted) an admin cares about, normalised."""
+    tool = registration.get(TOOL_CONFIG)
+    tool = tool if isinstance(tool, dict) else {}
+    scope = registration.get("scope")
+    messages: dict[str, list[str]] = {}
+    raw_messages = tool.get("messages")
+    for message in raw_messages if isinstance(raw_messages, list) else []:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            continue
+        placements = _strings(message.get(CANVAS_PLACEMENTS_KEY)) or _strings(
+            message.get("placements")
+        )
+        messages.setdefault(message["type"], [])
+        messages[message["type"]] += [p for p in placements if p not in messages[message["type"]]]
+    if product != "canvas":
+        # Moodle echoes only the deep linking message; resource link launches always work.
+        messages.setdefault(C.RESOURCE_LINK_REQUEST, [])
+    privacy = tool.get(CANVAS_PRIVACY_KEY)
+    return {
+        "scopes": sorted(set(scope.split())) if isinstance(scope, str) else [],
+        "messages": {k: sorted(v) for k, v in sorted(messages.items())},
+        "privacy_level": privacy if isinstance(privacy, str) else None,
+        "claims": sorted(set(_strings(tool.get("claims")))),
+    }
+
+
+def compare(requested: Mapping[str, Any], granted: Mapping[str, Any]) -> dict[str, Any]:
+    """What the platform did not grant (empty dict: everything asked for was granted).
+
+    Extra scopes or claims a platform grants are not a problem (Moodle reports more than
+    asked) and are not listed.
+    """
+    diff: dict[str, Any] = {}
+    missing_scopes = sorted(set(requested.get("scopes", [])) - set(granted.get("scopes", [])))
+    if missing_scopes:
+        diff["scopes_missing"] = missing_scopes
+    asked_messages: dict[str, list[str]] = requested.get("messages", {})
+    got_messages: dict[str, list[str]] = granted.get("messages", {})
+    missing_messages = sorted(set(asked_messages) - set(got_messages))
+    if missing_messages:
+        diff["messages_missing"] = missing_messages
+    missing_placements = sorted(
+        {
+            p
+            for message_type, placements in asked_messages.items()
+            if got_messages.get(message_type)
+            for p in placements
+            if p not in got_messages[message_type]
+        }
+        | {
+            p
+            for message_type, placements in asked_messages.items()
+            if message_type not in got_messages
+            for p in placements
+        }
+    )
+    if missing_placements:
+        diff["placements_missing"] = missing_placements
+    asked_privacy = requested.get("privacy_level")
+    got_privacy = granted.get("privacy_level")
+    if asked_privacy and got_privacy and asked_privacy != got_privacy:
+        diff["privacy_level"] = {"requested": asked_privacy, "granted": got_privacy}
+    return diff
+
+
+def describe_diff(diff: Mapping[str, Any]) -> list[str]:
+    """One plain sentence per difference, for the admin."""
+    lines = []
+    if diff.get("scopes_missing"):
+        lines.append(
+            "Services not granted: " + ", ".join(_scope_name(s) for s in diff["scopes_missing"])
+        )
+    if diff.get("messages_missing"):
+        lines.append("Launch types not granted: " + ", ".join(diff["messages_missing"]))
+    if diff.get("placements_missing"):
+        lines.append("Placements not granted: " + ", ".join(diff["placements_missing"]))
+    if diff.get("privacy_level"):
+        p = diff["privacy_level"]
+        lines.append(f"Privacy level is {p['granted']!r} instead of {p['requested']!r}")
+    return lines
+
+
+def _scope_name(scope: str) -> str:
+    names = {
+        SCOPE_NRPS: "course roster (Names and Roles)",
+        SCOPE_AGS_LINEITEM: "grade columns (AGS line items)",
+        SCOPE_AGS_RESULT: "grade results (AGS)",
+        SCOPE_AGS_SCORE: "grade scores (AGS)",
+    }
+    return names.get(scope, scope)
+
+
+# --- Canvas JSON configuration -------------------------------------------------------------------
+
+
+def canvas_regions(urls: ToolUrls) -> dict[str, str]:
+    """Login URL per configured region whose name is a Canvas AWS region."""
+    return {r: urls.login_url(r) for r in urls.regions if r in CANVAS_AWS_REGIONS}
+
+
+def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
+    """The document of "Anatomy of a JSON configuration" (Canvas developer key, JSON URL)."""
+    target = urls.target_link_uri
+    placements: list[dict[str, Any]] = [
+        {
+            "placement": "course_navigation",
+            "message_type": C.RESOURCE_LINK_REQUEST,
+            "text": settings.tool_name,
+            "target_link_uri": target,
+            "default": "enabled",
+        },
+        {
+            "placement": "editor_button",
+            "message_type": C.DEEP_LINKING_REQUEST,
+            "text": settings.tool_name,
+            "target_link_uri": target,
+            "selection_height": 600,
+            "selection_width": 800,
+        },
+        {
+            "placement": "link_selection",
+            "message_type": C.DEEP_LINKING_REQUEST,
+            "text": settings.tool_name,
+            "target_link_uri": target,
+            "selection_height": 600,
+            "selection_width": 800,
+        },
+    ]
+    return {
+        "title": settings.tool_name,
+        "description": DESCRIPTION,
+        "oidc_initiation_url": urls.login_url(),
+        "oidc_initiation_urls": canvas_regions(urls),
+        "target_link_uri": target,
+        "scopes": scopes(settings),
+        "extensions": [
+            {
+                "domain": domain_of(target),
+                "tool_id": TOOL_ID,
+                "platform": "canvas.instructure.com",
+                "privacy_level": settings.canvas_privacy_level,
+                "settings": {"text": settings.tool_name, "placements": placements},
+            }
+        ],
+        "public_jwk_url": urls.jwks_url,
+        "custom_fields": dict(CANVAS_CUSTOM_FIELDS),
+    }
+
+
+# --- Moodle manual configuration -----------------------------------------------------------------
+
+
+def moodle_manual_values(urls: ToolUrls, settings: Settings) -> list[tuple[str, str]]:
+    """(Moodle field label, value) in the order of Moodle's "Configure a tool manually" form."""
+    names = settings.canvas_privacy_level in ("name_only", "public")
+    emails = settings.canvas_privacy_level in ("email_only", "public")
+    return [
+        ("Tool name", settings.tool_name),
+        ("Tool URL", urls.target_link_uri),
+        ("LTI version", "LTI 1.3"),
+        ("Public key type", "Keyset URL"),
+        ("Public keyset", urls.jwks_url),
+        ("Initiate login URL", urls.login_url()),
+        ("Redirection URI(s)", "\n".join(urls.redirect_uris)),
+        ("Supports Deep Linking (Content-Item Message)", "Yes"),
+        ("Content Selection URL", urls.target_link_uri),
+        (
+            "IMS LTI Names and Role Provisioning",
+            "Use this service to retrieve members' information as per privacy settings",
+        ),
+        (
+            "IMS LTI Assignment and Grade Services",
+            "Use this service for grade sync and column management"
+            if settings.ags_enabled
+            else "Do not use this service",
+        ),
+        ("Share launcher's name with tool", "Always" if names else "Never"),
+        ("Share launcher's email with tool", "Always" if emails else "Never"),
+    ]
+
+
+def moodle_manual_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
+    return {
+        "tool_url": urls.target_link_uri,
+        "lti_version": "LTI 1.3",
+        "public_key_type": "Keyset URL",
+        "public_keyset_url": urls.jwks_url,
+        "initiate_login_url": urls.login_url(),
+        "redirection_uris": urls.redirect_uris,
+        "deep_linking_url": urls.target_link_uri,
+        "fields": [{"label": k, "value": v} for k, v in moodle_manual_values(urls, settings)],
+    }
+
+
+def product_of(product_family_code: object) -> Product:
+    code = str(product_family_code or "").lower()
+    if code == "canvas":
+        return "canvas"
+    if code == "moodle":
+        return "moodle"
+    return "generic"

@@ -1,0 +1,57 @@
+"""App keys and page rendering shared by the registration service's handlers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from shared.signing import TokenSigner
+from shared.web import HTML_SECURITY_HEADERS
+
+HERE = Path(__file__).parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+
+REGISTER_STATIC = "/lti/register/static"
+ADMIN_STATIC = "/admin/static"
+
+PAGES_KEY = web.AppKey("registration_pages", jinja2.Environment)
+FORM_SIGNER_KEY = web.AppKey("registration_form_signer", TokenSigner)
+
+# Pages shown inside the LMS's iframe (install and done pages): framing must stay allowed.
+LMS_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'self'"
+)
+# Admin pages: never framed; scripts and API calls to our own origin only.
+ADMIN_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def pages() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render(
+    request: web.Request, template: str, *, csp: str, status: int = 200, **context: Any
+) -> web.Response:
+    html = request.app[PAGES_KEY].get_template(template).render(**context)
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        headers={
+            **HTML_SECURITY_HEADERS,
+            "Content-Security-Policy": csp,
+            "Cache-Control": "no-store",
+        },
+    )

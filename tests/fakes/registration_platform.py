@@ -1,0 +1,510 @@
+"""Fake Canvas and Moodle for LTI Dynamic Registration: the platform side, as those products do it.
+
+A ``RegistrationPlatform`` is a real aiohttp server on loopback serving the platform's OpenID
+configuration and its registration endpoint, both behind the registration token as a Bearer.
+Its issuer, auth endpoint and JWKS are a ``tests.fakes.platform.FakePlatform`` (composition):
+a successful registration creates a client there, so the stored registration can be launched.
+
+- Moodle (``mod/lti/classes/local/ltiopenid/registration_helper.php``): requires
+  ``response_types`` (with ``id_token``), ``initiate_login_uri``, ``redirect_uris`` (an array),
+  ``client_name``, ``jwks_uri``, ``token_endpoint_auth_method=private_key_jwt``, the tool
+  configuration with ``domain`` equal to host[:port] of ``target_link_uri``; errors are plain
+  text with a 400; the answer carries ``client_id`` and the tool configuration's
+  ``deployment_id``, echoes only the deep linking message and lists the scopes it granted.
+  The token is single-use.
+- Canvas (``Lti::IMS::DynamicRegistrationController``): validates the registration schema and
+  its placements (``https://canvas.instructure.com/lti/placements`` or ``placements``), answers
+  422 ``{"errors": [...]}`` when invalid, returns the registration with a numeric-string
+  ``client_id`` and, by default, no deployment (Canvas installs it later; deployments show up at
+  their first launch). ``admin_edits`` plays the admin who trims scopes or placements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from tests.fakes.platform import Client, FakePlatform
+
+Flavour = Literal["canvas", "moodle"]
+ConfigMode = Literal[
+    "ok", "huge", "not_json", "not_object", "no_registration_endpoint", "foreign_issuer"
+]
+
+TOOL_CONFIG = "https://purl.imsglobal.org/spec/lti-tool-configuration"
+PLATFORM_CONFIG = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+CANVAS_PLACEMENTS = "https://canvas.instructure.com/lti/placements"
+CANVAS_PRIVACY = "https://canvas.instructure.com/lti/privacy_level"
+CANVAS_TOOL_ID = "https://canvas.instructure.com/lti/tool_id"
+NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
+AGS_SCOPES = (
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+)
+CANVAS_SCOPES = (*AGS_SCOPES, NRPS, "https://canvas.instructure.com/lti/public_jwk/scope/update")
+CANVAS_KNOWN_PLACEMENTS = frozenset(
+    {
+        "course_navigation",
+        "account_navigation",
+        "user_navigation",
+        "global_navigation",
+        "editor_button",
+        "link_selection",
+        "assignment_selection",
+        "homework_submission",
+        "module_menu",
+        "file_menu",
+    }
+)
+MESSAGE_TYPES = frozenset({"LtiResourceLinkRequest", "LtiDeepLinkingRequest"})
+
+
+async def serve_app(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
+    """Run ``app`` on a free loopback port; returns the runner and its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    return runner, f"http://{host}:{runner.addresses[0][1]}"
+
+
+class ConnectionCounter:
+    """A TCP listener that only counts connections: proof that nothing was contacted."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            writer.close()
+
+        self._server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@dataclass
+class RegistrationPlatform:
+    flavour: Flavour
+    lms: FakePlatform = field(init=False)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    base_url: str = ""
+    config_mode: ConfigMode = "ok"
+    reject: tuple[int, str, str] | None = None  # (status, content type, body) for the POST
+    return_deployment: bool | None = None  # default: Moodle yes, Canvas no
+    admin_edits: dict[str, Any] = field(default_factory=dict)  # Canvas: drop_scopes, ...
+    fixed_client_id: str | None = None  # answer with this client_id (re-registration)
+    account_name: str = "Test University"
+    config_requests: int = 0
+    config_authorizations: list[str | None] = field(default_factory=list)
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+    registration_authorizations: list[str | None] = field(default_factory=list)
+    used_tokens: set[str] = field(default_factory=set)
+    clients: list[Client] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    # --- addresses -----------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+    @property
+    def config_path(self) -> str:
+        if self.flavour == "canvas":
+            return "/api/lti/security/openid-configuration"
+        return "/mod/lti/openid-configuration.php"
+
+    @property
+    def registration_path(self) -> str:
+        if self.flavour == "canvas":
+            return "/api/lti/registrations"
+        return "/mod/lti/openid-registration.php"
+
+    @property
+    def openid_configuration_url(self) -> str:
+        return self.base_url + self.config_path
+
+    @property
+    def registration_endpoint(self) -> str:
+        return self.base_url + self.registration_path
+
+    def start_params(self, token: str | None = None) -> dict[str, str]:
+        """The query the LMS adds when it opens the tool's registration URL."""
+        return {
+            "openid_configuration": self.openid_configuration_url,
+            "registration_token": self.token if token is None else token,
+        }
+
+    def new_token(self) -> str:
+        self.token = secrets.token_urlsafe(32)
+        return self.token
+
+    @property
+    def client(self) -> Client:
+        """The client created by the latest successful registration."""
+        return self.clients[-1]
+
+    # --- server --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.lms = FakePlatform(self.flavour)
+        await self.lms.start()
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_get(self.config_path, self._configuration)
+        app.router.add_post(self.registration_path, self._register)
+        self._runner, self.base_url = await serve_app(app)
+        # The platform's issuer is its own site (a self-hosted Canvas, or Moodle's wwwroot):
+        # the id_tokens of the FakePlatform carry it.
+        self.lms.issuer = self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.lms.stop()
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization")
+        return header == f"Bearer {self.token}" and self.token not in self.used_tokens
+
+    # --- openid configuration ------------------------------------------------------------------
+
+    def configuration(self) -> dict[str, Any]:
+        lms = self.lms
+        doc: dict[str, Any] = {
+            "issuer": self.issuer,
+            "authorization_endpoint": lms.auth_url,
+            "registration_endpoint": self.registration_endpoint,
+            "jwks_uri": lms.jwks_url,
+            "token_endpoint": lms.token_url,
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", NRPS, *AGS_SCOPES],
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public", "pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "claims_supported": ["sub", "iss", "name", "given_name", "family_name", "email"],
+        }
+        if self.flavour == "canvas":
+            doc["authorization_server"] = urlsplit(lms.base_url).netloc
+            doc[PLATFORM_CONFIG] = {
+                "product_family_code": "canvas",
+                "version": "vCloud",
+                "messages_supported": [
+                    {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]},
+                    {
+                        "type": "LtiDeepLinkingRequest",
+                        "placements": ["editor_button", "link_selection"],
+                    },
+                ],
+                "variables": ["Canvas.user.id", "Canvas.course.id"],
+                "https://canvas.instructure.com/lti/account_name": self.account_name,
+                "https://canvas.instructure.com/lti/account_lti_guid": secrets.token_hex(8),
+            }
+        else:
+            doc[PLATFORM_CONFIG] = {
+                "product_family_code": "moodle",
+                "version": "4.5",
+                "messages_supported": [
+                    {"type": "LtiResourceLinkRequest"},
+                    {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},
+                ],
+                "variables": ["basic-lti-launch-request", "ContentItemSelectionRequest"],
+            }
+        if self.config_mode == "no_registration_endpoint":
+            del doc["registration_endpoint"]
+        if self.config_mode == "foreign_issuer":
+            doc["issuer"] = "https://lms.example.org"
+        return doc
+
+    async def _configuration(self, request: web.Request) -> web.StreamResponse:
+        self.config_requests += 1
+        self.config_authorizations.append(request.headers.get("Authorization"))
+        if not self._authorized(request):
+            return web.Response(status=401, text="Unauthorized")
+        if self.config_mode == "huge":
+            padding = "x" * (2 * 1024 * 1024)
+            return web.json_response({**self.configuration(), "padding": padding})
+        if self.config_mode == "not_json":
+            return web.Response(text="<html>Maintenance</html>", content_type="text/html")
+        if self.config_mode == "not_object":
+            return web.json_response(["issuer"])
+        return web.json_response(self.configuration())
+
+    # --- registration --------------------------------------------------------------------------
+
+    async def _register(self, request: web.Request) -> web.Response:
+        self.registration_authorizations.append(request.headers.get("Authorization"))
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid JSON")
+        self.registrations.append(body)
+        if not self._authorized(request):
+            if self.flavour == "moodle" and self.token in self.used_tokens:
+                return web.Response(status=401, text="token_already_used")
+            return web.Response(status=401, text="Unauthorized")
+        if self.reject is not None:
+            status, content_type, text = self.reject
+            return web.Response(status=status, text=text, content_type=content_type)
+        if self.flavour == "moodle":
+            return self._moodle(body)
+        return self._canvas(body)
+
+    def _moodle(self, body: dict[str, Any]) -> web.Response:
+        def fail(message: str) -> web.Response:
+            return web.Response(status=400, text=message)
+
+        for key in (
+            "response_types",
+            "initiate_login_uri",
+            "redirect_uris",
+            "client_name",
+            "jwks_uri",
+            "token_endpoint_auth_method",
+            TOOL_CONFIG,
+        ):
+            if not body.get(key):
+                return fail(f"missing required attribute {key}")
+        tool = body[TOOL_CONFIG]
+        for key in ("domain", "target_link_uri"):
+            if not tool.get(key):
+                return fail(f"missing required attribute {key}")
+        if "id_token" not in body["response_types"]:
+            return fail("invalid_response_types")
+        if not isinstance(body["redirect_uris"], list):
+            return fail("invalid_redirect_uris")
+        if body["token_endpoint_auth_method"] != "private_key_jwt":
+            return fail("invalid_token_endpoint_auth_method")
+        if body.get("application_type") not in (None, "web"):
+            return fail("invalid_application_type")
+        target = urlsplit(tool["target_link_uri"])
+        host = f"{target.hostname}:{target.port}" if target.port else str(target.hostname)
+        if tool["domain"] != host:
+            return fail("domain_targetlinkuri_mismatch")
+        self.used_tokens.add(self.token)
+        deployment_id = str(secrets.randbelow(900) + 10)
+        client = Client(
+            self.fixed_client_id or secrets.token_urlsafe(10), body["redirect_uris"], deployment_id
+        )
+        self._add_client(client)
+        scopes = body.get("scope", "").split()
+        granted_scopes = [s for s in scopes if s == NRPS]
+        if any(s in AGS_SCOPES for s in scopes):
+            granted_scopes = [
+                "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+                "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
+                "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
+                "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+                *granted_scopes,
+            ]
+        messages = [
+            {"type": m["type"], "target_link_uri": m.get("target_link_uri", "")}
+            for m in tool.get("messages", [])
+            if m.get("type") == "LtiDeepLinkingRequest"
+        ]
+        tool_response: dict[str, Any] = {
+            "target_link_uri": tool["target_link_uri"],
+            "domain": tool["domain"],
+            "description": tool.get("description", ""),
+            "claims": ["sub", "iss", "name", "family_name", "middle_name", "email"],
+        }
+        if self.return_deployment is not False:
+            tool_response["deployment_id"] = deployment_id
+        if messages:
+            tool_response["messages"] = messages
+        return web.json_response(
+            {
+                "client_id": client.client_id,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "response_types": ["id_token"],
+                "jwks_uri": body["jwks_uri"],
+                "initiate_login_uri": body["initiate_login_uri"],
+                "grant_types": ["client_credentials", "implicit"],
+                "redirect_uris": body["redirect_uris"],
+                "application_type": ["web"],
+                "client_name": body["client_name"],
+                "logo_uri": "",
+                "scope": " ".join(granted_scopes),
+                TOOL_CONFIG: tool_response,
+            }
+        )
+
+    def _canvas(self, body: dict[str, Any]) -> web.Response:
+        problems: list[str] = []
+        if body.get("application_type") != "web":
+            problems.append("application_type must be web")
+        if not {"client_credentials", "implicit"} <= set(body.get("grant_types") or []):
+            problems.append("grant_types must include client_credentials and implicit")
+        for key in (
+            "initiate_login_uri",
+            "redirect_uris",
+            "response_types",
+            "client_name",
+            "jwks_uri",
+        ):
+            if not body.get(key):
+                problems.append(f"{key} is required")
+        if body.get("token_endpoint_auth_method") != "private_key_jwt":
+            problems.append("token_endpoint_auth_method must be private_key_jwt")
+        if not isinstance(body.get("scope"), str):
+            problems.append("scope must be a string")
+        else:
+            unknown = [s for s in body["scope"].split() if s not in CANVAS_SCOPES]
+            if unknown:
+                problems.append(f"invalid scope {unknown[0]}")
+        tool = body.get(TOOL_CONFIG)
+        if not isinstance(tool, dict):
+            problems.append(f"{TOOL_CONFIG} is required")
+            tool = {}
+        for key in ("domain", "target_link_uri"):
+            if not isinstance(tool.get(key), str) or not tool[key]:
+                problems.append(f"{key} is required")
+        if not isinstance(tool.get("claims"), list):
+            problems.append("claims must be an array")
+        if tool.get(CANVAS_PRIVACY) not in (None, "public", "name_only", "email_only", "anonymous"):
+            problems.append("privacy_level is invalid")
+        messages = tool.get("messages")
+        if not isinstance(messages, list) or not messages:
+            problems.append("messages must be a non-empty array")
+            messages = []
+        for message in messages:
+            if message.get("type") not in MESSAGE_TYPES:
+                problems.append(f"message type {message.get('type')!r} is not supported")
+            placements = message.get(CANVAS_PLACEMENTS) or message.get("placements")
+            if not isinstance(placements, list) or not placements:
+                problems.append("each message needs placements")
+                continue
+            for placement in placements:
+                if placement not in CANVAS_KNOWN_PLACEMENTS:
+                    problems.append(f"placement {placement!r} is not supported")
+        if problems:
+            return web.json_response({"errors": problems}, status=422)
+        self.used_tokens.add(self.token)
+        client = Client(
+            self.fixed_client_id or str(10000000000000 + secrets.randbelow(10**9)),
+            body["redirect_uris"],
+            f"{secrets.randbelow(999)}:{secrets.token_hex(20)}",
+        )
+        self._add_client(client)
+        granted = json.loads(json.dumps(body))
+        granted["client_id"] = client.client_id
+        edits = self.admin_edits
+        if edits.get("drop_scopes"):
+            granted["scope"] = " ".join(
+                s for s in granted["scope"].split() if s not in edits["drop_scopes"]
+            )
+        granted_tool = granted[TOOL_CONFIG]
+        for message in granted_tool["messages"]:
+            for key in (CANVAS_PLACEMENTS, "placements"):
+                if key in message:
+                    message[key] = [
+                        p for p in message[key] if p not in edits.get("drop_placements", [])
+                    ]
+        if edits.get("privacy_level"):
+            granted_tool[CANVAS_PRIVACY] = edits["privacy_level"]
+        if self.return_deployment:
+            granted_tool["deployment_id"] = client.deployment_id
+        return web.json_response(granted)
+
+    def _add_client(self, client: Client) -> None:
+        self.lms.clients[client.client_id] = client
+        self.clients.append(client)
+
+
+async def registration_platform(flavour: Flavour) -> AsyncIterator[RegistrationPlatform]:
+    """For fixtures: a started platform, stopped afterwards."""
+    platform = RegistrationPlatform(flavour)
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+
+
+# --- the LMS admin's browser in the registration iframe ------------------------------------------
+
+_HIDDEN_FORM = re.compile(r'<input type="hidden" name="form" value="([^"]+)">')
+
+
+def form_value(page: str) -> str:
+    """The signed hidden value of Attune's install page."""
+    found = _HIDDEN_FORM.search(page)
+    assert found is not None, page[:1000]
+    return html.unescape(found.group(1))
+
+
+async def open_install_page(
+    session: aiohttp.ClientSession,
+    registration_url: str,
+    platform: RegistrationPlatform,
+    *,
+    token: str | None = None,
+    json_errors: bool = False,
+) -> tuple[aiohttp.ClientResponse, str]:
+    """What the LMS does: open the tool's registration URL in its iframe."""
+    headers = {"Accept": "application/json"} if json_errors else {}
+    resp = await session.get(
+        f"{registration_url}/lti/register",
+        params=platform.start_params(token),
+        headers=headers,
+        allow_redirects=False,
+    )
+    return resp, await resp.text()
+
+
+async def submit_install(
+    session: aiohttp.ClientSession,
+    registration_url: str,
+    form: str,
+    *,
+    placements: list[str],
+    credential: tuple[str, str] | None,
+    json_errors: bool = False,
+) -> aiohttp.ClientResponse:
+    """The admin presses "Register" on the install page."""
+    data: list[tuple[str, str]] = [("form", form)]
+    data += [("placement", p) for p in placements]
+    if credential is not None:
+        data.append(credential)
+    headers = {"Accept": "application/json"} if json_errors else {}
+    return await session.post(
+        f"{registration_url}/lti/register", data=data, headers=headers, allow_redirects=False
+    )
+
+
+async def outbox_settled(pool: Any, timeout: float = 5.0) -> None:
+    """Wait until every outbox row is published, then a moment more, before stopping apps.
+
+    Works around a shutdown race in ``shared/events/relay.py`` on Python 3.11: its
+    ``asyncio.wait_for(self._wake.wait(), poll)`` swallows a cancellation that arrives together
+    with an outbox NOTIFY, and the app's cleanup then waits for the relay forever.
+    """
+    if not await pool.fetchval("SELECT count(*) FROM outbox"):
+        return  # nothing was written, so no NOTIFY can be in flight
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if not await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)

@@ -1,0 +1,347 @@
+"""Dynamic registration end to end: fake Moodle and fake Canvas register Attune through the real
+registration service, then the STORED registration is launched through the real gateway,
+login and launch services (no row inserted by the test)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from services.registration.app import create_app
+from services.registration.cli import create_install_code, create_token, revoke_token
+from shared.events.envelope import Event
+from tests.conftest import Infra
+from tests.fakes.registration_platform import (
+    CANVAS_PLACEMENTS,
+    CANVAS_PRIVACY,
+    CANVAS_TOOL_ID,
+    NRPS,
+    TOOL_CONFIG,
+    RegistrationPlatform,
+    form_value,
+    open_install_page,
+    outbox_settled,
+    registration_platform,
+    serve_app,
+    submit_install,
+)
+from tests.lti_support import LtiStack, browser, full_launch, start_stack
+
+pytestmark = pytest.mark.integration
+
+RL, DL = "LtiResourceLinkRequest", "LtiDeepLinkingRequest"
+AGS_SCORE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
+
+
+@dataclass
+class Env:
+    stack: LtiStack
+    url: str  # the registration service
+    pool: asyncpg.Pool
+    session: aiohttp.ClientSession
+
+
+async def _env(infra: Infra, pool: asyncpg.Pool, **update: object) -> AsyncIterator[Env]:
+    stack, exits = await start_stack(infra, pool, ("us-east-1", "eu-west-1"))
+    runners: list[web.AppRunner] = []
+    try:
+        settings = stack.settings["us-east-1"].model_copy(update=update)
+        runner, url = await serve_app(create_app(settings))
+        runners.append(runner)
+        async with aiohttp.ClientSession() as session:
+            yield Env(stack, url, pool, session)
+    finally:
+        await outbox_settled(pool)
+        for runner in runners:
+            await runner.cleanup()
+        await exits.aclose()
+
+
+@pytest.fixture
+async def env(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[Env]:
+    async for e in _env(infra, pool, ags_enabled=True):
+        yield e
+
+
+@pytest.fixture
+async def moodle() -> AsyncIterator[RegistrationPlatform]:
+    async for p in registration_platform("moodle"):
+        yield p
+
+
+@pytest.fixture
+async def canvas() -> AsyncIterator[RegistrationPlatform]:
+    async for p in registration_platform("canvas"):
+        yield p
+
+
+def assert_no_inline_script(page: str) -> None:
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page), "inline script found"
+    assert not re.search(r"\son[a-z]+=", page), "inline event handler found"
+
+
+def script_src(csp: str) -> str:
+    directives = {d.split()[0]: d for d in (p.strip() for p in csp.split(";")) if d}
+    return directives.get("script-src", directives["default-src"])
+
+
+async def registration_events(pool: asyncpg.Pool) -> list[Event]:
+    rows = await pool.fetch(
+        "SELECT value FROM outbox WHERE topic = 'attune.registration.v1' ORDER BY seq"
+    )
+    return [Event.decode(r["value"]) for r in rows]
+
+
+async def register(
+    env: Env,
+    platform: RegistrationPlatform,
+    placements: list[str],
+    *,
+    code: str | None = None,
+) -> tuple[aiohttp.ClientResponse, str]:
+    code = code or (await create_install_code(env.pool, label="test", ttl_s=3600))[0]
+    resp, page = await open_install_page(env.session, env.url, platform)
+    assert resp.status == 200, page
+    done = await submit_install(
+        env.session,
+        env.url,
+        form_value(page),
+        placements=placements,
+        credential=("install_code", code),
+    )
+    return done, await done.text()
+
+
+async def test_moodle_dynamic_registration_then_launch(
+    env: Env, moodle: RegistrationPlatform
+) -> None:
+    code, _ = await create_install_code(env.pool, label="Moodle HS", ttl_s=3600)
+    resp, page = await open_install_page(env.session, env.url, moodle)
+    assert resp.status == 200, page
+    assert moodle.config_authorizations == [f"Bearer {moodle.token}"]
+    csp = resp.headers["Content-Security-Policy"]
+    assert "form-action 'self'" in csp and "'unsafe-inline'" not in script_src(csp)
+    assert "frame-ancestors" not in csp  # the page lives in Moodle's iframe
+    assert 'value="activity_chooser"' in page and 'value="deep_linking"' in page
+    assert 'name="install_code"' in page
+    assert moodle.token not in page.replace(form_value(page), "")  # only inside the signed value
+    assert_no_inline_script(page)
+
+    done = await submit_install(
+        env.session,
+        env.url,
+        form_value(page),
+        placements=["activity_chooser", "deep_linking"],
+        credential=("install_code", code),
+    )
+    body = await done.text()
+    assert done.status == 200, body
+    assert_no_inline_script(body)
+    assert '<script src="/lti/register/static/close.js"></script>' in body
+    assert "'unsafe-inline'" not in script_src(done.headers["Content-Security-Policy"])
+    assert "script-src 'self'" in done.headers["Content-Security-Policy"]
+    close_js = await env.session.get(f"{env.url}/lti/register/static/close.js")
+    script = await close_js.text()
+    assert close_js.status == 200 and "javascript" in close_js.headers["Content-Type"]
+    assert "window.parent" in script and "org.imsglobal.lti.close" in script
+
+    # What Moodle received: its required fields, its domain rule, every region's launch URL.
+    sent = moodle.registrations[-1]
+    assert moodle.registration_authorizations[-1] == f"Bearer {moodle.token}"
+    stack = env.stack
+    assert sent["application_type"] == "web"
+    assert sent["response_types"] == ["id_token"]
+    assert set(sent["grant_types"]) == {"implicit", "client_credentials"}
+    assert sent["initiate_login_uri"] == f"{stack.url}/lti/login"
+    assert sent["redirect_uris"] == stack.redirect_uris()
+    assert len(sent["redirect_uris"]) == 2
+    assert sent["client_name"] == "Attune"
+    assert sent["jwks_uri"] == f"{stack.url}/.well-known/jwks.json"
+    assert sent["token_endpoint_auth_method"] == "private_key_jwt"
+    assert NRPS in sent["scope"].split() and AGS_SCORE in sent["scope"].split()
+    tool = sent[TOOL_CONFIG]
+    assert tool["domain"] == urlsplit(stack.url).netloc
+    assert tool["target_link_uri"] == f"{stack.url}/app"
+    assert [m["type"] for m in tool["messages"]] == [RL, DL]
+    assert tool["messages"][1]["placements"] == ["ContentArea"]
+    assert "name" in tool["claims"]
+    assert CANVAS_PRIVACY not in tool and CANVAS_PLACEMENTS not in tool["messages"][0]
+
+    client = moodle.client
+    row = await env.pool.fetchrow("SELECT * FROM platforms WHERE issuer = $1", moodle.issuer)
+    assert row["client_id"] == client.client_id
+    assert (row["product"], row["deployment_policy"]) == ("moodle", "accept")
+    assert row["registration_method"] == "dynamic"
+    assert row["auth_url"] == moodle.lms.auth_url and row["jwks_url"] == moodle.lms.jwks_url
+    assert row["token_url"] == moodle.lms.token_url
+    assert json.loads(row["requested"])["scopes"] == sorted(sent["scope"].split())
+    assert NRPS in json.loads(row["granted"])["scopes"]
+    deployments = await env.pool.fetch(
+        "SELECT deployment_id, status FROM deployments WHERE platform_id = $1", row["id"]
+    )
+    assert [(d["deployment_id"], d["status"]) for d in deployments] == [
+        (client.deployment_id, "active")
+    ]
+    used = await env.pool.fetchrow(
+        "SELECT used_at, platform_id FROM install_codes WHERE label = 'Moodle HS'"
+    )
+    assert used["used_at"] is not None and used["platform_id"] == row["id"]
+    audit = await env.pool.fetchrow(
+        "SELECT actor, action FROM registration_audit WHERE platform_id = $1", row["id"]
+    )
+    assert (audit["actor"], audit["action"]) == ("install-code", "registration.created")
+    [event] = await registration_events(env.pool)
+    assert event.type == "registration.created"
+    assert event.data["issuer"] == moodle.issuer
+    assert event.data["client_id"] == client.client_id
+    assert event.data["platform_id"] == row["id"]
+    assert event.data["deployment_ids"] == [client.deployment_id]
+    raw = json.dumps(event.to_dict())
+    assert moodle.token not in raw and code not in raw
+
+    # The stored registration launches, in both regions.
+    async with browser() as b:
+        for region in stack.regions:
+            resp = await full_launch(b, region.url, moodle.lms, client)
+            assert resp.status == 303, await resp.text()
+            assert resp.headers["Location"].startswith(f"{stack.url}/app/#lt=")
+
+
+async def test_canvas_dynamic_registration_then_launch_new_deployment(
+    env: Env, canvas: RegistrationPlatform
+) -> None:
+    # The Canvas admin trims the registration in Canvas's own review screen.
+    canvas.admin_edits = {
+        "drop_scopes": [AGS_SCORE],
+        "drop_placements": ["link_selection"],
+        "privacy_level": "anonymous",
+    }
+    resp, page = await open_install_page(env.session, env.url, canvas)
+    assert resp.status == 200, page
+    assert "Test University" in page
+    for placement in ("course_navigation", "editor_button", "link_selection"):
+        assert f'value="{placement}"' in page
+    done, body = await register(
+        env, canvas, ["course_navigation", "editor_button", "link_selection"]
+    )
+    assert done.status == 200, body
+
+    sent = canvas.registrations[-1]
+    tool = sent[TOOL_CONFIG]
+    messages = {m["type"]: m for m in tool["messages"]}
+    assert messages[RL][CANVAS_PLACEMENTS] == ["course_navigation"]
+    assert messages[DL][CANVAS_PLACEMENTS] == ["editor_button", "link_selection"]
+    assert tool[CANVAS_PRIVACY] == "name_only"
+    assert tool[CANVAS_TOOL_ID] == "attune"
+    assert tool["custom_parameters"]["canvas_user_id"] == "$Canvas.user.id"
+    assert sent["redirect_uris"] == env.stack.redirect_uris()
+
+    # What was not granted is shown to the admin and kept.
+    assert "did not grant" in body and "link_selection" in body and "anonymous" in body
+    assert "grade scores" in body
+    assert "none yet" in body  # Canvas named no deployment
+    row = await env.pool.fetchrow("SELECT * FROM platforms WHERE issuer = $1", canvas.issuer)
+    assert (row["product"], row["deployment_policy"], row["name"]) == (
+        "canvas",
+        "accept",
+        "Test University",
+    )
+    assert json.loads(row["granted"])["privacy_level"] == "anonymous"
+    assert (
+        await env.pool.fetchval(
+            "SELECT count(*) FROM deployments WHERE platform_id = $1", row["id"]
+        )
+        == 0
+    )
+    [event] = await registration_events(env.pool)
+    assert event.type == "registration.created" and event.data["deployment_ids"] == []
+
+    token = await create_token(env.pool, "canvas-reviewer")
+    api = await env.session.get(
+        f"{env.url}/api/admin/platforms/{row['id']}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert api.status == 200
+    not_granted = (await api.json())["platform"]["not_granted"]
+    assert not_granted == {
+        "scopes_missing": [AGS_SCORE],
+        "placements_missing": ["link_selection"],
+        "privacy_level": {"requested": "name_only", "granted": "anonymous"},
+    }
+
+    # Global developer key: the first launch of a deployment records it (policy accept).
+    async with browser() as b:
+        resp = await full_launch(b, env.stack.url, canvas.lms, canvas.client)
+        assert resp.status == 303, await resp.text()
+    seen = await env.pool.fetchrow(
+        "SELECT policy FROM deployment_sightings WHERE platform_id = $1 AND deployment_id = $2",
+        row["id"],
+        canvas.client.deployment_id,
+    )
+    assert seen is not None and seen["policy"] == "accept"
+
+
+async def test_reregistration_updates_instead_of_duplicating(
+    env: Env, moodle: RegistrationPlatform
+) -> None:
+    moodle.fixed_client_id = "moodle-client-1"
+    first, body = await register(env, moodle, ["deep_linking"])
+    assert first.status == 200, body
+    first_deployment = moodle.client.deployment_id
+    moodle.new_token()  # Moodle issues a new registration token for the new attempt
+    second, body = await register(env, moodle, [])
+    assert second.status == 200, body
+    assert "re-registered" in body
+    rows = await env.pool.fetch("SELECT id FROM platforms WHERE issuer = $1", moodle.issuer)
+    assert len(rows) == 1
+    ids = await env.pool.fetch(
+        "SELECT deployment_id FROM deployments WHERE platform_id = $1 ORDER BY created_at",
+        rows[0]["id"],
+    )
+    assert [r["deployment_id"] for r in ids] == [first_deployment, moodle.client.deployment_id]
+    events = await registration_events(env.pool)
+    assert [e.type for e in events] == ["registration.created", "registration.updated"]
+    assert events[1].data["deployment_ids"] == [first_deployment, moodle.client.deployment_id]
+    # Without deep linking chosen, only the resource link message was asked for.
+    assert [m["type"] for m in moodle.registrations[-1][TOOL_CONFIG]["messages"]] == [RL]
+    async with browser() as b:
+        resp = await full_launch(b, env.stack.url, moodle.lms, moodle.client)
+        assert resp.status == 303, await resp.text()
+
+
+async def test_registration_guarded_by_admin_token(
+    infra: Infra, pool: asyncpg.Pool, moodle: RegistrationPlatform
+) -> None:
+    async for env in _env(infra, pool, registration_auth="admin_token"):
+        token = await create_token(env.pool, "installer")
+        old = await create_token(env.pool, "departed")
+        await revoke_token(env.pool, "departed")
+        resp, page = await open_install_page(env.session, env.url, moodle)
+        assert resp.status == 200 and 'name="admin_token"' in page
+        form = form_value(page)
+        refused = await submit_install(
+            env.session,
+            env.url,
+            form,
+            placements=[],
+            credential=("admin_token", old),
+            json_errors=True,
+        )
+        assert refused.status == 401
+        assert (await refused.json())["error"]["code"] == "admin_token_revoked"
+        assert moodle.registrations == []
+        done = await submit_install(
+            env.session, env.url, form, placements=[], credential=("admin_token", token)
+        )
+        assert done.status == 200, await done.text()
+        actor = await env.pool.fetchval(
+            "SELECT actor FROM registration_audit WHERE issuer = $1", moodle.issuer
+        )
+        assert actor == "admin:installer"
