@@ -105,7 +105,7 @@ class OutboundHttp:
             async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise OutboundError("http_status", str(resp.status))
-                body = await _read_limited(resp, max_bytes)
+                body = await read_limited(resp, max_bytes)
         except OutboundError:
             raise
         except TimeoutError:
@@ -121,7 +121,8 @@ class OutboundHttp:
         await self.session.close()
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+async def read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, refusing (``OutboundError("too_large")``) anything beyond ``max_bytes``."""
     if resp.content_length is not None and resp.content_length > max_bytes:
         raise OutboundError("too_large")
     chunks: list[bytes] = []

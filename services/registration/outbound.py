@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from shared.http import OutboundError, OutboundHttp, is_public_address
+from shared.http import OutboundError, OutboundHttp, is_public_address, read_limited
 
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_RESPONSE_BYTES = 256 * 1024
@@ -82,7 +82,7 @@ async def call(
         async with http.session.request(
             method, url, headers=headers, data=data, allow_redirects=False
         ) as resp:
-            body = await _read_limited(resp, max_bytes)
+            body = await read_limited(resp, max_bytes)
             return PlatformReply(resp.status, body, resp.headers.get("Content-Type", ""))
     except OutboundError:
         raise
@@ -90,16 +90,3 @@ async def call(
         raise OutboundError("timeout") from None
     except (aiohttp.ClientError, OSError) as exc:
         raise OutboundError("unreachable", type(exc).__name__) from None
-
-
-async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    if resp.content_length is not None and resp.content_length > max_bytes:
-        raise OutboundError("too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > max_bytes:
-            raise OutboundError("too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
