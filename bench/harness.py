@@ -125,6 +125,11 @@ def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stac
             "ATTUNE_ENV": "development",
             "ATTUNE_ALLOW_INSECURE_URLS": "true",
             "ATTUNE_LOG_LEVEL": os.environ.get("ATTUNE_LOG_LEVEL", "WARNING"),
+            # One generator address sends every launch: per-IP/per-platform limits off.
+            "ATTUNE_RATE_LIMIT_IP_PER_S": "1000000",
+            "ATTUNE_RATE_LIMIT_IP_BURST": "1000000",
+            "ATTUNE_RATE_LIMIT_PLATFORM_PER_S": "1000000",
+            "ATTUNE_RATE_LIMIT_PLATFORM_BURST": "1000000",
             "ATTUNE_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "ATTUNE_KEY_ENCRYPTION_KEYS": "bench:" + base64.b64encode(os.urandom(32)).decode(),
         }

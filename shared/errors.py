@@ -17,6 +17,7 @@ class AttuneError(Exception):
     status: int = 400
     code: str = "bad_request"
     title: str = "The request could not be completed"
+    headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
 
     def __init__(
         self,

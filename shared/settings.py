@@ -169,12 +169,18 @@ class Settings(BaseModel):
 
     # --- login and launch ---
     state_ttl_s: int = _env(
-        "ATTUNE_STATE_TTL_S", "How long a login state is valid for its launch.", default=600,
-        ge=30, le=3600,
+        "ATTUNE_STATE_TTL_S",
+        "How long a login state is valid for its launch.",
+        default=600,
+        ge=30,
+        le=3600,
     )
     jwt_leeway_s: int = _env(
-        "ATTUNE_JWT_LEEWAY_S", "Clock skew tolerated on id_token exp/iat.", default=10,
-        ge=0, le=300,
+        "ATTUNE_JWT_LEEWAY_S",
+        "Clock skew tolerated on id_token exp/iat.",
+        default=10,
+        ge=0,
+        le=300,
     )
     jwt_max_age_s: int = _env(
         "ATTUNE_JWT_MAX_AGE_S", "Oldest id_token iat accepted.", default=600, ge=30, le=86400
@@ -199,6 +205,38 @@ class Settings(BaseModel):
         le=86400,
     )
 
+    # --- abuse limits ---
+    rate_limit_ip_per_s: float = _env(
+        "ATTUNE_RATE_LIMIT_IP_PER_S",
+        "Sustained requests per second per client address on /lti/* and admin paths (per "
+        "replica). Generous: a school may share one NAT address.",
+        default=50.0,
+        gt=0,
+    )
+    rate_limit_ip_burst: float = _env(
+        "ATTUNE_RATE_LIMIT_IP_BURST", "Burst allowed per client address.", default=300.0, ge=1
+    )
+    rate_limit_platform_per_s: float = _env(
+        "ATTUNE_RATE_LIMIT_PLATFORM_PER_S",
+        "Sustained logins or launches per second per platform registration (per replica).",
+        default=300.0,
+        gt=0,
+    )
+    rate_limit_platform_burst: float = _env(
+        "ATTUNE_RATE_LIMIT_PLATFORM_BURST",
+        "Burst allowed per platform registration.",
+        default=3000.0,
+        ge=1,
+    )
+    trusted_proxy_hops: int = _env(
+        "ATTUNE_TRUSTED_PROXY_HOPS",
+        "Proxies in front of the services that append to X-Forwarded-For (the ingress: 1). "
+        "0 uses the TCP peer address.",
+        default=0,
+        ge=0,
+        le=5,
+    )
+
     # --- registration ---
     tool_name: str = _env(
         "ATTUNE_TOOL_NAME", "Name shown to LMS administrators and in LMS menus.", default="Attune"
@@ -210,8 +248,10 @@ class Settings(BaseModel):
         default="install_code",
     )
     install_code_ttl_s: int = _env(
-        "ATTUNE_INSTALL_CODE_TTL_S", "How long an unused install code stays valid.",
-        default=7 * 86400, ge=300,
+        "ATTUNE_INSTALL_CODE_TTL_S",
+        "How long an unused install code stays valid.",
+        default=7 * 86400,
+        ge=300,
     )
     canvas_privacy_level: Literal["public", "name_only", "email_only", "anonymous"] = _env(
         "ATTUNE_CANVAS_PRIVACY_LEVEL",
@@ -220,8 +260,32 @@ class Settings(BaseModel):
         default="name_only",
     )
     ags_enabled: bool = _env(
-        "ATTUNE_AGS_ENABLED", "Also ask for the Assignment and Grade Services scopes.",
+        "ATTUNE_AGS_ENABLED",
+        "Also ask for the Assignment and Grade Services scopes.",
         default=False,
+    )
+
+    # --- check-ins ---
+    checkin_min_class_size: int = _env(
+        "ATTUNE_CHECKIN_MIN_CLASS_SIZE",
+        "A student sees the class picture of a check-in only when at least this many "
+        "classmates answered.",
+        default=5,
+        ge=1,
+    )
+    checkin_retention_days: int | None = _env(
+        "ATTUNE_CHECKIN_RETENTION_DAYS",
+        "Check-ins closed longer ago than this are deleted with their answers (audited); "
+        "unset keeps them.",
+        default=None,
+        ge=1,
+    )
+    checkin_nrps_refresh_s: int = _env(
+        "ATTUNE_CHECKIN_NRPS_REFRESH_S",
+        "A course's roster is fetched from the LMS (Names and Role Provisioning) at most this "
+        "often; launches within it do not trigger another fetch.",
+        default=3600,
+        ge=0,
     )
 
     # --- tool keys (jwks service) ---

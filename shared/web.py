@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.errors import AttuneError
 from shared.logs import get_logger
 from shared.metrics import Metrics
+from shared.ratelimit import rate_limit_middleware
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -179,6 +180,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             title=exc.title,
             message=exc.message,
             hint=exc.hint,
+            headers=exc.headers,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -273,7 +275,7 @@ def base_app(settings: Settings, *, service: str) -> web.Application:
     routes to the returned app.
     """
     app = web.Application(
-        middlewares=[request_context_middleware, error_middleware],
+        middlewares=[request_context_middleware, error_middleware, rate_limit_middleware(settings)],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS_KEY] = settings
