@@ -142,6 +142,9 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
             response = await handler(request)
             status = response.status
             response.headers["X-Request-Id"] = request_id
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            if _behind_tls(request):
+                response.headers.setdefault("Strict-Transport-Security", HSTS)
             return response
         finally:
             elapsed = time.perf_counter() - started
@@ -157,6 +160,19 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
                 )
+
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def _behind_tls(request: web.Request) -> bool:
+    """TLS to this process, or (only behind trusted proxies) TLS to the ingress."""
+    if request.secure:
+        return True
+    if request.app[SETTINGS_KEY].trusted_proxy_hops > 0:
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
+        return proto == "https"
+    return False
 
 
 def _route_name(request: web.Request) -> str:

@@ -86,3 +86,15 @@ async def test_per_platform_limit(aiohttp_client: Any) -> None:
         headers={"X-Forwarded-For": "198.51.100.9"},
     )
     assert other.status == 200
+
+
+async def test_hsts_only_behind_tls(aiohttp_client: Any) -> None:
+    plain = await aiohttp_client(make_app())
+    resp = await plain.get("/app/", headers={"X-Forwarded-Proto": "https"})
+    assert "Strict-Transport-Security" not in resp.headers  # untrusted header ignored
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    proxied = await aiohttp_client(make_app(trusted_proxy_hops=1))
+    resp = await proxied.get("/app/", headers={"X-Forwarded-Proto": "https"})
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    resp = await proxied.get("/app/", headers={"X-Forwarded-Proto": "http"})
+    assert "Strict-Transport-Security" not in resp.headers
