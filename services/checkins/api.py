@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.checkins import emotions, queries
+from services.checkins import emotions, queries, recurrence
 from services.checkins.auth import identity
 from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.queries import Course
@@ -25,6 +25,7 @@ from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
+from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
 
@@ -32,9 +33,6 @@ SERVICE = "checkins"
 QUESTION_MAX = 300
 NOTE_MAX = 500
 MAX_OPEN_DAYS = 366
-# Class results are shown to a student only when at least this many classmates answered.
-# Candidate setting: ATTUNE_CHECKIN_MIN_CLASS_SIZE.
-MIN_CLASS_SIZE = 5
 # "May need a conversation": at least LOW_AT_LEAST of the last LOW_WINDOW identified answers
 # in the lowest band.
 LOW_BAND_MAX = 1
@@ -194,6 +192,17 @@ def _checkin_fields(body: dict[str, Any], current: asyncpg.Record | None) -> dic
     if "closes_at" not in errors and closes - opens > timedelta(days=MAX_OPEN_DAYS):
         errors["closes_at"] = "too_far"
     out["opens_at"], out["closes_at"] = opens, closes
+    if "recurrence" in body:
+        every, days, tz = recurrence.parse(body["recurrence"], errors)
+    elif current is not None:
+        every, days, tz = (
+            current["recurrence"],
+            list(current["recurrence_days"]),
+            current["recurrence_tz"],
+        )
+    else:
+        every, days, tz = None, [], None
+    out["recurrence"], out["recurrence_days"], out["recurrence_tz"] = every, days, tz
     if errors:
         raise ValidationFailed(errors)
     return out
@@ -218,6 +227,7 @@ def _checkin_json(row: asyncpg.Record) -> dict[str, Any]:
         "closes_at": _iso(row["closes_at"]),
         "closed_early_at": _iso(row["closed_early_at"]),
         "status": row["status"],
+        "recurrence": recurrence.as_json(row),
     }
 
 
@@ -272,10 +282,15 @@ async def _own_answers(
     return await queries.own_responses(conn, pairs)
 
 
-def _class_view(counts: list[int], answered: bool) -> dict[str, Any] | None:
+def _min_class_size(request: web.Request) -> int:
+    """ATTUNE_CHECKIN_MIN_CLASS_SIZE: classmates needed before a student sees the class."""
+    return request.app[SETTINGS_KEY].checkin_min_class_size
+
+
+def _class_view(counts: list[int], answered: bool, min_size: int) -> dict[str, Any] | None:
     """The class picture for a student: after answering, and only with enough classmates."""
     others = sum(counts) - (1 if answered else 0)
-    if not answered or others < MIN_CLASS_SIZE:
+    if not answered or others < min_size:
         return None
     return {"pleasantness": counts, "total": sum(counts)}
 
@@ -297,7 +312,15 @@ async def me(request: web.Request) -> web.Response:
             "is_learner": "learner" in who.roles,
             "message_type": who.message_type,
             "expires_at": who.expires_at,
-            "min_class_size": MIN_CLASS_SIZE,
+            "min_class_size": _min_class_size(request),
+            # A deep-linking launch: the page opens in "choose a check-in" mode.
+            "deep_linking": who.deep_link is not None and who.is_teacher,
+            # A deep-linked resource link: the check-in it points at.
+            "checkin_id": (
+                int(who.custom_checkin_id)
+                if who.custom_checkin_id and who.custom_checkin_id.isdigit()
+                else None
+            ),
         },
         headers=NO_STORE,
     )
@@ -326,7 +349,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             {
                 **_checkin_json(r),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(counts[r["id"]], answer is not None),
+                "class": _class_view(counts[r["id"]], answer is not None, _min_class_size(request)),
             }
         )
     return web.json_response({"view": "student", "checkins": items}, headers=NO_STORE)
@@ -378,7 +401,7 @@ async def get_checkin(request: web.Request) -> web.Response:
             body = {
                 **_checkin_json(row),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(counts, answer is not None),
+                "class": _class_view(counts, answer is not None, _min_class_size(request)),
             }
             return web.json_response(body, headers=NO_STORE)
         learners = await queries.learner_count(conn, course)
@@ -548,7 +571,7 @@ async def history(request: web.Request) -> web.Response:
         {
             **_checkin_json(r),
             "my_answer": _answer_json(mine[r["id"]]),
-            "class": _class_view(counts[r["id"]], True),
+            "class": _class_view(counts[r["id"]], True, _min_class_size(request)),
         }
         for r in answered
     ]

@@ -14,11 +14,15 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.checkins import api, emotions
+from services.checkins import api, deep_linking, emotions, rights
 from services.checkins.keys import PAGES_KEY, PSEUDONYMS_KEY, TOKENS_KEY
+from services.checkins.nrps import nrps_ctx
 from services.checkins.privacy import Pseudonyms
+from services.checkins.recurrence import recurrence_ctx
 from services.checkins.roster import roster_ctx
 from shared.app import service_app
+from shared.http import http_ctx
+from shared.keys.signer import signer_ctx
 from shared.lti.launch_token import LaunchTokens
 from shared.lti.wiring import SECRETS_KEY, configure_lti
 from shared.settings import Settings
@@ -70,7 +74,15 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(tokens_ctx)
     app.cleanup_ctx.append(roster_ctx)
+    app.cleanup_ctx.append(rights.retention_ctx)
+    app.cleanup_ctx.append(recurrence_ctx)
+    app.cleanup_ctx.append(http_ctx)
+    if settings.key_encryption_keys is not None:
+        # Deep-linking responses and NRPS token requests are signed with the tool key.
+        app.cleanup_ctx.append(signer_ctx)
+        app.cleanup_ctx.append(nrps_ctx)
     app.router.add_get("/app/", app_page)
+    app.router.add_post("/app/deep-link", deep_linking.deep_link_return)
     app.router.add_get(f"{API}/me", api.me)
     app.router.add_get(f"{API}/checkins", api.list_checkins)
     app.router.add_post(f"{API}/checkins", api.create_checkin)
@@ -81,5 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put(f"{API}/checkins/{{checkin_id}}/response", api.answer)
     app.router.add_get(f"{API}/history", api.history)
     app.router.add_get(f"{API}/insights", api.insights)
+    app.router.add_get(f"{API}/export", rights.export_course)
+    app.router.add_get(f"{API}/history/export", rights.export_own)
     app.router.add_static("/static", HERE / "static", append_version=False)
     return app

@@ -107,6 +107,12 @@ EN: dict[str, str] = {
     "student.class": "How the class feels",
     "student.class_hidden": "The class picture appears once enough classmates have answered.",
     "student.anonymous_note": "This check-in is anonymous: your teacher cannot see your answer.",
+    "dl.heading": "Choose the check-in to add to your course",
+    "dl.intro": "Pick an existing check-in, or create one: it is added to the course at once.",
+    "dl.choose": "Add to course",
+    "dl.none": "No check-ins yet: create one above.",
+    "dl.sending": "Returning to your course…",
+    "dl.continue": "Continue",
 }
 EMOTION_EN: dict[str, str] = {w: w.capitalize() for words in FULL.values() for w in words}
 

@@ -16,7 +16,8 @@ CASE WHEN c.closed_early_at IS NOT NULL OR c.closes_at <= now() THEN 'closed'
 """
 COLUMNS = f"""
 c.id, c.question, c.response_kind, c.vocabulary, c.allow_note, c.anonymous, c.opens_at,
-c.closes_at, c.created_by, c.created_at, c.closed_early_at, {STATUS} AS status
+c.closes_at, c.created_by, c.created_at, c.closed_early_at, c.recurrence, c.recurrence_days,
+c.recurrence_tz, {STATUS} AS status
 """
 
 
@@ -37,8 +38,9 @@ async def create_checkin(
         f"""
         WITH c AS (
             INSERT INTO checkins (platform_id, context_id, question, vocabulary, allow_note,
-                                  anonymous, opens_at, closes_at, created_by)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                  anonymous, opens_at, closes_at, created_by, recurrence,
+                                  recurrence_days, recurrence_tz)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             RETURNING *
         )
         SELECT {COLUMNS}, 0::bigint AS responses FROM c
@@ -52,6 +54,9 @@ async def create_checkin(
         fields["opens_at"],
         fields["closes_at"],
         created_by,
+        fields["recurrence"],
+        fields["recurrence_days"],
+        fields["recurrence_tz"],
     )
     return row
 
@@ -101,7 +106,8 @@ async def update_checkin(
     await conn.execute(
         """
         UPDATE checkins SET question = $4, vocabulary = $5, allow_note = $6, opens_at = $7,
-                            closes_at = $8, updated_at = now()
+                            closes_at = $8, recurrence = $9, recurrence_days = $10,
+                            recurrence_tz = $11, updated_at = now()
         WHERE id = $3 AND platform_id = $1 AND context_id = $2
         """,
         course.platform_id,
@@ -112,6 +118,9 @@ async def update_checkin(
         fields["allow_note"],
         fields["opens_at"],
         fields["closes_at"],
+        fields["recurrence"],
+        fields["recurrence_days"],
+        fields["recurrence_tz"],
     )
 
 
@@ -277,10 +286,15 @@ async def notes(conn: asyncpg.Connection, checkin_id: int) -> list[str]:
 
 
 async def learner_count(conn: asyncpg.Connection, course: Course) -> int:
+    """Learners of the course: those the LMS lists (NRPS) when it listed any, otherwise
+    everyone who launched as a learner."""
     n: int = await conn.fetchval(
         """
-        SELECT count(*) FROM course_roster
-        WHERE platform_id = $1 AND context_id = $2 AND 'learner' = any(role_kinds)
+        SELECT CASE WHEN bool_or(nrps)
+                    THEN count(*) FILTER (WHERE nrps AND 'learner' = any(role_kinds))
+                    ELSE count(*) FILTER (WHERE 'learner' = any(role_kinds)) END
+        FROM course_roster
+        WHERE platform_id = $1 AND context_id = $2
         """,
         course.platform_id,
         course.context_id,

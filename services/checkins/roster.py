@@ -8,12 +8,13 @@ older event never overwrites a newer one (``last_seen`` guard), so the effect is
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
-from services.checkins import queries
+from services.checkins import nrps, queries
 from services.checkins.queries import Course
 from shared.db import POOL_KEY
 from shared.events import topics
@@ -29,7 +30,12 @@ GROUP_ID = "attune.checkins-roster"
 ROLE_KINDS = frozenset({"instructor", "ta", "admin", "learner", "mentor"})
 
 
-async def apply_launch(conn: asyncpg.Connection, event: Event) -> None:
+DEFAULT_NRPS_REFRESH_S = 3600
+
+
+async def apply_launch(
+    conn: asyncpg.Connection, event: Event, *, nrps_refresh_s: int = DEFAULT_NRPS_REFRESH_S
+) -> None:
     if event.type != "launch.completed":
         return
     data = event.data
@@ -54,13 +60,19 @@ async def apply_launch(conn: asyncpg.Connection, event: Event) -> None:
         role_kinds=role_kinds,
         seen_at=event.occurred_at,
     )
+    nrps_url = data.get("nrps_url")
+    if isinstance(nrps_url, str) and nrps_url.startswith(("https://", "http://")):
+        # The course has a memberships service: (re)fetch its roster, rate-limited per course.
+        await nrps.request_sync(conn, platform_id, context_id, nrps_url[:2000], nrps_refresh_s)
 
 
 def roster_consumer(app: web.Application) -> EventConsumer:
     return EventConsumer(
         name=CONSUMER_NAME,
         topics=[topics.LAUNCH],
-        handler=apply_launch,
+        handler=functools.partial(
+            apply_launch, nrps_refresh_s=app[SETTINGS_KEY].checkin_nrps_refresh_s
+        ),
         pool=app[POOL_KEY],
         settings=app[SETTINGS_KEY],
         metrics=app[METRICS_KEY],

@@ -21,10 +21,11 @@ from shared.db import POOL_KEY
 from shared.events.envelope import Event
 from shared.http import HTTP_KEY, http_ctx
 from shared.logs import get_logger
+from shared.lti import claims as C
 from shared.lti import errors
 from shared.lti.cookies import set_partitioned_cookie
 from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStorage, VerifiedLaunch
-from shared.lti.launch_token import LaunchTokens
+from shared.lti.launch_token import DeepLinkContext, LaunchTokens
 from shared.lti.login import auth_endpoint
 from shared.lti.platform_keys import PlatformKeys
 from shared.lti.state import StateCodec
@@ -119,6 +120,8 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         roles=verified.role_kinds,
         message_type=verified.message_type,
         region=verified.region,
+        deep_link=_deep_link_context(verified),
+        custom_checkin_id=_custom_checkin_id(verified),
     )
     response = web.Response(
         status=303,
@@ -130,6 +133,29 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     # The binding is spent: expire the cookie (with the same attributes, or it would not match).
     set_partitioned_cookie(response, state.cookie_name, "", max_age=0, path=LAUNCH_PATH)
     return response
+
+
+def _deep_link_context(v: VerifiedLaunch) -> DeepLinkContext | None:
+    """For a deep-linking request: what the app's signed response needs, from verified claims."""
+    if v.message_type != C.DEEP_LINKING_REQUEST or not v.deep_link_return_url:
+        return None
+    return DeepLinkContext(
+        issuer=v.platform.issuer,
+        client_id=v.platform.client_id,
+        return_url=v.deep_link_return_url,
+        data=v.deep_link_data,
+    )
+
+
+def _custom_checkin_id(v: VerifiedLaunch) -> str | None:
+    """The ``checkin_id`` custom parameter a deep-linked resource link carries (digits only)."""
+    custom = v.claims.get(C.CUSTOM)
+    value = custom.get("checkin_id") if isinstance(custom, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+        return value
+    return None
 
 
 def _nonce_expiry(verified: VerifiedLaunch, settings: Settings) -> float:

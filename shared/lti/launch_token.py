@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from shared.signing import InvalidToken, TokenSigner
 
 PURPOSE = "attune/launch-token/v1"
+
+
+@dataclass(frozen=True)
+class DeepLinkContext:
+    """What a deep-linking response needs, taken from the verified ``LtiDeepLinkingRequest``
+    (never from the client): who we answer (issuer), as whom (client_id), where and what to
+    echo back."""
+
+    issuer: str
+    client_id: str
+    return_url: str
+    data: str | None
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,8 @@ class LaunchIdentity:
     message_type: str
     region: str
     expires_at: int
+    deep_link: DeepLinkContext | None = None
+    custom_checkin_id: str | None = None  # custom parameter ``checkin_id`` of the link
 
     @property
     def is_teacher(self) -> bool:
@@ -49,26 +64,48 @@ class LaunchTokens:
         roles: tuple[str, ...],
         message_type: str,
         region: str,
+        deep_link: DeepLinkContext | None = None,
+        custom_checkin_id: str | None = None,
     ) -> str:
-        return self._signer.sign(
-            {
-                "lid": launch_id,
-                "p": platform_id,
-                "d": deployment_id,
-                "sub": subject,
-                "ctx": context_id,
-                "rl": resource_link_id,
-                "ro": list(roles),
-                "mt": message_type,
-                "r": region,
-                "exp": int(time.time()) + self._ttl,
+        claims: dict[str, Any] = {
+            "lid": launch_id,
+            "p": platform_id,
+            "d": deployment_id,
+            "sub": subject,
+            "ctx": context_id,
+            "rl": resource_link_id,
+            "ro": list(roles),
+            "mt": message_type,
+            "r": region,
+            "exp": int(time.time()) + self._ttl,
+        }
+        if deep_link is not None:
+            claims["dl"] = {
+                "iss": deep_link.issuer,
+                "cid": deep_link.client_id,
+                "ret": deep_link.return_url,
+                "data": deep_link.data,
             }
-        )
+        if custom_checkin_id is not None:
+            claims["ck"] = custom_checkin_id
+        return self._signer.sign(claims)
 
     def read(self, token: str) -> LaunchIdentity:
         """Raises ``InvalidToken`` (reason ``expired`` or another)."""
         p = self._signer.verify(token)
         try:
+            dl = p.get("dl")
+            deep_link = (
+                DeepLinkContext(
+                    issuer=str(dl["iss"]),
+                    client_id=str(dl["cid"]),
+                    return_url=str(dl["ret"]),
+                    data=None if dl.get("data") is None else str(dl["data"]),
+                )
+                if dl is not None
+                else None
+            )
+            ck = p.get("ck")
             return LaunchIdentity(
                 launch_id=str(p["lid"]),
                 platform_id=int(p["p"]),
@@ -80,6 +117,8 @@ class LaunchTokens:
                 message_type=str(p["mt"]),
                 region=str(p["r"]),
                 expires_at=int(p["exp"]),
+                deep_link=deep_link,
+                custom_checkin_id=None if ck is None else str(ck),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidToken("malformed") from None

@@ -11,63 +11,33 @@ import asyncio
 import html
 import json
 import re
-import secrets
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jose import jwt
-from jose.utils import long_to_base64
 
+from shared.dev.emulator.keys import SigningKey, new_key
+from shared.dev.emulator.lti import (
+    CANVAS_ISSUER,
+    LEARNER,
+    Client,
+    auth_request_problem,
+    launch_claims,
+    new_client_id,
+    new_deployment_id,
+    storage_responder_js,
+)
 from shared.lti import claims as C
+from tests.fakes.lti_services import PlatformServices
+
+__all__ = ["CANVAS_ISSUER", "Client", "FakePlatform", "SigningKey", "new_key"]
 
 Flavour = Literal["canvas", "moodle"]
-CANVAS_ISSUER = "https://canvas.instructure.com"
 
 
 @dataclass
-class SigningKey:
-    kid: str
-    private_pem: bytes
-    public_jwk: dict[str, str]
-
-
-def new_key(kid: str | None = None, bits: int = 2048) -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    numbers = key.public_key().public_numbers()
-    kid = kid or f"{time.strftime('%Y-%m-%dT%H:%M:%SZ')}-{secrets.token_hex(4)}"
-    return SigningKey(
-        kid=kid,
-        private_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        public_jwk={
-            "kty": "RSA",
-            "kid": kid,
-            "alg": "RS256",
-            "use": "sig",
-            "n": long_to_base64(numbers.n).decode(),
-            "e": long_to_base64(numbers.e).decode(),
-        },
-    )
-
-
-@dataclass
-class Client:
-    client_id: str
-    redirect_uris: list[str]
-    deployment_id: str
-
-
-@dataclass
-class FakePlatform:
+class FakePlatform(PlatformServices):
     flavour: Flavour
     base_url: str = ""
     issuer: str = ""
@@ -79,6 +49,17 @@ class FakePlatform:
     used_message_hints: set[str] = field(default_factory=set)
     auth_requests: list[dict[str, str]] = field(default_factory=list)
     course_html: str = ""
+    # Deep linking and NRPS (the tool's side is verified against tool_jwks_url).
+    tool_jwks_url: str = ""
+    deep_link_responses: list[dict[str, Any]] = field(default_factory=list)
+    deep_link_errors: list[str] = field(default_factory=list)
+    nrps_members: list[dict[str, Any]] | None = None  # None: no NRPS claim in launches
+    nrps_page_size: int = 2
+    nrps_requests: list[str] = field(default_factory=list)
+    token_requests: list[dict[str, Any]] = field(default_factory=list)
+    token_errors: list[str] = field(default_factory=list)
+    access_tokens: set[str] = field(default_factory=set)
+    used_jtis: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
 
     @property
@@ -110,16 +91,8 @@ class FakePlatform:
         return key
 
     def add_client(self, redirect_uris: list[str], *, deployment_id: str | None = None) -> Client:
-        client_id = (
-            str(10000000000000 + secrets.randbelow(10**9))
-            if self.flavour == "canvas"
-            else secrets.token_urlsafe(10)
-        )
-        deployment = deployment_id or (
-            f"{secrets.randbelow(999)}:{secrets.token_hex(20)}"
-            if self.flavour == "canvas"
-            else str(secrets.randbelow(99) + 1)
-        )
+        client_id = new_client_id(self.flavour)
+        deployment = deployment_id or new_deployment_id(self.flavour)
         client = Client(client_id, redirect_uris, deployment)
         self.clients[client_id] = client
         return client
@@ -131,6 +104,7 @@ class FakePlatform:
         app.router.add_get(urlsplit(self.jwks_url).path, self._jwks)
         app.router.add_route("*", urlsplit(self.auth_url).path, self._authorize)
         app.router.add_get("/lms/course", self._course)
+        self.add_service_routes(app, urlsplit(self.token_url).path)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -151,23 +125,7 @@ class FakePlatform:
         (lti.put_data / lti.get_data) that only answers the tool's origin."""
         self.course_html = f"""<!doctype html><html><head><title>Course</title></head><body>
 <h1>Wellbeing 101</h1>
-<script>
-window.storageLog = [];
-const store = new Map();
-window.addEventListener("message", (event) => {{
-  if (event.origin !== {json.dumps(tool_origin)}) return;
-  const m = event.data || {{}};
-  window.storageLog.push(m.subject);
-  if (m.subject === "lti.put_data") {{
-    store.set(m.key, m.value);
-    event.source.postMessage({{subject: "lti.put_data.response", message_id: m.message_id,
-                              key: m.key, value: m.value}}, event.origin);
-  }} else if (m.subject === "lti.get_data") {{
-    event.source.postMessage({{subject: "lti.get_data.response", message_id: m.message_id,
-                              key: m.key, value: store.get(m.key)}}, event.origin);
-  }}
-}});
-</script>
+<script>{storage_responder_js(tool_origin)}</script>
 <iframe id="tool" name="tool" title="Attune" style="width:100%;height:400px"
         src="{html.escape(iframe_src)}"></iframe>
 </body></html>"""
@@ -186,23 +144,10 @@ window.addEventListener("message", (event) => {{
         if request.method == "POST":
             params.update({k: str(v) for k, v in (await request.post()).items()})
         self.auth_requests.append(params)
-        fixed = {
-            "scope": "openid",
-            "response_type": "id_token",
-            "response_mode": "form_post",
-            "prompt": "none",
-        }
-        for name, value in fixed.items():
-            if params.get(name) != value:
-                return web.Response(status=400, text=f"invalid_request: {name}")
-        client = self.clients.get(params.get("client_id", ""))
-        if client is None:
-            return web.Response(status=400, text="invalid_client")
-        if params.get("redirect_uri") not in client.redirect_uris:
-            return web.Response(status=400, text="invalid redirect_uri")
-        for name in ("state", "nonce", "login_hint"):
-            if not params.get(name):
-                return web.Response(status=400, text=f"missing {name}")
+        problem = auth_request_problem(params, self.clients)
+        if problem is not None:
+            return web.Response(status=400, text=problem)
+        client = self.clients[params["client_id"]]
         hint = params.get("lti_message_hint", "")
         if self.flavour == "moodle":
             # Moodle's lti_message_hint is single-use.
@@ -216,6 +161,7 @@ window.addEventListener("message", (event) => {{
             sub=params["login_hint"],
             message_type=message.get("message_type", C.RESOURCE_LINK_REQUEST),
             roles=message.get("roles"),
+            custom=message.get("custom"),
         )
         fields = {"id_token": token, "state": params["state"]}
         inputs = "".join(
@@ -239,38 +185,24 @@ window.addEventListener("message", (event) => {{
         roles: list[str] | None = None,
         target_link_uri: str | None = None,
         context_id: str = "course-1",
+        custom: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        now = int(time.time())
-        target = target_link_uri or client.redirect_uris[0].replace("/lti/launch", "/app")
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "aud": client.client_id,
-            "azp": client.client_id,
-            "sub": sub,
-            "exp": now + (60 if self.flavour == "moodle" else self.token_lifetime_s),
-            "iat": now,
-            "nonce": nonce,
-            "name": f"Person {sub}",
-            C.VERSION: "1.3.0",
-            C.MESSAGE_TYPE: message_type,
-            C.DEPLOYMENT_ID: client.deployment_id,
-            C.TARGET_LINK_URI: target,
-            C.ROLES: roles
-            if roles is not None
-            else ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"],
-            C.CONTEXT: {"id": context_id, "title": "Wellbeing 101"},
-            C.TOOL_PLATFORM: {"guid": self.base_url, "product_family_code": self.flavour},
-        }
-        if message_type == C.RESOURCE_LINK_REQUEST:
-            claims[C.RESOURCE_LINK] = {"id": f"rl-{uuid.uuid4().hex[:8]}", "title": "Check-in"}
-        if message_type == C.DEEP_LINKING_REQUEST:
-            claims[C.DEEP_LINKING_SETTINGS] = {
-                "deep_link_return_url": f"{self.base_url}/deep_linking_return",
-                "accept_types": ["ltiResourceLink"],
-                "accept_presentation_document_targets": ["iframe", "window"],
-                "data": "opaque-data",
-            }
-        return claims
+        return launch_claims(
+            flavour=self.flavour,
+            issuer=self.issuer,
+            platform_url=self.base_url,
+            client=client,
+            nonce=nonce,
+            sub=sub,
+            name=f"Person {sub}",
+            roles=roles if roles is not None else [LEARNER],
+            target_link_uri=target_link_uri
+            or client.redirect_uris[0].replace("/lti/launch", "/app"),
+            message_type=message_type,
+            context_id=context_id,
+            lifetime_s=self.token_lifetime_s,
+            extra=self.service_claims(context_id, custom),
+        )
 
     def id_token(self, client: Client, **kwargs: Any) -> str:
         return self.sign(self.claims(client, **kwargs))
@@ -282,15 +214,7 @@ window.addEventListener("message", (event) => {{
         key: SigningKey | None = None,
         headers: dict[str, Any] | None = None,
     ) -> str:
-        key = key or self.current
-        return str(
-            jwt.encode(
-                claims,
-                key.private_pem.decode(),
-                algorithm="RS256",
-                headers={"kid": key.kid, **(headers or {})},
-            )
-        )
+        return (key or self.current).sign(claims, headers)
 
 
 def parse_autopost(page: str) -> tuple[str, dict[str, str]]:

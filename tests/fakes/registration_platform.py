@@ -23,52 +23,45 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.platform import Client, FakePlatform
+from shared.dev.emulator.lti import (
+    AGS_SCOPES,
+    CANVAS_PLACEMENTS,
+    CANVAS_PRIVACY,
+    CANVAS_TOOL_ID,
+    NRPS,
+    TOOL_CONFIG,
+    Client,
+    canvas_answer,
+    canvas_problems,
+    moodle_answer,
+    moodle_problem,
+    new_client_id,
+    openid_configuration,
+)
+from tests.fakes.platform import FakePlatform
+
+__all__ = [
+    "AGS_SCOPES",
+    "CANVAS_PLACEMENTS",
+    "CANVAS_PRIVACY",
+    "CANVAS_TOOL_ID",
+    "NRPS",
+    "TOOL_CONFIG",
+]
 
 Flavour = Literal["canvas", "moodle"]
 ConfigMode = Literal[
     "ok", "huge", "not_json", "not_object", "no_registration_endpoint", "foreign_issuer"
 ]
-
-TOOL_CONFIG = "https://purl.imsglobal.org/spec/lti-tool-configuration"
-PLATFORM_CONFIG = "https://purl.imsglobal.org/spec/lti-platform-configuration"
-CANVAS_PLACEMENTS = "https://canvas.instructure.com/lti/placements"
-CANVAS_PRIVACY = "https://canvas.instructure.com/lti/privacy_level"
-CANVAS_TOOL_ID = "https://canvas.instructure.com/lti/tool_id"
-NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
-AGS_SCOPES = (
-    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
-    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
-    "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
-    "https://purl.imsglobal.org/spec/lti-ags/scope/score",
-)
-CANVAS_SCOPES = (*AGS_SCOPES, NRPS, "https://canvas.instructure.com/lti/public_jwk/scope/update")
-CANVAS_KNOWN_PLACEMENTS = frozenset(
-    {
-        "course_navigation",
-        "account_navigation",
-        "user_navigation",
-        "global_navigation",
-        "editor_button",
-        "link_selection",
-        "assignment_selection",
-        "homework_submission",
-        "module_menu",
-        "file_menu",
-    }
-)
-MESSAGE_TYPES = frozenset({"LtiResourceLinkRequest", "LtiDeepLinkingRequest"})
 
 
 async def serve_app(app: web.Application, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
@@ -190,46 +183,15 @@ class RegistrationPlatform:
 
     def configuration(self) -> dict[str, Any]:
         lms = self.lms
-        doc: dict[str, Any] = {
-            "issuer": self.issuer,
-            "authorization_endpoint": lms.auth_url,
-            "registration_endpoint": self.registration_endpoint,
-            "jwks_uri": lms.jwks_url,
-            "token_endpoint": lms.token_url,
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": ["openid", NRPS, *AGS_SCOPES],
-            "response_types_supported": ["id_token"],
-            "subject_types_supported": ["public", "pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "claims_supported": ["sub", "iss", "name", "given_name", "family_name", "email"],
-        }
-        if self.flavour == "canvas":
-            doc["authorization_server"] = urlsplit(lms.base_url).netloc
-            doc[PLATFORM_CONFIG] = {
-                "product_family_code": "canvas",
-                "version": "vCloud",
-                "messages_supported": [
-                    {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]},
-                    {
-                        "type": "LtiDeepLinkingRequest",
-                        "placements": ["editor_button", "link_selection"],
-                    },
-                ],
-                "variables": ["Canvas.user.id", "Canvas.course.id"],
-                "https://canvas.instructure.com/lti/account_name": self.account_name,
-                "https://canvas.instructure.com/lti/account_lti_guid": secrets.token_hex(8),
-            }
-        else:
-            doc[PLATFORM_CONFIG] = {
-                "product_family_code": "moodle",
-                "version": "4.5",
-                "messages_supported": [
-                    {"type": "LtiResourceLinkRequest"},
-                    {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},
-                ],
-                "variables": ["basic-lti-launch-request", "ContentItemSelectionRequest"],
-            }
+        doc = openid_configuration(
+            self.flavour,
+            issuer=self.issuer,
+            auth_url=lms.auth_url,
+            registration_endpoint=self.registration_endpoint,
+            jwks_url=lms.jwks_url,
+            token_url=lms.token_url,
+            account_name=self.account_name,
+        )
         if self.config_mode == "no_registration_endpoint":
             del doc["registration_endpoint"]
         if self.config_mode == "foreign_issuer":
@@ -271,160 +233,35 @@ class RegistrationPlatform:
         return self._canvas(body)
 
     def _moodle(self, body: dict[str, Any]) -> web.Response:
-        def fail(message: str) -> web.Response:
-            return web.Response(status=400, text=message)
-
-        for key in (
-            "response_types",
-            "initiate_login_uri",
-            "redirect_uris",
-            "client_name",
-            "jwks_uri",
-            "token_endpoint_auth_method",
-            TOOL_CONFIG,
-        ):
-            if not body.get(key):
-                return fail(f"missing required attribute {key}")
-        tool = body[TOOL_CONFIG]
-        for key in ("domain", "target_link_uri"):
-            if not tool.get(key):
-                return fail(f"missing required attribute {key}")
-        if "id_token" not in body["response_types"]:
-            return fail("invalid_response_types")
-        if not isinstance(body["redirect_uris"], list):
-            return fail("invalid_redirect_uris")
-        if body["token_endpoint_auth_method"] != "private_key_jwt":
-            return fail("invalid_token_endpoint_auth_method")
-        if body.get("application_type") not in (None, "web"):
-            return fail("invalid_application_type")
-        target = urlsplit(tool["target_link_uri"])
-        host = f"{target.hostname}:{target.port}" if target.port else str(target.hostname)
-        if tool["domain"] != host:
-            return fail("domain_targetlinkuri_mismatch")
+        problem = moodle_problem(body)
+        if problem is not None:
+            return web.Response(status=400, text=problem)
         self.used_tokens.add(self.token)
         deployment_id = str(secrets.randbelow(900) + 10)
         client = Client(
-            self.fixed_client_id or secrets.token_urlsafe(10), body["redirect_uris"], deployment_id
+            self.fixed_client_id or new_client_id("moodle"), body["redirect_uris"], deployment_id
         )
         self._add_client(client)
-        scopes = body.get("scope", "").split()
-        granted_scopes = [s for s in scopes if s == NRPS]
-        if any(s in AGS_SCOPES for s in scopes):
-            granted_scopes = [
-                "https://purl.imsglobal.org/spec/lti-ags/scope/score",
-                "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
-                "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
-                "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
-                *granted_scopes,
-            ]
-        messages = [
-            {"type": m["type"], "target_link_uri": m.get("target_link_uri", "")}
-            for m in tool.get("messages", [])
-            if m.get("type") == "LtiDeepLinkingRequest"
-        ]
-        tool_response: dict[str, Any] = {
-            "target_link_uri": tool["target_link_uri"],
-            "domain": tool["domain"],
-            "description": tool.get("description", ""),
-            "claims": ["sub", "iss", "name", "family_name", "middle_name", "email"],
-        }
-        if self.return_deployment is not False:
-            tool_response["deployment_id"] = deployment_id
-        if messages:
-            tool_response["messages"] = messages
         return web.json_response(
-            {
-                "client_id": client.client_id,
-                "token_endpoint_auth_method": "private_key_jwt",
-                "response_types": ["id_token"],
-                "jwks_uri": body["jwks_uri"],
-                "initiate_login_uri": body["initiate_login_uri"],
-                "grant_types": ["client_credentials", "implicit"],
-                "redirect_uris": body["redirect_uris"],
-                "application_type": ["web"],
-                "client_name": body["client_name"],
-                "logo_uri": "",
-                "scope": " ".join(granted_scopes),
-                TOOL_CONFIG: tool_response,
-            }
+            moodle_answer(body, client, return_deployment=self.return_deployment is not False)
         )
 
     def _canvas(self, body: dict[str, Any]) -> web.Response:
-        problems: list[str] = []
-        if body.get("application_type") != "web":
-            problems.append("application_type must be web")
-        if not {"client_credentials", "implicit"} <= set(body.get("grant_types") or []):
-            problems.append("grant_types must include client_credentials and implicit")
-        for key in (
-            "initiate_login_uri",
-            "redirect_uris",
-            "response_types",
-            "client_name",
-            "jwks_uri",
-        ):
-            if not body.get(key):
-                problems.append(f"{key} is required")
-        if body.get("token_endpoint_auth_method") != "private_key_jwt":
-            problems.append("token_endpoint_auth_method must be private_key_jwt")
-        if not isinstance(body.get("scope"), str):
-            problems.append("scope must be a string")
-        else:
-            unknown = [s for s in body["scope"].split() if s not in CANVAS_SCOPES]
-            if unknown:
-                problems.append(f"invalid scope {unknown[0]}")
-        tool = body.get(TOOL_CONFIG)
-        if not isinstance(tool, dict):
-            problems.append(f"{TOOL_CONFIG} is required")
-            tool = {}
-        for key in ("domain", "target_link_uri"):
-            if not isinstance(tool.get(key), str) or not tool[key]:
-                problems.append(f"{key} is required")
-        if not isinstance(tool.get("claims"), list):
-            problems.append("claims must be an array")
-        if tool.get(CANVAS_PRIVACY) not in (None, "public", "name_only", "email_only", "anonymous"):
-            problems.append("privacy_level is invalid")
-        messages = tool.get("messages")
-        if not isinstance(messages, list) or not messages:
-            problems.append("messages must be a non-empty array")
-            messages = []
-        for message in messages:
-            if message.get("type") not in MESSAGE_TYPES:
-                problems.append(f"message type {message.get('type')!r} is not supported")
-            placements = message.get(CANVAS_PLACEMENTS) or message.get("placements")
-            if not isinstance(placements, list) or not placements:
-                problems.append("each message needs placements")
-                continue
-            for placement in placements:
-                if placement not in CANVAS_KNOWN_PLACEMENTS:
-                    problems.append(f"placement {placement!r} is not supported")
+        problems = canvas_problems(body)
         if problems:
             return web.json_response({"errors": problems}, status=422)
         self.used_tokens.add(self.token)
         client = Client(
-            self.fixed_client_id or str(10000000000000 + secrets.randbelow(10**9)),
+            self.fixed_client_id or new_client_id("canvas"),
             body["redirect_uris"],
             f"{secrets.randbelow(999)}:{secrets.token_hex(20)}",
         )
         self._add_client(client)
-        granted = json.loads(json.dumps(body))
-        granted["client_id"] = client.client_id
-        edits = self.admin_edits
-        if edits.get("drop_scopes"):
-            granted["scope"] = " ".join(
-                s for s in granted["scope"].split() if s not in edits["drop_scopes"]
+        return web.json_response(
+            canvas_answer(
+                body, client, edits=self.admin_edits, return_deployment=bool(self.return_deployment)
             )
-        granted_tool = granted[TOOL_CONFIG]
-        for message in granted_tool["messages"]:
-            for key in (CANVAS_PLACEMENTS, "placements"):
-                if key in message:
-                    message[key] = [
-                        p for p in message[key] if p not in edits.get("drop_placements", [])
-                    ]
-        if edits.get("privacy_level"):
-            granted_tool[CANVAS_PRIVACY] = edits["privacy_level"]
-        if self.return_deployment:
-            granted_tool["deployment_id"] = client.deployment_id
-        return web.json_response(granted)
+        )
 
     def _add_client(self, client: Client) -> None:
         self.lms.clients[client.client_id] = client

@@ -18,6 +18,7 @@
   var stopped = false;
   var timer = null;
   var shownResults = null;
+  var deepLinking = false;
 
   function $(id) { return document.getElementById(id); }
   function el(tag, attrs, children) {
@@ -143,12 +144,25 @@
           return;
         }
         fieldErrors({});
+        if (deepLinking) { return chooseForCourse(res.body.id); }
         status.textContent = T["teacher.created"];
         refreshTeacher();
       }).catch(function () {});
     });
     refreshTeacher();
     timer = setInterval(function () { if (!stopped) { refreshTeacher(); } }, POLL_MS);
+  }
+  // Deep linking: post the launch token and the choice to our server, which answers with a page
+  // that returns the signed response to the LMS (a plain same-origin form post).
+  function chooseForCourse(id) {
+    stopped = true;
+    status.textContent = T["dl.sending"];
+    var form = el("form", { method: "post", action: "/app/deep-link", hidden: "hidden" }, [
+      el("input", { type: "hidden", name: "lt", value: token }),
+      el("input", { type: "hidden", name: "checkin_id", value: String(id) })
+    ]);
+    document.body.appendChild(form);
+    form.submit();
   }
   function refreshTeacher() {
     api("GET", "/checkins").then(function (res) {
@@ -161,6 +175,11 @@
           el("h3", { text: c.question }), badges(c),
           el("p", { class: "participation", text: T["teacher.participation"] + ": " + fmt("teacher.of_learners", p) })
         ]);
+        if (deepLinking) {
+          var choose = el("button", { type: "button", class: "choose", text: T["dl.choose"] });
+          choose.addEventListener("click", function () { chooseForCourse(c.id); });
+          li.appendChild(choose);
+        }
         var view = el("button", { type: "button", class: "secondary", text: T["teacher.view"] });
         view.addEventListener("click", function () { shownResults = c.id; showResults(true); });
         li.appendChild(view);
@@ -317,8 +336,14 @@
     if (!res.ok) { return fail(res.body); }
     status.dataset.role = res.body.is_teacher ? "teacher" : "student";
     status.textContent = res.body.is_teacher ? T["app.signed_in_teacher"] : T["app.signed_in_student"];
-    if (res.body.is_teacher) { setupTeacher(); }
-    else if (res.body.is_learner) { $("student").hidden = false; refreshStudent(); }
+    if (res.body.deep_linking) {
+      deepLinking = true;
+      status.textContent = T["dl.heading"] + ". " + T["dl.intro"];
+      setupTeacher();
+    } else if (res.body.is_teacher) {
+      if (res.body.checkin_id) { shownResults = res.body.checkin_id; }
+      setupTeacher();
+    } else if (res.body.is_learner) { $("student").hidden = false; refreshStudent(); }
   }).catch(function (e) {
     if (e && e.message === "unauthorized") { return; }
     status.className = "error"; status.textContent = T["app.unreachable"];

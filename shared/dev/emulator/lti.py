@@ -1,0 +1,388 @@
+"""What an LTI 1.3 platform does, as Canvas and Moodle do it: shared by the development
+emulator (``shared.dev.emulator.app``) and the test fakes (``tests/fakes``).
+
+- ``moodle_registration`` follows ``mod/lti/classes/local/ltiopenid/registration_helper.php``:
+  required fields, ``private_key_jwt``, ``domain`` equal to host[:port] of ``target_link_uri``;
+  errors are plain text (400); the answer carries ``client_id``, the deployment and the scopes
+  it granted.
+- ``canvas_problems``/``canvas_answer`` follow ``Lti::IMS::DynamicRegistrationController``:
+  schema and placements checked, 422 ``{"errors": [...]}``, a numeric-string ``client_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from shared.lti import claims as C
+
+Flavour = Literal["canvas", "moodle"]
+CANVAS_ISSUER = "https://canvas.instructure.com"
+
+TOOL_CONFIG = "https://purl.imsglobal.org/spec/lti-tool-configuration"
+PLATFORM_CONFIG = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+CANVAS_PLACEMENTS = "https://canvas.instructure.com/lti/placements"
+CANVAS_PRIVACY = "https://canvas.instructure.com/lti/privacy_level"
+CANVAS_TOOL_ID = "https://canvas.instructure.com/lti/tool_id"
+NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
+AGS_SCOPES = (
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+)
+CANVAS_SCOPES = (*AGS_SCOPES, NRPS, "https://canvas.instructure.com/lti/public_jwk/scope/update")
+CANVAS_KNOWN_PLACEMENTS = frozenset(
+    {
+        "course_navigation",
+        "account_navigation",
+        "user_navigation",
+        "global_navigation",
+        "editor_button",
+        "link_selection",
+        "assignment_selection",
+        "homework_submission",
+        "module_menu",
+        "file_menu",
+    }
+)
+MESSAGE_TYPES = frozenset({"LtiResourceLinkRequest", "LtiDeepLinkingRequest"})
+FIXED_AUTH_PARAMS = {
+    "scope": "openid",
+    "response_type": "id_token",
+    "response_mode": "form_post",
+    "prompt": "none",
+}
+LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
+INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
+
+
+@dataclass
+class Client:
+    client_id: str
+    redirect_uris: list[str]
+    deployment_id: str
+    # Emulator only: what the tool registered, and whether the admin has activated it.
+    target_link_uri: str = ""
+    initiate_login_uri: str = ""
+    jwks_uri: str = ""
+    name: str = ""
+    active: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_client_id(flavour: Flavour) -> str:
+    if flavour == "canvas":
+        return str(10000000000000 + secrets.randbelow(10**9))
+    return secrets.token_urlsafe(10)
+
+
+def new_deployment_id(flavour: Flavour) -> str:
+    if flavour == "canvas":
+        return f"{secrets.randbelow(999)}:{secrets.token_hex(20)}"
+    return str(secrets.randbelow(900) + 10)
+
+
+def auth_request_problem(params: dict[str, str], clients: dict[str, Client]) -> str | None:
+    """Why an OIDC authentication request is refused (as the platform's 400 text), else None."""
+    for name, value in FIXED_AUTH_PARAMS.items():
+        if params.get(name) != value:
+            return f"invalid_request: {name}"
+    client = clients.get(params.get("client_id", ""))
+    if client is None:
+        return "invalid_client"
+    if params.get("redirect_uri") not in client.redirect_uris:
+        return "invalid redirect_uri"
+    for name in ("state", "nonce", "login_hint"):
+        if not params.get(name):
+            return f"missing {name}"
+    return None
+
+
+def launch_claims(
+    *,
+    flavour: Flavour,
+    issuer: str,
+    platform_url: str,
+    client: Client,
+    nonce: str,
+    sub: str,
+    name: str,
+    roles: list[str],
+    target_link_uri: str,
+    message_type: str = C.RESOURCE_LINK_REQUEST,
+    context_id: str = "course-1",
+    context_title: str = "Wellbeing 101",
+    resource_link_id: str | None = None,
+    lifetime_s: int = 3600,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The id_token claims of a launch. Moodle's id_tokens live 60 seconds."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": client.client_id,
+        "azp": client.client_id,
+        "sub": sub,
+        "exp": now + (60 if flavour == "moodle" else lifetime_s),
+        "iat": now,
+        "nonce": nonce,
+        "name": name,
+        C.VERSION: "1.3.0",
+        C.MESSAGE_TYPE: message_type,
+        C.DEPLOYMENT_ID: client.deployment_id,
+        C.TARGET_LINK_URI: target_link_uri,
+        C.ROLES: roles,
+        C.CONTEXT: {"id": context_id, "title": context_title},
+        C.TOOL_PLATFORM: {"guid": platform_url, "product_family_code": flavour},
+    }
+    if message_type == C.RESOURCE_LINK_REQUEST:
+        claims[C.RESOURCE_LINK] = {
+            "id": resource_link_id or f"rl-{uuid.uuid4().hex[:8]}",
+            "title": "Check-in",
+        }
+    if message_type == C.DEEP_LINKING_REQUEST:
+        claims[C.DEEP_LINKING_SETTINGS] = {
+            "deep_link_return_url": f"{platform_url}/deep_linking_return",
+            "accept_types": ["ltiResourceLink"],
+            "accept_presentation_document_targets": ["iframe", "window"],
+            "data": "opaque-data",
+        }
+    claims.update(extra or {})
+    return claims
+
+
+def openid_configuration(
+    flavour: Flavour,
+    *,
+    issuer: str,
+    auth_url: str,
+    registration_endpoint: str,
+    jwks_url: str,
+    token_url: str,
+    account_name: str = "Test University",
+) -> dict[str, Any]:
+    """The platform's OpenID configuration for dynamic registration."""
+    doc: dict[str, Any] = {
+        "issuer": issuer,
+        "authorization_endpoint": auth_url,
+        "registration_endpoint": registration_endpoint,
+        "jwks_uri": jwks_url,
+        "token_endpoint": token_url,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", NRPS, *AGS_SCOPES],
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public", "pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "claims_supported": ["sub", "iss", "name", "given_name", "family_name", "email"],
+    }
+    if flavour == "canvas":
+        doc["authorization_server"] = urlsplit(auth_url).netloc
+        doc[PLATFORM_CONFIG] = {
+            "product_family_code": "canvas",
+            "version": "vCloud",
+            "messages_supported": [
+                {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]},
+                {
+                    "type": "LtiDeepLinkingRequest",
+                    "placements": ["editor_button", "link_selection"],
+                },
+            ],
+            "variables": ["Canvas.user.id", "Canvas.course.id"],
+            "https://canvas.instructure.com/lti/account_name": account_name,
+            "https://canvas.instructure.com/lti/account_lti_guid": secrets.token_hex(8),
+        }
+    else:
+        doc[PLATFORM_CONFIG] = {
+            "product_family_code": "moodle",
+            "version": "4.5",
+            "messages_supported": [
+                {"type": "LtiResourceLinkRequest"},
+                {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},
+            ],
+            "variables": ["basic-lti-launch-request", "ContentItemSelectionRequest"],
+        }
+    return doc
+
+
+def moodle_problem(body: dict[str, Any]) -> str | None:
+    """Moodle's refusal text for a registration request, else None."""
+    for key in (
+        "response_types",
+        "initiate_login_uri",
+        "redirect_uris",
+        "client_name",
+        "jwks_uri",
+        "token_endpoint_auth_method",
+        TOOL_CONFIG,
+    ):
+        if not body.get(key):
+            return f"missing required attribute {key}"
+    tool = body[TOOL_CONFIG]
+    for key in ("domain", "target_link_uri"):
+        if not tool.get(key):
+            return f"missing required attribute {key}"
+    if "id_token" not in body["response_types"]:
+        return "invalid_response_types"
+    if not isinstance(body["redirect_uris"], list):
+        return "invalid_redirect_uris"
+    if body["token_endpoint_auth_method"] != "private_key_jwt":  # noqa: S105 - a method name
+        return "invalid_token_endpoint_auth_method"
+    if body.get("application_type") not in (None, "web"):
+        return "invalid_application_type"
+    target = urlsplit(tool["target_link_uri"])
+    host = f"{target.hostname}:{target.port}" if target.port else str(target.hostname)
+    if tool["domain"] != host:
+        return "domain_targetlinkuri_mismatch"
+    return None
+
+
+def moodle_answer(
+    body: dict[str, Any], client: Client, *, return_deployment: bool = True
+) -> dict[str, Any]:
+    """Moodle's answer to an accepted registration (``moodle_problem`` returned None)."""
+    tool = body[TOOL_CONFIG]
+    scopes = body.get("scope", "").split()
+    granted_scopes = [s for s in scopes if s == NRPS]
+    if any(s in AGS_SCOPES for s in scopes):
+        granted_scopes = [
+            "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+            "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
+            "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
+            "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+            *granted_scopes,
+        ]
+    messages = [
+        {"type": m["type"], "target_link_uri": m.get("target_link_uri", "")}
+        for m in tool.get("messages", [])
+        if m.get("type") == "LtiDeepLinkingRequest"
+    ]
+    tool_response: dict[str, Any] = {
+        "target_link_uri": tool["target_link_uri"],
+        "domain": tool["domain"],
+        "description": tool.get("description", ""),
+        "claims": ["sub", "iss", "name", "family_name", "middle_name", "email"],
+    }
+    if return_deployment:
+        tool_response["deployment_id"] = client.deployment_id
+    if messages:
+        tool_response["messages"] = messages
+    return {
+        "client_id": client.client_id,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "response_types": ["id_token"],
+        "jwks_uri": body["jwks_uri"],
+        "initiate_login_uri": body["initiate_login_uri"],
+        "grant_types": ["client_credentials", "implicit"],
+        "redirect_uris": body["redirect_uris"],
+        "application_type": ["web"],
+        "client_name": body["client_name"],
+        "logo_uri": "",
+        "scope": " ".join(granted_scopes),
+        TOOL_CONFIG: tool_response,
+    }
+
+
+def canvas_problems(body: dict[str, Any]) -> list[str]:
+    """Canvas's validation errors for a registration request (empty when acceptable)."""
+    problems: list[str] = []
+    if body.get("application_type") != "web":
+        problems.append("application_type must be web")
+    if not {"client_credentials", "implicit"} <= set(body.get("grant_types") or []):
+        problems.append("grant_types must include client_credentials and implicit")
+    for key in ("initiate_login_uri", "redirect_uris", "response_types", "client_name", "jwks_uri"):
+        if not body.get(key):
+            problems.append(f"{key} is required")
+    if body.get("token_endpoint_auth_method") != "private_key_jwt":
+        problems.append("token_endpoint_auth_method must be private_key_jwt")
+    if not isinstance(body.get("scope"), str):
+        problems.append("scope must be a string")
+    else:
+        unknown = [s for s in body["scope"].split() if s not in CANVAS_SCOPES]
+        if unknown:
+            problems.append(f"invalid scope {unknown[0]}")
+    tool = body.get(TOOL_CONFIG)
+    if not isinstance(tool, dict):
+        problems.append(f"{TOOL_CONFIG} is required")
+        tool = {}
+    for key in ("domain", "target_link_uri"):
+        if not isinstance(tool.get(key), str) or not tool[key]:
+            problems.append(f"{key} is required")
+    if not isinstance(tool.get("claims"), list):
+        problems.append("claims must be an array")
+    if tool.get(CANVAS_PRIVACY) not in (None, "public", "name_only", "email_only", "anonymous"):
+        problems.append("privacy_level is invalid")
+    messages = tool.get("messages")
+    if not isinstance(messages, list) or not messages:
+        problems.append("messages must be a non-empty array")
+        messages = []
+    for message in messages:
+        if message.get("type") not in MESSAGE_TYPES:
+            problems.append(f"message type {message.get('type')!r} is not supported")
+        placements = message.get(CANVAS_PLACEMENTS) or message.get("placements")
+        if not isinstance(placements, list) or not placements:
+            problems.append("each message needs placements")
+            continue
+        for placement in placements:
+            if placement not in CANVAS_KNOWN_PLACEMENTS:
+                problems.append(f"placement {placement!r} is not supported")
+    return problems
+
+
+def canvas_answer(
+    body: dict[str, Any],
+    client: Client,
+    *,
+    edits: dict[str, Any] | None = None,
+    return_deployment: bool = False,
+) -> dict[str, Any]:
+    """Canvas's answer to an accepted registration: the request as granted, with client_id.
+    ``edits`` plays the admin who trims scopes (drop_scopes) or placements (drop_placements)
+    or changes the privacy level."""
+    edits = edits or {}
+    granted: dict[str, Any] = json.loads(json.dumps(body))
+    granted["client_id"] = client.client_id
+    if edits.get("drop_scopes"):
+        granted["scope"] = " ".join(
+            s for s in granted["scope"].split() if s not in edits["drop_scopes"]
+        )
+    granted_tool = granted[TOOL_CONFIG]
+    for message in granted_tool["messages"]:
+        for key in (CANVAS_PLACEMENTS, "placements"):
+            if key in message:
+                message[key] = [
+                    p for p in message[key] if p not in edits.get("drop_placements", [])
+                ]
+    if edits.get("privacy_level"):
+        granted_tool[CANVAS_PRIVACY] = edits["privacy_level"]
+    if return_deployment:
+        granted_tool["deployment_id"] = client.deployment_id
+    return granted
+
+
+def storage_responder_js(tool_origin: str) -> str:
+    """The LMS page's LTI Platform Storage responder (lti.put_data / lti.get_data), answering
+    only the tool's origin; it logs each subject in ``window.storageLog``."""
+    return f"""
+window.storageLog = [];
+const ltiStore = new Map();
+window.addEventListener("message", (event) => {{
+  if (event.origin !== {json.dumps(tool_origin)}) return;
+  const m = event.data || {{}};
+  window.storageLog.push(m.subject);
+  if (m.subject === "lti.put_data") {{
+    ltiStore.set(m.key, m.value);
+    event.source.postMessage({{subject: "lti.put_data.response", message_id: m.message_id,
+                              key: m.key, value: m.value}}, event.origin);
+  }} else if (m.subject === "lti.get_data") {{
+    event.source.postMessage({{subject: "lti.get_data.response", message_id: m.message_id,
+                              key: m.key, value: ltiStore.get(m.key)}}, event.origin);
+  }}
+}});
+"""

@@ -1,0 +1,209 @@
+"""The README's "Try it without an LMS" steps in headless Chromium (third-party cookies
+blocked), against the real ``attune dev`` subprocess: embedded Postgres and broker, the five
+services, the gateway on http://localhost:<port> and the LMS emulator on
+http://127.0.0.1:<port + 1> (different sites, as a real LMS iframe is).
+
+For each flavour: register Attune from the emulated LMS's admin page (dynamic registration in
+an iframe, install code from the banner; Moodle: activate the pending tool), create a check-in
+as the teacher on the course page, answer as two students (user switcher), see the results,
+and find the launches on Kafka (attune.launch.v1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.dev.embedded import free_port
+from tests.e2e.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.integration
+
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class DevStack:
+    attune_url: str
+    emulator_url: str
+    kafka: str
+    install_codes: dict[str, str]
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def dev_stack() -> Iterator[DevStack]:
+    work = Path(tempfile.mkdtemp(prefix="attune-emulator-e2e-"))
+    work.chmod(0o755)  # initdb runs as the postgres user when we are root
+    port, emulator_port = free_port(), free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    log = work / "dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
+             "--emulator-port", str(emulator_port), "--data-dir", str(work / "data")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "Press Ctrl-C to stop" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"attune dev did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
+        text = log.read_text()
+        codes = dict(re.findall(r"install code for (\w+): (\S+)", text))
+        kafka = re.search(r"^\s+kafka\s+(\S+)", text, re.M)
+        assert kafka is not None and set(codes) == {"canvas", "moodle"}, text[-2000:]
+        assert f"http://localhost:{port}/" in text and f"http://127.0.0.1:{emulator_port}/" in text
+        yield DevStack(
+            attune_url=f"http://localhost:{port}",
+            emulator_url=f"http://127.0.0.1:{emulator_port}",
+            kafka=kafka.group(1),
+            install_codes=codes,
+            log=log,
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(log, ARTIFACTS / "emulator-attune-dev.log")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def launched(page: Any, role: str, shot: str) -> None:
+    status = page.frame_locator("#tool").locator("#status")
+    try:
+        await status.filter(has_text=f"Signed in as a {role}").wait_for(timeout=30_000)
+    except Exception:
+        await page.screenshot(path=str(ARTIFACTS / f"emulator-{shot}-launch-failed.png"))
+        raise
+
+
+async def launch_events(kafka: str, issuer: str, want: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        "attune.launch.v1", bootstrap_servers=kafka, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )  # fmt: skip
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(found) < want:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    event = json.loads(record.value or b"{}")
+                    if event.get("data", {}).get("platform", {}).get("issuer") == issuer:
+                        found.append(event["data"])
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def act_as(page: Any, who: str, role: str, shot: str) -> Any:
+    await page.get_by_label("Act as").select_option(label=who)
+    await page.get_by_role("button", name="Switch user").click()
+    await launched(page, role, shot)
+    return page.frame_locator("#tool")
+
+
+@pytest.mark.parametrize("flavour", ["canvas", "moodle"])
+async def test_register_create_answer_and_see_results(
+    dev_stack: DevStack, flavour: str, chromium_context: Callable[..., Any]
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    lms = f"{dev_stack.emulator_url}/{flavour}"
+    question = f"How do you feel about the {flavour} exam?"
+    async with chromium_context("third_party_blocked") as context:
+        page = await context.new_page()
+        await page.set_viewport_size({"width": 900, "height": 1100})
+        # 1. The emulated LMS's admin page: dynamic registration.
+        await page.goto(f"{lms}/admin")
+        assert "DEVELOPMENT EMULATOR" in await page.inner_text("body")
+        code = await page.locator("#install-code").inner_text()
+        assert code == dev_stack.install_codes[flavour]
+        action = (
+            "Add LTI Advantage" if flavour == "moodle" else "Register with dynamic registration"
+        )
+        await page.get_by_role("button", name=action).click()
+        # 2. Attune's install page in the LMS's iframe: install code, Register, Finish.
+        frame = page.frame_locator("#registration")
+        await frame.locator("#credential").fill(code)
+        await frame.get_by_role("button", name="Register Attune").click()
+        await frame.get_by_role("button", name="Finish").wait_for(timeout=15_000)
+        await page.screenshot(path=str(ARTIFACTS / f"emulator-{flavour}-registered.png"))
+        await frame.get_by_role("button", name="Finish").click()
+        await page.wait_for_url(f"{lms}/admin")
+        tools = page.locator("#tools")
+        if flavour == "moodle":
+            await tools.filter(has_text="Pending").wait_for()
+            await page.get_by_role("button", name="Activate Attune").click()
+        await tools.filter(has_text="Active").wait_for()
+
+        # 3. The teacher creates a check-in on the course page.
+        await page.get_by_role("link", name="Course: Wellbeing 101").click()
+        await launched(page, "teacher", f"{flavour}-teacher")
+        t = page.frame_locator("#tool")
+        await t.get_by_label("Question").fill(question)
+        await t.get_by_role("button", name="Create check-in").click()
+        await t.locator("#teacher-list li h3").filter(has_text="exam").wait_for()
+        await page.screenshot(path=str(ARTIFACTS / f"emulator-{flavour}-teacher-created.png"))
+
+        # 4. Two students answer, switching user on the course page.
+        for who, word in (("Ada Student", "Nervous"), ("Ben Student", "Excited")):
+            s = await act_as(page, f"{who} (student)", "student", f"{flavour}-{who}")
+            card = s.get_by_role("article", name=question)
+            await card.get_by_role("radio", name=word).check()
+            await card.get_by_role("button", name="Send my answer").click()
+            await s.get_by_text("Thanks, your answer was saved").wait_for()
+            shot = f"emulator-{flavour}-{who.split()[0].lower()}-answered.png"
+            await page.screenshot(path=str(ARTIFACTS / shot))
+
+        # 5. Back as the teacher: the results.
+        t = await act_as(page, "Tess Teacher (teacher)", "teacher", f"{flavour}-teacher-again")
+        item = t.locator("#teacher-list li").filter(has_text=f"the {flavour} exam")
+        answered = re.compile(r"\b2 of \d+ students answered")
+        await item.filter(has_text=answered).wait_for()
+        await item.get_by_role("button", name="View results").click()
+        await t.locator("#results-participation").filter(has_text=answered).wait_for()
+        await t.locator("#results svg[role=img]").first.wait_for()
+        await page.screenshot(
+            path=str(ARTIFACTS / f"emulator-{flavour}-teacher-results.png"), full_page=True
+        )
+
+        # Deep linking: the teacher adds the check-in to the course as a link.
+        if flavour == "canvas":
+            await page.get_by_role("button", name="Add Attune content (deep linking)").click()
+            t = page.frame_locator("#tool")
+            choice = t.locator("#teacher-list li").filter(has_text=f"the {flavour} exam")
+            await choice.get_by_role("button", name="Add to course").click(timeout=30_000)
+            await t.locator("#dl-added").filter(has_text=question).wait_for(timeout=15_000)
+            await page.goto(f"{lms}/course?user=student-a")
+            await page.get_by_role("link", name=question).click()
+            await launched(page, "student", f"{flavour}-link")
+            await page.screenshot(path=str(ARTIFACTS / f"emulator-{flavour}-deep-link.png"))
+
+    # 6. The launches went out on Kafka.
+    events = await launch_events(dev_stack.kafka, lms, want=4)
+    assert len(events) >= 4, events
+    assert {e["user"]["sub"] for e in events} >= {"teacher-1", "student-a", "student-b"}
+    assert all(e["context"]["id"] == "course-1" for e in events)
