@@ -1,8 +1,10 @@
 """The platform's OpenID configuration, validated before Attune trusts any of it.
 
 Only ``validate`` builds a ``PlatformConfiguration``: the issuer shares scheme, host and port
-with the URL the configuration came from, every endpoint is an acceptable outbound URL, and the
-platform supports what LTI 1.3 needs (id_token, RS256, private_key_jwt).
+with the URL the configuration came from (hosted Canvas excepted: its shared issuer is
+Instructure's while the configuration comes from the school's domain, so there the auth endpoint
+and JWKS must be on Instructure's hosts instead), every endpoint is an acceptable outbound URL,
+and the platform supports what LTI 1.3 needs (id_token, RS256, private_key_jwt).
 """
 
 from __future__ import annotations
@@ -115,6 +117,23 @@ def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+HOSTED_CANVAS_ISSUERS = frozenset(
+    {
+        "https://canvas.instructure.com",
+        "https://canvas.beta.instructure.com",
+        "https://canvas.test.instructure.com",
+    }
+)
+
+
+def _instructure_host(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" and (
+        host.endswith(".canvaslms.com") or host.endswith(".instructure.com")
+    )
+
+
 def validate(doc: object, url: str, check_url: Callable[[str], None]) -> PlatformConfiguration:
     """Check a fetched configuration; raises a ``RegistrationError`` naming the problem."""
     if not isinstance(doc, dict):
@@ -131,7 +150,8 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
         or issuer_parts.fragment
     ):
         raise errors.openid_configuration_malformed("issuer is not an https URL without query")
-    if origin(issuer) != origin(url):
+    hosted_canvas = issuer in HOSTED_CANVAS_ISSUERS
+    if not hosted_canvas and origin(issuer) != origin(url):
         raise errors.openid_configuration_issuer_mismatch()
     try:
         check_url(issuer)
@@ -140,6 +160,14 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
             f"issuer is not an acceptable URL ({exc.reason})"
         ) from None
     endpoints = {name: _url(doc, name, check_url) for name in ENDPOINTS}
+    if hosted_canvas and not all(
+        _instructure_host(endpoints[name]) for name in ("authorization_endpoint", "jwks_uri")
+    ):
+        # Hosted Canvas serves its configuration from the school's own domain while its issuer
+        # is Instructure's, so the origin rule cannot hold; instead the keys and the auth
+        # endpoint must be Instructure's, or anyone could claim the shared Canvas issuer with
+        # keys of their own.
+        raise errors.openid_configuration_issuer_mismatch()
     _supports(doc, "response_types_supported", "id_token")
     _supports(doc, "id_token_signing_alg_values_supported", "RS256")
     _supports(doc, "token_endpoint_auth_methods_supported", "private_key_jwt")

@@ -1,0 +1,55 @@
+"""The openid-configuration issuer rule, including hosted Canvas's shared issuer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.registration.platform_config import validate
+from shared.errors import AttuneError
+
+PLATFORM = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+
+
+def config(issuer: str, host: str) -> dict[str, Any]:
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"https://{host}/api/lti/authorize_redirect",
+        "registration_endpoint": "https://school.instructure.com/api/lti/registrations",
+        "jwks_uri": f"https://{host}/api/lti/security/jwks",
+        "token_endpoint": f"https://{host}/login/oauth2/token",
+        "response_types_supported": ["id_token"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        PLATFORM: {"product_family_code": "canvas", "messages_supported": []},
+    }
+
+
+def accept_all(url: str) -> None:
+    return None
+
+
+def test_hosted_canvas_configuration_from_the_school_domain_is_accepted() -> None:
+    doc = config("https://canvas.instructure.com", "sso.canvaslms.com")
+    url = "https://canvas.school.edu/api/lti/security/openid-configuration"
+    result = validate(doc, url, accept_all)
+    assert result.issuer == "https://canvas.instructure.com"
+    assert result.jwks_uri == "https://sso.canvaslms.com/api/lti/security/jwks"
+
+
+def test_shared_canvas_issuer_with_foreign_keys_is_refused() -> None:
+    doc = config("https://canvas.instructure.com", "attacker.example")
+    url = "https://attacker.example/api/lti/security/openid-configuration"
+    with pytest.raises(AttuneError) as err:
+        validate(doc, url, accept_all)
+    assert err.value.code == "openid_configuration_issuer_mismatch"
+
+
+def test_other_issuers_must_share_the_configuration_origin() -> None:
+    doc = config("https://moodle.school.edu", "moodle.school.edu")
+    with pytest.raises(AttuneError) as err:
+        validate(doc, "https://other.example/mod/lti/openid-configuration.php", accept_all)
+    assert err.value.code == "openid_configuration_issuer_mismatch"
+    ok = validate(doc, "https://moodle.school.edu/mod/lti/openid-configuration.php", accept_all)
+    assert ok.issuer == "https://moodle.school.edu"
