@@ -42,6 +42,7 @@ from shared.settings import Settings
 from shared.web import (
     HTML_SECURITY_HEADERS,
     METRICS_KEY,
+    QUIET_ROUTES_KEY,
     SETTINGS_KEY,
     TEMPLATES_KEY,
     background_task,
@@ -266,6 +267,9 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(verifier_ctx)
     app.cleanup_ctx.append(background_task("nonce-purge", _purge_nonces))
+    # A verified launch is logged once, as launch_verified (with launch id, platform and
+    # deployment); the generic per-request line would only repeat it at the same cost.
+    app[QUIET_ROUTES_KEY].add(LAUNCH_PATH)
     app.router.add_post(LAUNCH_PATH, launch)
     app.router.add_static(ASSETS, ASSETS_DIR, append_version=False)
     return app

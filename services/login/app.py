@@ -25,7 +25,13 @@ from shared.lti.wiring import (
     registrations_ctx,
 )
 from shared.settings import Settings
-from shared.web import HTML_SECURITY_HEADERS, METRICS_KEY, SETTINGS_KEY, TEMPLATES_KEY
+from shared.web import (
+    HTML_SECURITY_HEADERS,
+    METRICS_KEY,
+    QUIET_ROUTES_KEY,
+    SETTINGS_KEY,
+    TEMPLATES_KEY,
+)
 
 SERVICE = "login"
 ASSETS = "/lti/login/assets"
@@ -96,6 +102,9 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(flow_ctx)
+    # Successful logins are counted in /metrics, not logged one by one (a log line costs about
+    # as much CPU as the login itself); refusals are still logged with their code.
+    app[QUIET_ROUTES_KEY].add("/lti/login")
     app.router.add_route("GET", "/lti/login", login)
     app.router.add_route("POST", "/lti/login", login)
     app.router.add_static(ASSETS, ASSETS_DIR, append_version=False)
