@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 
 from services.checkins import api, deep_linking, emotions, rights
+from services.checkins.deployments import deployments_ctx, read_only_middleware
 from services.checkins.keys import PAGES_KEY, PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.nrps import nrps_ctx
 from services.checkins.privacy import Pseudonyms
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
     configure_lti(app)
     app.middlewares.append(api.validation_middleware)
+    app.middlewares.append(read_only_middleware)
     app[PAGES_KEY] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=True,
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(tokens_ctx)
     app.cleanup_ctx.append(roster_ctx)
+    app.cleanup_ctx.append(deployments_ctx)
     app.cleanup_ctx.append(rights.retention_ctx)
     app.cleanup_ctx.append(recurrence_ctx)
     app.cleanup_ctx.append(http_ctx)

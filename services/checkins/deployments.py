@@ -1,0 +1,101 @@
+"""Disabled deployments make their courses read-only.
+
+A work consumer of ``attune.registration.v1`` (group ``attune.checkins-deployments``) keeps
+``checkin_deployment_status``: ``deployment.disabled`` and ``registration.deleted`` mark
+deployments read-only, ``deployment.approved`` lifts it. Every state-changing API request of a
+launch from such a deployment is refused with 403 ``deployment_read_only``; reading and
+exporting keep working, so a school can still take its data with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from services.checkins.auth import identity
+from services.checkins.keys import TOKENS_KEY
+from shared.db import POOL_KEY
+from shared.errors import AttuneError, Forbidden
+from shared.events import topics
+from shared.events.consumer import EventConsumer
+from shared.events.envelope import Event
+from shared.web import METRICS_KEY, SETTINGS_KEY
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_UPSERT = """
+INSERT INTO checkin_deployment_status (platform_id, deployment_id, read_only)
+VALUES ($1, $2, $3)
+ON CONFLICT (platform_id, deployment_id)
+DO UPDATE SET read_only = excluded.read_only, updated_at = now()
+"""
+
+
+async def apply_registration(conn: asyncpg.Connection, event: Event) -> None:
+    data = event.data
+    platform_id = data.get("platform_id")
+    if not isinstance(platform_id, int):
+        return
+    if event.type in ("deployment.disabled", "deployment.approved"):
+        deployment = data.get("deployment_id")
+        if isinstance(deployment, str) and deployment:
+            read_only = event.type == "deployment.disabled"
+            await conn.execute(_UPSERT, platform_id, deployment, read_only)
+    elif event.type == "registration.deleted":
+        deployments = data.get("deployment_ids")
+        for deployment in deployments if isinstance(deployments, list) else []:
+            if isinstance(deployment, str) and deployment:
+                await conn.execute(_UPSERT, platform_id, deployment, True)
+
+
+async def is_read_only(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT read_only FROM checkin_deployment_status "
+            "WHERE platform_id = $1 AND deployment_id = $2",
+            platform_id,
+            deployment_id,
+        )
+    )
+
+
+@web.middleware
+async def read_only_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.method in WRITE_METHODS and (
+        request.path.startswith("/api/checkins/") or request.path == "/app/deep-link"
+    ):
+        try:
+            who = identity(request, request.app[TOKENS_KEY])
+        except AttuneError:  # no or bad launch token: the handler refuses it with its code
+            return await handler(request)
+        if await is_read_only(request.app[POOL_KEY], who.platform_id, who.deployment_id):
+            raise Forbidden(
+                "This installation of Attune has been disabled by an administrator, so "
+                "check-ins can be viewed and exported but not changed.",
+                code="deployment_read_only",
+                hint="Ask your LMS administrator to re-enable Attune for this course.",
+            )
+    return await handler(request)
+
+
+async def deployments_ctx(app: web.Application) -> AsyncIterator[None]:
+    consumer = EventConsumer(
+        name="checkins-deployments",
+        topics=[topics.REGISTRATION],
+        handler=apply_registration,
+        pool=app[POOL_KEY],
+        settings=app[SETTINGS_KEY],
+        metrics=app[METRICS_KEY],
+        group_id="attune.checkins-deployments",
+    )
+    task = asyncio.create_task(consumer.run(), name="checkins-deployments")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

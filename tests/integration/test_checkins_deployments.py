@@ -1,0 +1,76 @@
+"""A deployment disabled by the registration service makes its courses read-only in the app,
+through the real registration event on the broker; re-approving it lifts that."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.events import topics
+from shared.events.envelope import Event
+from shared.events.outbox import enqueue
+from tests.conftest import Infra
+from tests.fakes.platform import Client, FakePlatform
+from tests.integration.test_checkins import Api, launch_token, wait_for
+from tests.lti_support import LtiStack, platform_server, start_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
+    s, exits = await start_stack(infra, pool)
+    try:
+        yield s
+    finally:
+        await exits.aclose()
+
+
+@pytest.fixture
+async def canvas() -> AsyncIterator[FakePlatform]:
+    async for p in platform_server("canvas"):
+        yield p
+
+
+async def announce(pool: asyncpg.Pool, kind: str, platform_id: int, client: Client) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(
+            conn,
+            topics.REGISTRATION,
+            Event(
+                type=kind,
+                source="registration",
+                subject=f"platform:{platform_id}",
+                data={"platform_id": platform_id, "deployment_id": client.deployment_id},
+            ),
+        )
+
+
+async def test_disabled_deployment_is_read_only(stack: LtiStack, canvas: FakePlatform) -> None:
+    client = canvas.add_client(stack.redirect_uris())
+    platform_id = await stack.register(canvas, client)
+    teacher = Api(stack.url, await launch_token(stack.url, canvas, client, "t1", teacher=True))
+    status, created = await teacher.call("POST", "/checkins", {"question": "Before?"})
+    assert status == 201, created
+
+    await announce(stack.pool, "deployment.disabled", platform_id, client)
+
+    async def refused() -> bool:
+        status, body = await teacher.call("POST", "/checkins", {"question": "During?"})
+        return status == 403 and body["error"]["code"] == "deployment_read_only"
+
+    await wait_for(refused, timeout=30)
+    status, body = await teacher.call("DELETE", f"/checkins/{created['id']}")
+    assert status == 403 and body["error"]["code"] == "deployment_read_only"
+    status, listing = await teacher.call("GET", "/checkins")  # reading still works
+    assert status == 200 and "Before?" in [c["question"] for c in listing["checkins"]]
+
+    await announce(stack.pool, "deployment.approved", platform_id, client)
+
+    async def allowed() -> bool:
+        status, _ = await teacher.call("POST", "/checkins", {"question": "After?"})
+        return status == 201
+
+    await wait_for(allowed, timeout=30)
