@@ -7,6 +7,7 @@ replaced by asyncpg on the next acquire.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -63,4 +64,9 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
     add_readiness_check(app, ReadinessCheck("postgres", check))
     yield
-    await pool.close()
+    try:
+        # close() waits for every connection to be released; a stuck one must not hang the
+        # shutdown past the grace period.
+        await asyncio.wait_for(pool.close(), 10)
+    except TimeoutError:
+        pool.terminate()

@@ -28,6 +28,7 @@ from shared.logs import get_logger
 from shared.metrics import Metrics
 from shared.ratelimit import rate_limit_middleware
 from shared.settings import Settings
+from shared.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -316,13 +317,7 @@ def background_task(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(factory(app), name=name)
         yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("background_task_failed", task=name)
+        await stop_task(task)  # logs a failure or a task that would not stop
 
     ctx.__name__ = f"{name}_ctx"
     return ctx

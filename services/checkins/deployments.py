@@ -22,6 +22,7 @@ from shared.errors import AttuneError, Forbidden
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
+from shared.tasks import stop_task
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -94,8 +95,4 @@ async def deployments_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(consumer.run(), name="checkins-deployments")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

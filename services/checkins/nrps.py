@@ -34,6 +34,7 @@ from shared.http import HTTP_KEY, OutboundError, OutboundHttp
 from shared.keys.signer import SIGNER_KEY, ToolSigner
 from shared.logs import get_logger
 from shared.lti.launch import role_kinds
+from shared.tasks import stop_task
 from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -364,8 +365,4 @@ async def nrps_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run(), name="checkins-nrps-sync")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

@@ -25,6 +25,7 @@ from shared.db import POOL_KEY
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.logs import get_logger
+from shared.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -178,8 +179,4 @@ async def recurrence_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run(), name="checkins-recurrence")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

@@ -33,6 +33,7 @@ from services.checkins.queries import Course
 from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.logs import get_logger
+from shared.tasks import stop_task
 from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -379,8 +380,4 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run(), name="checkins-retention")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

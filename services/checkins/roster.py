@@ -21,6 +21,7 @@ from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
 from shared.logs import get_logger
+from shared.tasks import stop_task
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -84,8 +85,4 @@ async def roster_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the roster consumer runs for the app's lifetime."""
     task = asyncio.create_task(roster_consumer(app).run(), name="checkins-roster-consumer")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

@@ -70,6 +70,7 @@ from shared.logs import configure_logging, get_logger
 from shared.migrate import upgrade
 from shared.routes import SERVICES
 from shared.settings import SettingsError, load_settings
+from shared.tasks import stop_task
 
 log = get_logger(__name__)
 
@@ -465,9 +466,7 @@ class Supervisor:
             )
         finally:
             for task in (ready, stopped):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
         if ready in done:
             return None
         if stopped in done:

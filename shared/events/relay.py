@@ -28,6 +28,7 @@ from shared.kafka import ensure_topics, make_producer
 from shared.logs import get_logger
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.tasks import stop_task
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -221,8 +222,4 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     app[RELAY_KEY] = relay
     task = asyncio.create_task(relay.run(), name="outbox-relay")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)

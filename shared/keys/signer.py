@@ -24,7 +24,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -44,6 +43,7 @@ from shared.keys.crypto import KeyEncryptionKeys, UnwrapError, WrappedKey, keks_
 from shared.keys.store import SIGNER_RELOAD_S, Clock, utc_now
 from shared.logs import get_logger
 from shared.settings import Settings
+from shared.tasks import stop_task
 from shared.web import SERVICE_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -185,6 +185,4 @@ async def signer_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(listener.run(), name="tool-key-events")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)

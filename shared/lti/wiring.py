@@ -16,6 +16,7 @@ from shared.events.envelope import Event
 from shared.lti.registry import RegistrationCache, db_loader
 from shared.lti.urls import ToolUrls
 from shared.signing import parse_secrets
+from shared.tasks import stop_task
 from shared.web import SETTINGS_KEY
 
 ASSETS_DIR = Path(__file__).parent / "assets"
@@ -53,8 +54,4 @@ async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(listener.run(), name="registration-cache-listener")
     yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await stop_task(task)
