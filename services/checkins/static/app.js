@@ -19,6 +19,8 @@
   var timer = null;
   var shownResults = null;
   var deepLinking = false;
+  var editing = null;      // id of the check-in whose edit form is open (kept across polls)
+  var focusEdit = null;    // id whose Edit button gets the focus back after the next refresh
 
   function $(id) { return document.getElementById(id); }
   function el(tag, attrs, children) {
@@ -99,10 +101,17 @@
   function bandLabels() { return [1, 2, 3, 4, 5].map(function (b) { return T["band." + b]; }); }
   function pleasantnessChart(counts) { return chart(T["chart.pleasantness"], bandLabels(), counts, { colors: BAND_COLORS }); }
 
+  function recurrenceText(r) {
+    if (!r) { return null; }
+    if (r.every === "daily") { return T["teacher.recurrence.daily"]; }
+    return T["teacher.recurrence.weekly"] + " " + (r.days || []).map(function (d) { return T["weekday." + d]; }).join(", ");
+  }
   function badges(c) {
+    var rec = recurrenceText(c.recurrence);
     return el("p", {}, [
       el("span", { class: "badge " + c.status, text: T["status." + c.status] }),
       el("span", { class: "badge", text: c.anonymous ? T["teacher.anonymous_badge"] : T["teacher.identified_badge"] }),
+      rec ? el("span", { class: "badge recurrence", text: T["teacher.recurrence_badge"] + ": " + rec }) : null,
       el("span", { class: "muted", text: when(c.opens_at) + " – " + when(c.closes_at) })
     ]);
   }
@@ -112,18 +121,109 @@
     var off = d.getTimezoneOffset() * 60000;
     return new Date(d.getTime() - off).toISOString().slice(0, 16);
   }
-  function fieldErrors(fields) {
-    ["question", "opens_at", "closes_at"].forEach(function (f) { $(f + "-error").textContent = ""; $(f).removeAttribute("aria-invalid"); });
-    Object.keys(fields || {}).forEach(function (f) {
-      var slot = $(f + "-error");
-      if (slot) { slot.textContent = fields[f].replace(/_/g, " "); $(f).setAttribute("aria-invalid", "true"); }
+  function errorText(code) { return T["field." + code] || String(code).replace(/_/g, " "); }
+  // Field-level errors next to their control (ids prefix + field, prefix + field + "-error").
+  function fieldErrors(fields, prefix, names) {
+    prefix = prefix || "";
+    (names || ["question", "opens_at", "closes_at", "recurrence"]).forEach(function (f) {
+      var slot = $(prefix + f + "-error"), ctl = $(prefix + f);
+      if (slot) { slot.textContent = ""; }
+      if (ctl) { ctl.removeAttribute("aria-invalid"); }
     });
+    Object.keys(fields || {}).forEach(function (f) {
+      var slot = $(prefix + f + "-error"), ctl = $(prefix + f);
+      if (slot) {
+        slot.textContent = errorText(fields[f]);
+        if (ctl && ctl.tagName !== "FIELDSET") { ctl.setAttribute("aria-invalid", "true"); }
+      }
+    });
+  }
+  function browserZone() {
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
+  }
+  function recurrenceValue(form) {
+    var every = form.querySelector("input[name=recurrence]:checked").value;
+    if (every === "none") { return null; }
+    var out = { every: every, timezone: browserZone() };
+    if (every === "weekly") {
+      out.days = Array.prototype.map.call(form.querySelectorAll("input[name=recurrence_day]:checked"), function (i) { return parseInt(i.value, 10); });
+    }
+    return out;
+  }
+  function setupRecurrence() {
+    var days = $("recurrence-days");
+    function sync() {
+      var weekly = $("create-form").querySelector("input[name=recurrence]:checked").value === "weekly";
+      days.hidden = !weekly;
+      if (weekly && !days.querySelector("input:checked")) {
+        var start = $("opens_at").value ? new Date($("opens_at").value) : new Date();
+        var iso = start.getDay() || 7;
+        days.querySelector("input[value='" + iso + "']").checked = true;
+      }
+    }
+    Array.prototype.forEach.call($("create-form").querySelectorAll("input[name=recurrence]"), function (r) { r.addEventListener("change", sync); });
+    sync();
+  }
+
+  // Inline edit form: question, note option, closing time; anonymity is fixed after creation.
+  function editForm(c) {
+    var p = "edit-" + c.id + "-";
+    var initialCloses = c.closes_at ? localInput(new Date(c.closes_at)) : "";
+    var q = el("input", { id: p + "question", name: "question", maxlength: "300", required: true, "aria-describedby": p + "question-error" });
+    q.value = c.question;
+    var note = el("input", { type: "checkbox", id: p + "allow_note", name: "allow_note" });
+    note.checked = !!c.allow_note;
+    var closes = el("input", { type: "datetime-local", id: p + "closes_at", name: "closes_at", "aria-describedby": p + "closes_at-error" });
+    closes.value = initialCloses;
+    var summary = el("p", { class: "error", role: "alert", id: p + "error", hidden: true });
+    var cancel = el("button", { type: "button", class: "secondary", text: T["teacher.cancel"] });
+    var form = el("form", { class: "edit-form", novalidate: true, "aria-labelledby": p + "heading" }, [
+      el("h3", { id: p + "heading", text: T["teacher.edit_heading"] }),
+      summary,
+      el("div", { class: "field" }, [el("label", { for: p + "question", text: T["teacher.question"] }), q,
+        el("span", { id: p + "question-error", class: "error field-error" })]),
+      el("div", { class: "field" }, [el("label", {}, [note, " " + T["teacher.allow_note"]]),
+        el("span", { id: p + "allow_note-error", class: "error field-error" })]),
+      el("div", { class: "field" }, [el("label", { for: p + "closes_at", text: T["teacher.closes_at"] }), closes,
+        el("span", { id: p + "closes_at-error", class: "error field-error" })]),
+      el("p", { class: "muted", text: (c.anonymous ? T["teacher.anonymous_badge"] : T["teacher.identified_badge"]) + ". " + T["teacher.anonymity_fixed"] }),
+      el("button", { type: "submit", text: T["teacher.save"] }),
+      cancel
+    ]);
+    function done() { editing = null; focusEdit = c.id; refreshTeacher(); }
+    cancel.addEventListener("click", done);
+    form.addEventListener("keydown", function (ev) { if (ev.key === "Escape") { ev.preventDefault(); done(); } });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var body = { question: q.value, allow_note: note.checked };
+      if (closes.value && closes.value !== initialCloses) { body.closes_at = new Date(closes.value).toISOString(); }
+      summary.hidden = true;
+      api("PATCH", "/checkins/" + c.id, body).then(function (res) {
+        var names = ["question", "allow_note", "closes_at"];
+        if (!res.ok) {
+          var err = res.body.error || {};
+          fieldErrors(err.fields, p, names);
+          summary.hidden = false;
+          var other = Object.keys(err.fields || {}).filter(function (f) { return names.indexOf(f) < 0; });
+          summary.textContent = (err.message || T["app.unreachable"]) +
+            (other.length ? " " + other.map(function (f) { return f + ": " + errorText(err.fields[f]); }).join("; ") : "");
+          var first = names.filter(function (f) { return err.fields && err.fields[f]; })[0];
+          if (first) { $(p + first).focus(); }
+          return;
+        }
+        status.className = "";
+        status.textContent = T["teacher.saved"];
+        done();
+      }).catch(function () {});
+    });
+    return form;
   }
   function setupTeacher() {
     $("teacher").hidden = false;
     var now = new Date();
     $("opens_at").value = localInput(now);
     $("closes_at").value = localInput(new Date(now.getTime() + 7 * 86400000));
+    setupRecurrence();
     $("create-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       var form = ev.target;
@@ -131,7 +231,8 @@
         question: $("question").value,
         vocabulary: form.querySelector("input[name=vocabulary]:checked").value,
         anonymous: $("anonymous").checked,
-        allow_note: $("allow_note").checked
+        allow_note: $("allow_note").checked,
+        recurrence: recurrenceValue(form)
       };
       if ($("opens_at").value) { body.opens_at = new Date($("opens_at").value).toISOString(); }
       if ($("closes_at").value) { body.closes_at = new Date($("closes_at").value).toISOString(); }
@@ -167,9 +268,15 @@
   function refreshTeacher() {
     api("GET", "/checkins").then(function (res) {
       if (!res.ok) { return fail(res.body); }
-      var list = clear($("teacher-list"));
-      if (!res.body.checkins.length) { list.appendChild(el("li", { text: T["teacher.none"] })); }
+      var list = $("teacher-list");
+      // An open edit form survives the poll: its node stays in place (keeping focus and input).
+      var keep = editing ? list.querySelector("li[data-checkin='" + editing + "']") : null;
+      var kept = false;
+      Array.prototype.slice.call(list.children).forEach(function (n) { if (n !== keep) { list.removeChild(n); } });
+      function add(li) { if (keep && !kept) { list.insertBefore(li, keep); } else { list.appendChild(li); } }
+      if (!res.body.checkins.length) { add(el("li", { text: T["teacher.none"] })); }
       res.body.checkins.forEach(function (c) {
+        if (keep && c.id === editing) { kept = true; return; }
         var p = c.participation;
         var li = el("li", { "data-checkin": c.id }, [
           el("h3", { text: c.question }), badges(c),
@@ -183,6 +290,14 @@
         var view = el("button", { type: "button", class: "secondary", text: T["teacher.view"] });
         view.addEventListener("click", function () { shownResults = c.id; showResults(true); });
         li.appendChild(view);
+        var edit = el("button", { type: "button", class: "secondary edit", "aria-label": T["teacher.edit"] + ": " + c.question, text: T["teacher.edit"] });
+        edit.addEventListener("click", function () {
+          editing = c.id;
+          var form = editForm(c);
+          clear(li).appendChild(form);
+          form.querySelector("input").focus();
+        });
+        li.appendChild(edit);
         if (c.status !== "closed") {
           var close = el("button", { type: "button", class: "secondary", text: T["teacher.close"] });
           close.addEventListener("click", function () { api("POST", "/checkins/" + c.id + "/close").then(refreshTeacher).catch(function () {}); });
@@ -197,8 +312,14 @@
           }).catch(function () {});
         });
         li.appendChild(del);
-        list.appendChild(li);
+        add(li);
       });
+      if (keep && !kept) { list.removeChild(keep); editing = null; }
+      if (focusEdit) {
+        var back = list.querySelector("li[data-checkin='" + focusEdit + "'] button.edit");
+        focusEdit = null;
+        if (back) { back.focus(); }
+      }
       if (shownResults) { showResults(false); }
       refreshInsights();
     }).catch(function () {});
