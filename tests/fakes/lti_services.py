@@ -42,9 +42,7 @@ class PlatformServices:
     access_tokens: set[str]
     used_jtis: set[str]
 
-    @property
-    def token_url(self) -> str:
-        raise NotImplementedError
+    token_url: str  # FakePlatform provides it (a property per flavour)
 
     def add_service_routes(self, app: web.Application, token_path: str) -> None:
         app.router.add_post("/deep_linking_return", self._deep_linking_return)
