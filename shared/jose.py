@@ -146,6 +146,22 @@ def prepare_key(jwk_data: dict[str, Any]) -> Key:
     return key
 
 
+def verify_signature(token: str, key: Key) -> None:
+    """Verify the RS256 signature of a token already read with :func:`peek`.
+
+    For the launch hot path: the caller has checked the header's ``alg`` (RS256) and will use
+    the claims :func:`peek` decoded from these very bytes, so the token is not split, decoded
+    and parsed a second time (``jws.verify`` would). Raises ``SignatureError``.
+    """
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        raw = b64url_decode(signature)
+    except (ValueError, UnicodeEncodeError):
+        raise SignatureError("signature is not base64url") from None
+    if not signature or not key.verify(signing_input.encode(), raw):
+        raise SignatureError("signature verification failed")
+
+
 def verify_rs256(token: str, key: Key) -> dict[str, Any]:
     """Verify the RS256 signature with ``key`` and return the payload's claims."""
     try:

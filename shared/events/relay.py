@@ -163,6 +163,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled."""
         poll = self._settings.outbox_poll_interval_ms / 1000
+        linger = self._settings.outbox_linger_ms / 1000
         backoff = 0.1
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + 60
@@ -201,7 +202,11 @@ class OutboxRelay:
                     async with asyncio.timeout(poll):
                         await self._wake.wait()
                 except TimeoutError:
-                    pass
+                    continue
+                if linger:
+                    # Woken by a commit: let the commits right behind it join the same batch.
+                    # Under load this turns one batch per event into one per tens of events.
+                    await asyncio.sleep(linger)
         finally:
             await self.close()
 
