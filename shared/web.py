@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 import jinja2
 import structlog
 from aiohttp import web
@@ -70,6 +72,27 @@ _STATUS_CODES: dict[int, tuple[str, str, str]] = {
     415: ("unsupported_media_type", "Unsupported content type", "That content type is refused."),
     429: ("rate_limited", "Too many requests", "Too many requests; slow down and retry."),
 }
+
+# Postgres unreachable, starting up, shutting down or gone in the middle of a request (asyncpg
+# then also reports a closed connection, or one left mid-protocol, as Interface/InternalClient
+# errors; a failed connect as a bare refused or reset connection). Not a bug: the request may
+# succeed when retried, and /readyz reports the outage.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+)
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    # aiohttp's own connection errors (outbound HTTP, a peer gone) are not the database's.
+    return isinstance(exc, DATABASE_UNAVAILABLE) and not isinstance(exc, aiohttp.ClientError)
+
 
 HTML_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -217,7 +240,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
+        if _database_unavailable(exc):
+            metrics.http_errors.labels(metrics.service, "database_unavailable").inc()
+            log.warning(
+                "database_unavailable",
+                path=request.path,
+                reason=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
+            return error_response(
+                request,
+                status=503,
+                code="database_unavailable",
+                title="Temporarily unavailable",
+                message="Attune cannot reach its database right now.",
+                hint="Try again in a moment.",
+                headers={"Retry-After": "5"},
+            )
         # The only bare catch in the code base: log it once, with the traceback, and show the
         # user a reference instead of internals.
         log.exception("unhandled_error", path=request.path)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import asyncpg
 from aiohttp import web
 
 from services.launch import queries
@@ -235,7 +236,8 @@ async def _purge_nonces(app: web.Application) -> None:
         await asyncio.sleep(60)
         try:
             await queries.purge_nonces(app[POOL_KEY])
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Postgres down, restarting or timing out: try again next round, never end the task.
             log.warning("nonce_purge_failed", reason=type(exc).__name__)
 
 

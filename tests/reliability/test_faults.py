@@ -1,0 +1,293 @@
+"""Faults under load, each bounded in time: the broker killed and restarted while launches and
+check-in answers go on, and Postgres stopped and started under the same load.
+
+Figures go to ``tests/reliability/record.py`` (``scripts/reliability`` prints the table); the
+zeros (events lost, data lost) are asserted here as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from services.launch import app as launch_service
+from shared.db import POOL_KEY
+from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from shared.events import topics
+from shared.kafka import ensure_topics
+from shared.migrate import upgrade
+from shared.settings import load_settings
+from shared.web import base_app
+from tests.conftest import Infra
+from tests.fakes.platform import FakePlatform
+from tests.lti_support import platform_server, start_stack
+from tests.reliability.load import Load, audit, broker_restart_under_load, open_course, wait_for
+from tests.reliability.record import Figures, record
+
+pytestmark = pytest.mark.integration
+
+DB_DOWN = "database_unavailable"
+# What a client may be told while Postgres is down: a 5xx with one of these stable codes.
+OUTAGE_CODES = {DB_DOWN}
+UNIT_ENV = {
+    "DATABASE_URL": "postgresql://u@127.0.0.1:1/x",
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (ConnectionRefusedError(111, "Connect call failed"), 503, DB_DOWN),
+        (ConnectionResetError(104, "Connect call failed"), 503, DB_DOWN),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("closed mid-operation"), 503, DB_DOWN),
+        (asyncpg.exceptions.CannotConnectNowError("starting up"), 503, DB_DOWN),
+        (asyncpg.exceptions.AdminShutdownError("terminating"), 503, DB_DOWN),
+        (asyncpg.InterfaceError("connection is closed"), 503, DB_DOWN),
+        (asyncpg.exceptions.InternalClientError("another operation in progress"), 503, DB_DOWN),
+        # Not the database: an outbound HTTP peer resetting is still an unexpected error.
+        (aiohttp.ClientConnectionResetError("peer reset"), 500, "internal_error"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+)
+async def test_database_outage_is_a_stable_503(
+    aiohttp_client, error: Exception, status: int, code: str
+) -> None:
+    """Regression: a request meeting a Postgres outage got a 500 ``internal_error`` (and a
+    traceback in the log per request); it is a retryable 503 ``database_unavailable``."""
+    app = base_app(load_settings(UNIT_ENV), service="faults")
+
+    async def handler(request: web.Request) -> web.Response:
+        raise error
+
+    app.router.add_get("/api/x", handler)
+    client = await aiohttp_client(app)
+    resp = await client.get("/api/x")
+    assert resp.status == status
+    assert (await resp.json())["error"]["code"] == code
+    assert ("Retry-After" in resp.headers) is (status == 503)
+
+
+async def test_nonce_purge_survives_database_errors(
+    infra: Infra, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the launch service's nonce purge caught only OSError and TimeoutError, so
+    one database error (Postgres starting up or shutting down, a statement or lock timeout)
+    ended the task for the life of the process and used nonces piled up from then on."""
+    real_sleep = asyncio.sleep
+
+    async def quick(_: float) -> None:
+        await real_sleep(0.05)
+
+    monkeypatch.setattr(launch_service, "asyncio", types.SimpleNamespace(sleep=quick))
+    nonce = f"reliability-{uuid.uuid4().hex}"
+    await pool.execute(
+        "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, now() - interval '1 hour')", nonce
+    )
+    impatient = await asyncpg.create_pool(
+        infra.database_url, min_size=0, max_size=1, server_settings={"lock_timeout": "50"}
+    )
+    assert impatient is not None
+    app = web.Application()
+    app[POOL_KEY] = impatient
+    try:
+        async with pool.acquire() as holder, holder.transaction():
+            await holder.execute("LOCK TABLE used_nonces IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.create_task(launch_service._purge_nonces(app))
+            await asyncio.sleep(0.5)  # several purges have failed on the lock by now
+            assert not task.done(), task.exception()
+
+        async def purged() -> bool:
+            query = "SELECT count(*) FROM used_nonces WHERE nonce = $1"
+            return not await pool.fetchval(query, nonce)
+
+        await wait_for(purged, 10, "the expired nonce purged once the lock is gone")
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await impatient.close()
+
+
+@pytest.fixture
+async def canvas() -> AsyncIterator[FakePlatform]:
+    async for p in platform_server("canvas"):
+        yield p
+
+
+async def test_broker_restart_under_launches_and_answers(
+    infra: Infra, pool: asyncpg.Pool, own_broker: EmbeddedBroker, canvas: FakePlatform
+) -> None:
+    """Every launch and check-in event reaches a real work consumer exactly once although the
+    broker dies (and comes back empty) in the middle of sustained launches and answers.
+
+    Fails if an event is lost (published outside the outbox, marked sent before the broker
+    acknowledged it, or never retried), applied twice (no dedupe), if requests depend on the
+    broker, or if an acknowledged launch or answer is missing or half-written.
+    """
+    overrides = {
+        "kafka_bootstrap_servers": own_broker.bootstrap_servers,
+        "kafka_request_timeout_ms": 1000,
+        "outbox_poll_interval_ms": 100,
+    }
+    settings = infra.settings(**overrides)
+    await ensure_topics(settings, topics.ALL)
+    stack, exits = await start_stack(infra, pool, **overrides)
+    started = time.monotonic()
+    try:
+        course = await open_course(stack, canvas, learners=3)
+
+        def restart() -> None:
+            own_broker.restart()
+
+        run = await broker_restart_under_load(
+            course,
+            settings,
+            pool,
+            restart=restart,
+            kill=own_broker.kill,
+            total_s=12,
+            kill_at_s=4,
+            outage_s=3,
+        )
+    finally:
+        await exits.aclose()
+    tally = run.tally
+    figures = Figures(
+        scenario="broker restart under launches and answers",
+        suite="fault",
+        requests=tally.requests,
+        errors=tally.errors,
+        server_errors=tally.server_errors,
+        events_produced=run.produced,
+        events_consumed=run.applied,
+        events_lost=run.lost,
+        data_lost=run.audit.data_lost,
+        seconds=round(time.monotonic() - started, 1),
+        note=f"{len(tally.launches)} launches, {len(tally.answers)} answers acknowledged; "
+        f"{run.served_during_outage} served while the broker was down; "
+        f"duplicate effects {run.duplicates}; phases {run.phases}",
+    )
+    record(figures)
+    print(figures)
+    assert run.lost == 0, f"{run.lost} of {run.produced} events never applied"
+    assert run.duplicates == 0, f"{run.duplicates} events applied twice"
+    assert run.audit.data_lost == 0, (run.audit.missing[:5], run.audit.half_written[:5])
+    # The outage was real and did not reach the requests: the outbox held events back while
+    # launches and answers kept succeeding.
+    assert run.unsent_during_outage > 0
+    assert run.served_during_outage > 0
+    assert tally.errors == {}, tally.errors
+    assert len(tally.launches) > 10 and len(tally.answers) > 10
+    assert run.produced >= len(tally.launches) + len(tally.answers)
+
+
+@pytest.fixture
+async def own_db(own_postgres: EmbeddedPostgres) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A migrated database on a cluster this test alone stops and starts."""
+    conn = await asyncpg.connect(own_postgres.url)
+    try:
+        await conn.execute("CREATE DATABASE attune_reliability")
+    finally:
+        await conn.close()
+    url = own_postgres.url_for("attune_reliability")
+    await asyncio.to_thread(upgrade, url)
+    p = await asyncpg.create_pool(url, min_size=0, max_size=4)
+    assert p is not None
+    try:
+        yield url, p
+    finally:
+        p.terminate()
+
+
+async def ready_status(session: aiohttp.ClientSession, url: str, service: str) -> int:
+    try:
+        async with session.get(
+            f"{url}/_services/{service}/readyz", timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError):
+        return 0
+
+
+@pytest.mark.timeout(180)
+async def test_postgres_restart_under_launches_and_answers(
+    infra: Infra,
+    own_postgres: EmbeddedPostgres,
+    own_db: tuple[str, asyncpg.Pool],
+    canvas: FakePlatform,
+) -> None:
+    """Postgres stops under sustained launches and answers and starts again: the services say
+    not-ready while it is down, answer 503 with a stable code (never a half-written launch or
+    answer), and recover by themselves.
+
+    Fails if a request during the outage gets anything but success or the stable 503, if an
+    acknowledged launch or answer is missing, if a launch lacks its event or used nonce, if an
+    answer lacks its event (or the reverse), or if the services need a restart to recover.
+    """
+    url, pool = own_db
+    stack, exits = await start_stack(infra, pool, database_url=url)
+    started = time.monotonic()
+    try:
+        course = await open_course(stack, canvas, learners=3)
+        load = Load(course, infra.settings(database_url=url))
+        async with aiohttp.ClientSession() as probe:
+
+            async def all_ready(status: int) -> bool:
+                got = [await ready_status(probe, stack.url, s) for s in ("launch", "checkins")]
+                return got == [status, status]
+
+            await wait_for(lambda: all_ready(200), 20, "ready before the outage")
+            await load.start()
+            try:
+                await asyncio.sleep(3)
+                await asyncio.to_thread(own_postgres.stop)
+                down = time.monotonic()
+                await wait_for(lambda: all_ready(503), 15, "not ready while Postgres is down")
+                await asyncio.sleep(2)  # requests keep coming while it is down
+                own_postgres.start()  # not in a thread: PDEATHSIG follows the forking thread
+                await wait_for(lambda: all_ready(200), 30, "ready again after Postgres returned")
+                recovered = time.monotonic()
+                login_ready = await ready_status(probe, stack.url, "login")
+
+                async def served_again() -> bool:
+                    t = load.tally
+                    return (
+                        t.successes_since(recovered, "launch") >= 3
+                        and t.successes_since(recovered, "answer") >= 3
+                    )
+
+                await wait_for(served_again, 30, "launches and answers after the recovery")
+            finally:
+                seconds = await load.stop()
+        result = await audit(pool, load.tally, course)
+    finally:
+        await exits.aclose()
+    tally = load.tally
+    figures = Figures(
+        scenario="postgres restart under launches and answers",
+        suite="fault",
+        requests=tally.requests,
+        errors=tally.errors,
+        server_errors=tally.server_errors,
+        data_lost=result.data_lost,
+        seconds=round(time.monotonic() - started, 1),
+        note=f"{result.launches_acked} launches, {result.answers_acked} answers acknowledged; "
+        f"ready again {recovered - down:.1f} s after the stop; load {seconds:.1f} s",
+    )
+    record(figures)
+    print(figures)
+    assert result.data_lost == 0, (result.missing[:5], result.half_written[:5])
+    assert login_ready == 200
+    assert tally.server_errors > 0  # the outage reached the clients
+    unexpected = {code: n for code, n in tally.errors.items() if code not in OUTAGE_CODES}
+    assert unexpected == {}, f"errors without a stable outage code: {unexpected}"
+    assert tally.server_errors == sum(tally.errors.values())
