@@ -13,7 +13,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,19 @@ def _database_unavailable(exc: BaseException) -> bool:
 
 HTML_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'none'",
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# Error pages of LMS-facing paths are shown inside the LMS's iframe (a refused launch must say
+# why, not leave a blank frame), often before the platform is known. They carry no script, form
+# or data, so there is nothing to clickjack: any web origin may frame them. Elsewhere
+# (admin, API, unknown paths) errors keep frame-ancestors 'none'.
+_LMS_FACING = ("/lti/", "/app/")
+_FRAMED_ERROR_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors *"
+)
 
 
 def templates() -> jinja2.Environment:
@@ -148,8 +157,14 @@ def error_response(
         text=html,
         status=status,
         content_type="text/html",
-        headers={**HTML_SECURITY_HEADERS, **(headers or {})},
+        headers={**HTML_SECURITY_HEADERS, **_error_csp(request.path), **(headers or {})},
     )
+
+
+def _error_csp(path: str) -> dict[str, str]:
+    if path.startswith(_LMS_FACING) or path == "/app":
+        return {"Content-Security-Policy": _FRAMED_ERROR_CSP}
+    return {}
 
 
 @web.middleware
@@ -165,11 +180,12 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         try:
             response = await handler(request)
             status = response.status
-            response.headers["X-Request-Id"] = request_id
-            response.headers.setdefault("X-Content-Type-Options", "nosniff")
-            if _behind_tls(request):
-                response.headers.setdefault("Strict-Transport-Security", HSTS)
+            _response_headers(request, response.headers, request_id)
             return response
+        except web.HTTPException as exc:  # a raised redirect (errors became responses already)
+            status = exc.status
+            _response_headers(request, exc.headers, request_id)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = _route_name(request)
@@ -187,6 +203,13 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 
 
 HSTS = "max-age=31536000; includeSubDomains"
+
+
+def _response_headers(request: web.Request, headers: MutableMapping[str, str], rid: str) -> None:
+    headers["X-Request-Id"] = rid
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if _behind_tls(request):
+        headers.setdefault("Strict-Transport-Security", HSTS)
 
 
 def _behind_tls(request: web.Request) -> bool:

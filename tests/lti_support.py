@@ -56,13 +56,15 @@ class LtiStack:
         *,
         policy: str = "accept",
         deployment_status: str | None = "active",
+        frame_origins: list[str] | None = None,
     ) -> int:
-        """Insert the registration as the registration service would store it."""
+        """Insert the registration as the registration service would store it (the LMS's
+        pages, allowed to frame the tool, are the fake platform's origin unless given)."""
         platform_id: int = await self.pool.fetchval(
             """
             INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, token_url, product,
-                                   deployment_policy)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+                                   deployment_policy, frame_origins)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id
             """,
             platform.issuer,
             client.client_id,
@@ -71,6 +73,7 @@ class LtiStack:
             platform.token_url,
             platform.flavour,
             policy,
+            [platform.base_url] if frame_origins is None else frame_origins,
         )
         if deployment_status is not None:
             await self.pool.execute(

@@ -24,8 +24,15 @@ from services.checkins.roster import roster_ctx
 from shared.app import service_app
 from shared.http import http_ctx
 from shared.keys.signer import signer_ctx
+from shared.lti.frame import REF_PARAM, with_frame_ancestors
 from shared.lti.launch_token import LaunchTokens
-from shared.lti.wiring import SECRETS_KEY, configure_lti
+from shared.lti.wiring import (
+    FRAME_REFS_KEY,
+    FRAMES_KEY,
+    SECRETS_KEY,
+    configure_lti,
+    platform_frames_ctx,
+)
 from shared.settings import Settings
 from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
@@ -35,6 +42,16 @@ APP_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; base-uri 'none'; form-action 'self'"
 )
+
+
+async def framed_by(request: web.Request, platform_id: int | None) -> tuple[str, ...]:
+    """The origins allowed to frame a page of this platform's launch ('self' only when the
+    platform is unknown or deleted)."""
+    if platform_id is None:
+        return ()
+    return await request.app[FRAMES_KEY].get(platform_id) or ()
+
+
 API = "/api/checkins"
 
 
@@ -47,12 +64,16 @@ async def app_page(request: web.Request) -> web.Response:
         ensure_ascii=False,
     ).replace("<", "\\u003c")
     html = request.app[PAGES_KEY].get_template("app.html").render(t=strings, data=data)
+    # The launch redirect names the platform in a signed reference (f=): the page may be framed
+    # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
+    platform_id = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
+    ancestors = await framed_by(request, platform_id)
     return web.Response(
         text=html,
         content_type="text/html",
         headers={
             **HTML_SECURITY_HEADERS,
-            "Content-Security-Policy": APP_CSP,
+            "Content-Security-Policy": with_frame_ancestors(APP_CSP, ancestors),
             "Cache-Control": "no-store",
         },
     )
@@ -75,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(tokens_ctx)
+    app.cleanup_ctx.append(platform_frames_ctx)
     app.cleanup_ctx.append(roster_ctx)
     app.cleanup_ctx.append(deployments_ctx)
     app.cleanup_ctx.append(rights.retention_ctx)

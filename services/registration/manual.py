@@ -18,6 +18,7 @@ from services.registration import outbound
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import Product
 from shared.http import OutboundError, OutboundHttp, is_public_address
+from shared.lti.frame import MAX_FRAME_ORIGINS, derived_origins, normalize_origins
 
 MAX_URL = 2048
 MAX_JWKS_BYTES = 128 * 1024
@@ -39,6 +40,7 @@ FIELDS = (
     "token_url",
     "name",
     "deployment_policy",
+    "frame_origins",
 )
 
 
@@ -187,9 +189,20 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
         policy = "hold" if product == "generic" else "accept"
     if policy not in ("accept", "hold"):
         problems["deployment_policy"] = "must be accept or hold"
+    frame_origins: list[str] = []
+    if body.get("frame_origins") is not None:
+        try:
+            frame_origins = normalize_origins(body["frame_origins"], allow_insecure=allow_insecure)
+        except ValueError as exc:
+            problems["frame_origins"] = f"LMS page origins: {exc}"
     if problems:
         raise FieldErrors(problems)
     assert client_id is not None
+    # The LMS's pages: what the admin named, plus the issuer's origin (Moodle, self-hosted
+    # Canvas; not hosted Canvas's shared issuer, whose pages come from each school's host).
+    for origin in derived_origins(issuer_text):
+        if origin not in frame_origins:
+            frame_origins.append(origin)
     record = PlatformRecord(
         issuer=issuer_text,
         client_id=client_id,
@@ -201,6 +214,7 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
         environment=environment,
         name=name_value.strip() if isinstance(name_value, str) else None,
         method="manual",
+        frame_origins=frame_origins[:MAX_FRAME_ORIGINS],
     )
     return ManualRegistration(record, deployment_ids)
 

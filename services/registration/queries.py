@@ -12,6 +12,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.lti.frame import platform_ancestors
+
 Json = dict[str, Any]
 
 
@@ -30,15 +32,17 @@ class PlatformRecord:
     requested: Json | None = None  # None: keep what is stored
     granted: Json | None = None
     platform_config: Json | None = None
+    # Origins of the LMS's pages (CSP frame-ancestors), added to those already recorded.
+    frame_origins: list[str] | None = None
 
 
 _UPSERT_PLATFORM = """
 INSERT INTO platforms AS p (issuer, client_id, auth_url, jwks_url, token_url, product,
                             deployment_policy, environment, name, registration_method,
-                            requested, granted, platform_config)
+                            requested, granted, platform_config, frame_origins)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
         coalesce($11::jsonb, '{}'::jsonb), coalesce($12::jsonb, '{}'::jsonb),
-        coalesce($13::jsonb, '{}'::jsonb))
+        coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:20])
 ON CONFLICT (issuer, client_id) DO UPDATE SET
     auth_url = excluded.auth_url,
     jwks_url = excluded.jwks_url,
@@ -51,6 +55,10 @@ ON CONFLICT (issuer, client_id) DO UPDATE SET
     requested = coalesce($11::jsonb, p.requested),
     granted = coalesce($12::jsonb, p.granted),
     platform_config = coalesce($13::jsonb, p.platform_config),
+    frame_origins = (array(
+        SELECT o FROM unnest(p.frame_origins || coalesce($14::text[], '{}'::text[]))
+                      WITH ORDINALITY AS t(o, n)
+        GROUP BY o ORDER BY min(n)))[1:20],
     updated_at = now()
 RETURNING id, (xmax = 0) AS created
 """
@@ -77,8 +85,24 @@ async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tupl
         _dump(rec.requested),
         _dump(rec.granted),
         _dump(rec.platform_config),
+        rec.frame_origins,
     )
     return int(row["id"]), bool(row["created"])
+
+
+async def set_frame_origins(
+    conn: asyncpg.Connection, platform_id: int, origins: list[str]
+) -> list[str]:
+    """Replace the recorded origins; returns the previous ones."""
+    previous = await conn.fetchval(
+        "SELECT frame_origins FROM platforms WHERE id = $1 FOR UPDATE", platform_id
+    )
+    await conn.execute(
+        "UPDATE platforms SET frame_origins = $2, updated_at = now() WHERE id = $1",
+        platform_id,
+        origins,
+    )
+    return list(previous or [])
 
 
 async def ensure_deployment(
@@ -139,7 +163,7 @@ async def deployment_ids(conn: asyncpg.Connection, platform_id: int) -> list[str
 _PLATFORMS = """
 SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
        p.deployment_policy, p.environment, p.name, p.registration_method, p.requested,
-       p.granted, p.platform_config, p.created_at, p.updated_at,
+       p.granted, p.platform_config, p.frame_origins, p.created_at, p.updated_at,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'deployment_id', d.deployment_id, 'status', d.status, 'label', d.label,
@@ -189,6 +213,9 @@ def _platform(row: asyncpg.Record) -> Json:
         "requested": json.loads(row["requested"]),
         "granted": json.loads(row["granted"]),
         "platform_config": json.loads(row["platform_config"]),
+        "frame_origins": list(row["frame_origins"]),
+        # What pages of this platform's launches actually allow (recorded, else derived).
+        "frame_ancestors": list(platform_ancestors(row["issuer"], list(row["frame_origins"]))),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "deployments": deployments,

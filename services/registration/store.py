@@ -147,6 +147,39 @@ async def change_deployment(
     return {"platform_id": platform_id, **data}
 
 
+async def change_frame_origins(
+    pool: asyncpg.Pool, platform_id: int, origins: list[str], *, actor: str
+) -> dict[str, Any]:
+    """Replace the origins allowed to frame this platform's pages; audited and announced
+    (``registration.frame_origins_changed``), so every service's cache drops the entry."""
+    async with pool.acquire() as conn, conn.transaction():
+        platform = await queries.lock_platform(conn, platform_id)
+        if platform is None:
+            raise errors.platform_not_found()
+        previous = await queries.set_frame_origins(conn, platform_id, origins)
+        data = {
+            "issuer": platform["issuer"],
+            "client_id": platform["client_id"],
+            "frame_origins": origins,
+            "previous_frame_origins": previous,
+        }
+        await queries.audit(
+            conn,
+            actor=actor,
+            action="registration.frame_origins_changed",
+            platform_id=platform_id,
+            issuer=platform["issuer"],
+            client_id=platform["client_id"],
+            details={"frame_origins": origins, "previous_frame_origins": previous},
+        )
+        await enqueue(
+            conn,
+            topics.REGISTRATION,
+            _event("registration.frame_origins_changed", platform_id, data),
+        )
+    return {"platform_id": platform_id, **data}
+
+
 async def delete_platform(pool: asyncpg.Pool, platform_id: int, *, actor: str) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         platform = await queries.lock_platform(conn, platform_id)

@@ -19,6 +19,7 @@ statement after every check passed, so a rejected launch leaves no row behind.
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from collections.abc import Mapping
@@ -218,8 +219,11 @@ class LaunchVerifier:
         if len(audiences) > 1 and azp is None:
             raise errors.jwt_azp_invalid()
 
-        # 7. nonce
-        if claims.get("nonce") != state.nonce:
+        # 7. nonce (constant-time, like every value bound to a state)
+        nonce = claims.get("nonce")
+        if not isinstance(nonce, str) or not hmac.compare_digest(
+            nonce.encode(), state.nonce.encode()
+        ):
             raise errors.nonce_mismatch()
 
         # 8. version

@@ -18,6 +18,8 @@ from typing import Literal
 
 import asyncpg
 
+from shared.lti.frame import platform_ancestors
+
 Product = Literal["canvas", "moodle", "generic"]
 DeploymentPolicy = Literal["accept", "hold"]
 DeploymentStatus = Literal["active", "pending", "disabled"]
@@ -34,13 +36,20 @@ class Platform:
     product: Product
     deployment_policy: DeploymentPolicy
     deployments: dict[str, DeploymentStatus] = field(default_factory=dict)
+    # Origins the LMS's pages come from (CSP frame-ancestors); see shared.lti.frame.
+    frame_origins: tuple[str, ...] = ()
+
+    @property
+    def frame_ancestors(self) -> tuple[str, ...]:
+        """Origins allowed to frame this platform's pages (recorded, else derived)."""
+        return platform_ancestors(self.issuer, self.frame_origins)
 
 
 Loader = Callable[[str, str], Awaitable[Platform | None]]
 
 _SELECT_PLATFORM = """
 SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
-       p.deployment_policy,
+       p.deployment_policy, p.frame_origins,
        coalesce(
            (SELECT jsonb_object_agg(d.deployment_id, d.status)
               FROM deployments d WHERE d.platform_id = p.id),
@@ -66,6 +75,7 @@ def db_loader(pool: asyncpg.Pool) -> Loader:
             product=row["product"],
             deployment_policy=row["deployment_policy"],
             deployments=json.loads(row["deployments"]),
+            frame_origins=tuple(row["frame_origins"]),
         )
 
     return load

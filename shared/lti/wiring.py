@@ -13,6 +13,7 @@ from shared.db import POOL_KEY
 from shared.events import topics
 from shared.events.consumer import EventListener
 from shared.events.envelope import Event
+from shared.lti.frame import FrameRefs, PlatformFrames, db_origins_loader
 from shared.lti.registry import RegistrationCache, db_loader
 from shared.lti.urls import ToolUrls
 from shared.signing import parse_secrets
@@ -24,13 +25,17 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 URLS_KEY = web.AppKey("tool_urls", ToolUrls)
 SECRETS_KEY = web.AppKey("secret_keys", list[bytes])
 REGISTRATIONS_KEY = web.AppKey("registrations", RegistrationCache)
+FRAME_REFS_KEY = web.AppKey("frame_refs", FrameRefs)
+FRAMES_KEY = web.AppKey("platform_frames", PlatformFrames)
 
 
 def configure_lti(app: web.Application) -> None:
     """Validate LTI settings now, so a bad value stops start-up (SettingsError) by name."""
     settings = app[SETTINGS_KEY]
     app[URLS_KEY] = ToolUrls.from_settings(settings)
-    app[SECRETS_KEY] = parse_secrets(settings.secret_keys)
+    secrets = parse_secrets(settings.secret_keys)
+    app[SECRETS_KEY] = secrets
+    app[FRAME_REFS_KEY] = FrameRefs(secrets)
 
 
 async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,5 +58,26 @@ async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=app[SETTINGS_KEY],
     )
     task = asyncio.create_task(listener.run(), name="registration-cache-listener")
+    yield
+    await stop_task(task)
+
+
+async def platform_frames_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Frame ancestors by platform id (pages framed by the LMS after the launch), cached and
+    dropped on registration events seen by this replica (every replica reads every event)."""
+    frames = PlatformFrames(db_origins_loader(app[POOL_KEY]))
+    app[FRAMES_KEY] = frames
+
+    async def on_event(event: Event) -> None:
+        platform_id = event.data.get("platform_id")
+        frames.invalidate(platform_id if isinstance(platform_id, int) else None)
+
+    listener = EventListener(
+        name="platform-frames",
+        topics=[topics.REGISTRATION],
+        handler=on_event,
+        settings=app[SETTINGS_KEY],
+    )
+    task = asyncio.create_task(listener.run(), name="platform-frames-listener")
     yield
     await stop_task(task)

@@ -106,3 +106,38 @@ async def test_concurrent_migrate_commands_wait_for_each_other(infra: Infra) -> 
         assert EXPECTED_TABLES <= await _tables(url)
     finally:
         await _drop(infra, url)
+
+
+async def test_0008_backfills_frame_origins(infra: Infra) -> None:
+    """Registrations made before 0008 get the LMS page origins their rows imply."""
+    url = await _fresh_db(infra)
+    try:
+        await asyncio.to_thread(upgrade, url, "0007")
+        conn = await asyncpg.connect(url)
+        try:
+            insert = (
+                "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, product, "
+                "deployment_policy, platform_config) VALUES ($1, $2, 'https://x/a', "
+                "'https://x/j', $3, 'accept', $4::jsonb)"
+            )
+            config = '{"openid_configuration": "https://School.Instructure.com/api/lti/x?t=1"}'
+            await conn.execute(insert, "https://moodle.school.edu/lms", "m", "moodle", "{}")
+            await conn.execute(insert, "https://canvas.instructure.com", "c1", "canvas", "{}")
+            await conn.execute(insert, "https://canvas.instructure.com", "c2", "canvas", config)
+        finally:
+            await conn.close()
+        await asyncio.to_thread(upgrade, url)
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT client_id, frame_origins FROM platforms")
+            got = {r["client_id"]: r["frame_origins"] for r in rows}
+        finally:
+            await conn.close()
+        assert got == {
+            "m": ["https://moodle.school.edu"],
+            "c1": [],  # hosted Canvas by client id: no school host known
+            "c2": ["https://school.instructure.com"],
+        }
+        await asyncio.to_thread(downgrade, url, "0007")
+    finally:
+        await _drop(infra, url)
