@@ -29,7 +29,14 @@ from shared.web import base_app
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.lti_support import platform_server, start_stack
-from tests.reliability.load import Load, audit, broker_restart_under_load, open_course, wait_for
+from tests.reliability.load import (
+    LOAD_SETTINGS,
+    Load,
+    audit,
+    broker_restart_under_load,
+    open_course,
+    wait_for,
+)
 from tests.reliability.record import Figures, record
 
 pytestmark = pytest.mark.integration
@@ -137,6 +144,7 @@ async def test_broker_restart_under_launches_and_answers(
         "kafka_bootstrap_servers": own_broker.bootstrap_servers,
         "kafka_request_timeout_ms": 1000,
         "outbox_poll_interval_ms": 100,
+        **LOAD_SETTINGS,
     }
     settings = infra.settings(**overrides)
     await ensure_topics(settings, topics.ALL)
@@ -234,7 +242,7 @@ async def test_postgres_restart_under_launches_and_answers(
     answer lacks its event (or the reverse), or if the services need a restart to recover.
     """
     url, pool = own_db
-    stack, exits = await start_stack(infra, pool, database_url=url)
+    stack, exits = await start_stack(infra, pool, database_url=url, **LOAD_SETTINGS)
     started = time.monotonic()
     try:
         course = await open_course(stack, canvas, learners=3)
@@ -246,6 +254,8 @@ async def test_postgres_restart_under_launches_and_answers(
                 return got == [status, status]
 
             await wait_for(lambda: all_ready(200), 20, "ready before the outage")
+            # The services' own background tasks (relays, consumers, workers) are named.
+            background = {t for t in asyncio.all_tasks() if not t.get_name().startswith("Task-")}
             await load.start()
             try:
                 await asyncio.sleep(3)
@@ -266,6 +276,7 @@ async def test_postgres_restart_under_launches_and_answers(
                     )
 
                 await wait_for(served_again, 30, "launches and answers after the recovery")
+                dead = {t.get_name(): t.exception() for t in background if t.done()}
             finally:
                 seconds = await load.stop()
         result = await audit(pool, load.tally, course)
@@ -287,6 +298,9 @@ async def test_postgres_restart_under_launches_and_answers(
     print(figures)
     assert result.data_lost == 0, (result.missing[:5], result.half_written[:5])
     assert login_ready == 200
+    print(sorted(t.get_name() for t in background))
+    # No background task may end for good because the database went away for a while.
+    assert dead == {}, dead
     assert tally.server_errors > 0  # the outage reached the clients
     unexpected = {code: n for code, n in tally.errors.items() if code not in OUTAGE_CODES}
     assert unexpected == {}, f"errors without a stable outage code: {unexpected}"

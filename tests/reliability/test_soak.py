@@ -19,7 +19,7 @@ from shared.kafka import ensure_topics
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.lti_support import platform_server, start_stack
-from tests.reliability.load import broker_restart_under_load, open_course
+from tests.reliability.load import LOAD_SETTINGS, broker_restart_under_load, open_course
 from tests.reliability.record import Figures, record
 
 pytestmark = pytest.mark.integration
@@ -41,6 +41,7 @@ async def test_soak_mixed_load_with_a_broker_restart(
         "kafka_bootstrap_servers": own_broker.bootstrap_servers,
         "kafka_request_timeout_ms": 1000,
         "outbox_poll_interval_ms": 100,
+        **LOAD_SETTINGS,
     }
     settings = infra.settings(**overrides)
     await ensure_topics(settings, topics.ALL)
