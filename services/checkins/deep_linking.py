@@ -28,8 +28,9 @@ from shared.errors import AttuneError, Forbidden, NotFound, Unauthorized, Unavai
 from shared.keys.signer import SIGNER_KEY
 from shared.logs import get_logger
 from shared.lti import claims as C
+from shared.lti.frame import frame_ancestors
 from shared.lti.launch_token import LaunchIdentity
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import FRAMES_KEY, URLS_KEY
 from shared.signing import InvalidToken
 from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
@@ -119,6 +120,8 @@ async def deep_link_return(request: web.Request) -> web.Response:
     origin = f"{parts.scheme}://{parts.netloc}"
     log.info("deep_link_response", checkin_id=row["id"], platform_id=who.platform_id)
     strings = emotions.catalogue()
+    # Shown in the LMS's frame: that platform's page origins may frame it, nobody else.
+    ancestors = frame_ancestors(await request.app[FRAMES_KEY].get(who.platform_id) or ())
     html = (
         request.app[PAGES_KEY]
         .get_template("deep_link_return.html")
@@ -131,7 +134,7 @@ async def deep_link_return(request: web.Request) -> web.Response:
             **HTML_SECURITY_HEADERS,
             "Content-Security-Policy": (
                 "default-src 'none'; script-src 'self'; style-src 'self'; base-uri 'none'; "
-                f"form-action {origin}"
+                f"form-action {origin}; {ancestors}"
             ),
             "Cache-Control": "no-store",
         },

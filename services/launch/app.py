@@ -25,6 +25,7 @@ from shared.logs import get_logger
 from shared.lti import claims as C
 from shared.lti import errors
 from shared.lti.cookies import set_partitioned_cookie
+from shared.lti.frame import REF_PARAM, frame_ancestors
 from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStorage, VerifiedLaunch
 from shared.lti.launch_token import DeepLinkContext, LaunchTokens
 from shared.lti.login import auth_endpoint
@@ -33,6 +34,7 @@ from shared.lti.state import StateCodec
 from shared.lti.urls import APP_PATH, LAUNCH_PATH
 from shared.lti.wiring import (
     ASSETS_DIR,
+    FRAME_REFS_KEY,
     REGISTRATIONS_KEY,
     SECRETS_KEY,
     URLS_KEY,
@@ -128,7 +130,9 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     response = web.Response(
         status=303,
         headers={
-            "Location": f"{app[URLS_KEY].public_url}{APP_PATH}/#lt={token}",
+            # f=: which platform frames the app (signed; picks its CSP frame-ancestors).
+            "Location": f"{app[URLS_KEY].public_url}{APP_PATH}/?{REF_PARAM}="
+            f"{app[FRAME_REFS_KEY].issue(verified.platform.id)}#lt={token}",
             "Cache-Control": "no-store",
         },
     )
@@ -225,7 +229,7 @@ async def _platform_storage_page(
         headers={
             **HTML_SECURITY_HEADERS,
             "Content-Security-Policy": "default-src 'none'; script-src 'self'; base-uri 'none'; "
-            "form-action 'self'",
+            f"form-action 'self'; {frame_ancestors(platform.frame_ancestors)}",
             "Cache-Control": "no-store",
         },
     )

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from shared.app import service_app
 from shared.lti.cookies import set_partitioned_cookie
+from shared.lti.frame import frame_ancestors
 from shared.lti.login import LoginFlow, parse_login
 from shared.lti.state import StateCodec
 from shared.lti.urls import LAUNCH_PATH
@@ -48,6 +49,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     state = decision.state
     response: web.StreamResponse
     if state.storage_target:
+        # The page runs in the LMS's frame: only that platform's page origins may frame it.
+        platform = await app[REGISTRATIONS_KEY].get(state.issuer, state.client_id)
+        ancestors = frame_ancestors(platform.frame_ancestors if platform else ())
         html = (
             app[TEMPLATES_KEY]
             .get_template("platform_storage.html")
@@ -67,7 +71,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             headers={
                 **HTML_SECURITY_HEADERS,
                 "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
-                "base-uri 'none'; form-action 'none'",
+                f"base-uri 'none'; form-action 'none'; {ancestors}",
                 "Cache-Control": "no-store",
             },
         )

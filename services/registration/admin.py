@@ -20,6 +20,7 @@ from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
 from shared.db import POOL_KEY
 from shared.http import HTTP_KEY
 from shared.logs import get_logger
+from shared.lti.frame import normalize_origins
 from shared.lti.urls import LAUNCH_PATH, LOGIN_PATH
 from shared.lti.wiring import URLS_KEY
 from shared.web import REQUEST_ID_KEY, SETTINGS_KEY
@@ -165,6 +166,26 @@ async def disable_deployment(request: web.Request) -> web.Response:
     return await _deployment_change(request, "disabled")
 
 
+async def set_frame_origins(request: web.Request) -> web.Response:
+    """``PUT /api/admin/platforms/{id}/frame-origins`` ``{"frame_origins": [...]}``: the
+    origins the LMS's pages come from (the school's Canvas host(s), the Moodle site), allowed
+    to frame Attune's pages for this platform. Replaces the list; ``[]`` falls back to what
+    the registration implies (see docs/registration.md)."""
+    admin = await require_admin(request)
+    settings = request.app[SETTINGS_KEY]
+    body = await _json_body(request)
+    try:
+        origins = normalize_origins(
+            body.get("frame_origins"), allow_insecure=settings.allow_insecure_urls
+        )
+    except ValueError as exc:
+        return _field_errors(request, {"frame_origins": str(exc)})
+    result = await store.change_frame_origins(
+        request.app[POOL_KEY], _platform_id(request), origins, actor=admin.actor
+    )
+    return _no_store({"platform": result})
+
+
 async def delete_platform(request: web.Request) -> web.Response:
     admin = await require_admin(request)
     result = await store.delete_platform(
@@ -272,6 +293,7 @@ def add_routes(app: web.Application) -> None:
     r.add_delete(f"/api/admin/platforms/{pid}", delete_platform)
     r.add_post(f"/api/admin/platforms/{pid}/deployments/approve", approve_deployment)
     r.add_post(f"/api/admin/platforms/{pid}/deployments/disable", disable_deployment)
+    r.add_put(f"/api/admin/platforms/{pid}/frame-origins", set_frame_origins)
     r.add_get("/api/admin/audit", audit_trail)
     r.add_get("/api/admin/install-codes", list_install_codes)
     r.add_post("/api/admin/install-codes", create_install_code)

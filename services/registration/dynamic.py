@@ -35,11 +35,12 @@ from services.registration.toolconfig import (
     summarize,
     validate_choice,
 )
-from services.registration.wiring import FORM_SIGNER_KEY, LMS_PAGE_CSP, REGISTER_STATIC, render
+from services.registration.wiring import FORM_SIGNER_KEY, REGISTER_STATIC, lms_page_csp, render
 from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.http import HTTP_KEY, OutboundError
 from shared.logs import get_logger
+from shared.lti.frame import derived_origins
 from shared.lti.wiring import URLS_KEY
 from shared.signing import InvalidToken
 from shared.web import METRICS_KEY, SETTINGS_KEY
@@ -143,7 +144,7 @@ async def _start(request: web.Request) -> web.Response:
     return render(
         request,
         "install.html",
-        csp=LMS_PAGE_CSP,
+        csp=lms_page_csp(config_url),
         static=REGISTER_STATIC,
         action=REGISTER_PATH,
         form=form,
@@ -234,6 +235,7 @@ async def _finish(request: web.Request) -> web.Response:
         requested=requested,
         granted=granted,
         platform_config=config.summary(),
+        frame_origins=derived_origins(config.issuer, config_url=config_url),
     )
     saved = await store.save_registration(
         app[POOL_KEY],
@@ -255,7 +257,7 @@ async def _finish(request: web.Request) -> web.Response:
     return render(
         request,
         "registered.html",
-        csp=LMS_PAGE_CSP,
+        csp=lms_page_csp(config_url),
         static=REGISTER_STATIC,
         tool_name=settings.tool_name,
         platform_name=config.name,

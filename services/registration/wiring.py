@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from shared.lti.frame import origin_of, with_frame_ancestors
 from shared.signing import TokenSigner
 from shared.web import HTML_SECURITY_HEADERS
 
@@ -21,8 +22,9 @@ ADMIN_STATIC = "/admin/static"
 PAGES_KEY = web.AppKey("registration_pages", jinja2.Environment)
 FORM_SIGNER_KEY = web.AppKey("registration_form_signer", TokenSigner)
 
-# Pages shown inside the LMS's iframe (install and done pages): framing must stay allowed.
-LMS_PAGE_CSP = (
+# Pages shown inside the LMS's iframe (install and done pages): framing by the LMS that started
+# the registration must stay allowed (lms_page_csp), by anybody else not.
+_LMS_PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'self'"
 )
@@ -31,6 +33,13 @@ ADMIN_PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+def lms_page_csp(config_url: str) -> str:
+    """The CSP of a dynamic-registration page: framed only by the LMS that opened it (the origin
+    of its openid configuration URL: Canvas and Moodle open the registration from that host)."""
+    origin = origin_of(config_url)
+    return with_frame_ancestors(_LMS_PAGE_CSP, [origin] if origin else [])
 
 
 def pages() -> jinja2.Environment:

@@ -83,7 +83,8 @@ async def test_complete_launch_cookie_path(
         resp = await full_launch(b, stack.url, platform, client)
         assert resp.status == 303, await resp.text()
         location = resp.headers["Location"]
-        assert location.startswith(f"{stack.url}/app/#lt=")
+        assert location.startswith(f"{stack.url}/app/?f=")
+        assert "#lt=" in location
         token = location.split("#lt=", 1)[1]
         me = await b.get(
             f"{stack.url}/api/checkins/me", headers={"Authorization": f"Bearer {token}"}

@@ -254,7 +254,7 @@ async def post_accepted(env: Env, b: Browser, fields: dict[str, str]) -> None:
     before = await counts(env.pool)
     resp = await post_launch(b, env.url, fields)
     assert resp.status == 303, await resp.text()
-    assert resp.headers["Location"].startswith(f"{env.url}/app/#lt=")
+    assert resp.headers["Location"].startswith(f"{env.url}/app/?f=")
     after = await counts(env.pool)
     for table in ("launches", "used_nonces", "outbox"):
         assert after[table] == before[table] + 1, (table, before, after)
@@ -1080,6 +1080,8 @@ REJECTED_CLAIMS = [
     pytest.param(put("nonce", "made-up"), 400, "nonce_mismatch", id="nonce-wrong"),
     pytest.param(put("nonce", ""), 400, "nonce_mismatch", id="nonce-empty"),
     pytest.param(put("nonce", ["x"]), 400, "nonce_mismatch", id="nonce-list"),
+    pytest.param(put("nonce", 7), 400, "nonce_mismatch", id="nonce-number"),
+    pytest.param(put("nonce", "nönce-ünïcode"), 400, "nonce_mismatch", id="nonce-non-ascii"),
     # 8. version
     pytest.param(put(C.VERSION, "1.1"), 400, "lti_version_unsupported", id="version-1.1"),
     pytest.param(put(C.VERSION, "1.3"), 400, "lti_version_unsupported", id="version-1.3"),

@@ -129,7 +129,9 @@ async def test_moodle_dynamic_registration_then_launch(
     assert moodle.config_authorizations == [f"Bearer {moodle.token}"]
     csp = resp.headers["Content-Security-Policy"]
     assert "form-action 'self'" in csp and "'unsafe-inline'" not in script_src(csp)
-    assert "frame-ancestors" not in csp  # the page lives in Moodle's iframe
+    # The page lives in Moodle's iframe: framed by the Moodle site that opened it, nobody else.
+    moodle_origin = moodle.base_url
+    assert csp.endswith(f"frame-ancestors 'self' {moodle_origin}"), csp
     assert 'value="activity_chooser"' in page and 'value="deep_linking"' in page
     assert 'name="install_code"' in page
     assert moodle.token not in page.replace(form_value(page), "")  # only inside the signed value
@@ -148,6 +150,9 @@ async def test_moodle_dynamic_registration_then_launch(
     assert '<script src="/lti/register/static/close.js"></script>' in body
     assert "'unsafe-inline'" not in script_src(done.headers["Content-Security-Policy"])
     assert "script-src 'self'" in done.headers["Content-Security-Policy"]
+    assert done.headers["Content-Security-Policy"].endswith(
+        f"frame-ancestors 'self' {moodle_origin}"
+    )
     close_js = await env.session.get(f"{env.url}/lti/register/static/close.js")
     script = await close_js.text()
     assert close_js.status == 200 and "javascript" in close_js.headers["Content-Type"]
@@ -182,6 +187,7 @@ async def test_moodle_dynamic_registration_then_launch(
     assert row["registration_method"] == "dynamic"
     assert row["auth_url"] == moodle.lms.auth_url and row["jwks_url"] == moodle.lms.jwks_url
     assert row["token_url"] == moodle.lms.token_url
+    assert row["frame_origins"] == [moodle.base_url]  # the site that opened the registration
     assert json.loads(row["requested"])["scopes"] == sorted(sent["scope"].split())
     assert NRPS in json.loads(row["granted"])["scopes"]
     deployments = await env.pool.fetch(
@@ -212,7 +218,7 @@ async def test_moodle_dynamic_registration_then_launch(
         for region in stack.regions:
             resp = await full_launch(b, region.url, moodle.lms, client)
             assert resp.status == 303, await resp.text()
-            assert resp.headers["Location"].startswith(f"{stack.url}/app/#lt=")
+            assert resp.headers["Location"].startswith(f"{stack.url}/app/?f=")
 
 
 async def test_canvas_dynamic_registration_then_launch_new_deployment(
