@@ -78,6 +78,19 @@ def tree_cpu(root: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(root))
 
 
+def tree_rss_mb(root: int) -> float:
+    return sum(rss_mb(p) for p in process_tree(root))
+
+
+def pin(root: int, cpus: set[int]) -> None:
+    """Move a process tree to ``cpus`` (children forked later inherit it)."""
+    for pid in process_tree(root):
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -91,6 +104,8 @@ class Stack:
     env: dict[str, str]
     database_url: str
     postgres_pid: int | None
+    broker_pid: int | None = None
+    cpus: set[int] | None = None  # --pin: the services' CPUs
     services: dict[str, tuple[int, subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
@@ -104,7 +119,7 @@ class Stack:
 def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stack]:
     """Embedded Postgres and broker unless URLs are given; a fresh migrated database."""
     with ExitStack() as stack:
-        pg_pid = None
+        pg_pid = broker_pid = None
         if database_url is None:
             tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
             tmp.chmod(0o755)
@@ -115,6 +130,7 @@ def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stac
         if kafka is None:
             broker = stack.enter_context(EmbeddedBroker())
             kafka = broker.bootstrap_servers
+            broker_pid = broker.pid
         upgrade(database_url)
         env = {
             **os.environ,
@@ -134,7 +150,9 @@ def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stac
             "ATTUNE_KEY_ENCRYPTION_KEYS": "bench:" + base64.b64encode(os.urandom(32)).decode(),
         }
         asyncio.run(ensure_topics(load_settings(env), topics.ALL))
-        result = Stack(env=env, database_url=database_url, postgres_pid=pg_pid)
+        result = Stack(
+            env=env, database_url=database_url, postgres_pid=pg_pid, broker_pid=broker_pid
+        )
         try:
             yield result
         finally:
@@ -151,11 +169,20 @@ def start_service(
     stack: Stack, name: str, extra_env: dict[str, str] | None = None, port: int | None = None
 ) -> None:
     port = port or free_port()
+    death = pdeathsig_preexec(signal.SIGTERM)
+    cpus = stack.cpus
+
+    def preexec() -> None:
+        if death:
+            death()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
         env={**stack.env, **(extra_env or {})},
         cwd=ROOT,
-        preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+        preexec_fn=preexec,
     )
     stack.services[name] = (port, proc)
 

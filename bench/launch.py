@@ -7,7 +7,11 @@ processes, and drives complete launches from client processes: every launch is a
 the launch answers 303 to the app with a launch token. Prints launches/s, p50/p95/p99 per step,
 CPU-ms per launch per process group and RSS.
 
-    .venv/bin/python bench/launch.py --concurrency 1,16,64 --count 2000
+With ``--peer pylti1p3`` the same generator then drives the pylti1p3 peer (bench/peer.py) in
+the same invocation and the ratios are printed. ``--pin`` puts the services (and Postgres and
+the broker, or the peer) on CPU 1 and the generator on CPU 0.
+
+    .venv/bin/python -m bench.launch --concurrency 1,16,64 --count 3000 --peer pylti1p3
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from bench import peer as peer_tool
 from bench.harness import (
-    Stack,
     cpu_seconds,
     execute,
     infrastructure,
     percentile,
-    rss_mb,
+    pin,
     start_service,
     tree_cpu,
+    tree_rss_mb,
     wait_ready,
 )
 from shared.signing import b64url
@@ -47,12 +52,23 @@ DEPLOYMENT = "bench-deployment"
 KID = "bench-kid-1"
 
 
+GENERATOR_CPUS = {0}
+SERVICE_CPUS = {1}
+
+
 @dataclass(frozen=True)
 class Target:
+    """What the generator drives. ``kind`` decides what a completed launch looks like:
+    Attune answers the id_token POST with a 303 to its app carrying the launch token; the
+    pylti1p3 peer with a 200 page showing the user's name."""
+
+    kind: str  # "attune" | "pylti1p3"
     login_url: str
     launch_url: str
     app_url: str
     pem: bytes
+    login_method: str = "POST"
+    pinned: bool = False
 
 
 def _claims(nonce: str, n: int, target: str) -> dict[str, Any]:
@@ -92,6 +108,10 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
     timings: dict[str, list[float]] = {"login": [], "launch": [], "e2e": []}
     errors: dict[str, int] = {}
     remaining = iter(range(count))
+
+    def error(what: str) -> None:
+        errors[what] = errors.get(what, 0) + 1
+
     async with aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
@@ -104,17 +124,25 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
                 "client_id": CLIENT_ID,
                 "lti_deployment_id": DEPLOYMENT,
             }
+            if target.login_method == "POST":
+                login = session.post(target.login_url, data=params, allow_redirects=False)
+            else:
+                login = session.get(target.login_url, params=params, allow_redirects=False)
             t0 = time.perf_counter()
-            async with session.get(target.login_url, params=params, allow_redirects=False) as resp:
+            async with login as resp:
                 location = resp.headers.get("Location", "")
-                cookie = resp.headers.get("Set-Cookie", "").split(";", 1)[0]
+                # Every launch is a new browser: it sends back exactly what this login set.
+                cookie = "; ".join(
+                    c.split(";", 1)[0] for c in resp.headers.getall("Set-Cookie", ())
+                )
                 status = resp.status
                 await resp.read()
             t1 = time.perf_counter()
-            if status != 302:
-                errors[f"login_{status}"] = errors.get(f"login_{status}", 0) + 1
-                return
+            if status not in (302, 303):
+                return error(f"login_{status}")
             query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+            if "nonce" not in query or "state" not in query:
+                return error("login_no_state")
             token = _sign(key, _claims(query["nonce"], n, target.app_url))
             t2 = time.perf_counter()
             async with session.post(
@@ -123,16 +151,18 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
                 headers={"Cookie": cookie},
                 allow_redirects=False,
             ) as resp:
-                ok = resp.status == 303 and "#lt=" in resp.headers.get("Location", "")
+                body = await resp.read()
                 status = resp.status
-                await resp.read()
+                if target.kind == "attune":
+                    ok = status == 303 and "#lt=" in resp.headers.get("Location", "")
+                else:
+                    ok = status == 200 and f"Bench User {n}".encode() in body
             t3 = time.perf_counter()
             if not ok:
-                errors[f"launch_{status}"] = errors.get(f"launch_{status}", 0) + 1
-                return
+                return error(f"launch_{status}")
             timings["login"].append(t1 - t0)
             timings["launch"].append(t3 - t2)
-            timings["e2e"].append(t3 - t0)
+            timings["e2e"].append(t3 - t0 - (t2 - t1))  # without the generator's signing
 
         async def worker() -> None:
             for n in remaining:
@@ -145,13 +175,22 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
 def _client_process(
     target: Target, count: int, concurrency: int, offset: int, barrier: Any, out: Any
 ) -> None:
+    if target.pinned:
+        os.sched_setaffinity(0, GENERATOR_CPUS)
     barrier.wait()
     out.put(asyncio.run(_client(target, count, concurrency, offset)))
 
 
 def run_level(
-    stack: Stack, target: Target, concurrency: int, count: int, warmup: int, procs: int, offset: int
+    target: Target,
+    groups: dict[str, int],
+    concurrency: int,
+    count: int,
+    warmup: int,
+    procs: int,
+    offset: int,
 ) -> dict[str, Any]:
+    """One concurrency level. ``groups``: name → root pid whose process tree's CPU is counted."""
     ctx = mp.get_context("spawn")
     if warmup:
         asyncio.run(_client(target, warmup, min(concurrency, 16), offset + 10_000_000))
@@ -174,16 +213,13 @@ def run_level(
     ]
     for w in workers:
         w.start()
-    groups = {name: stack.pid(name) for name in stack.services}
     barrier.wait()
     started = time.perf_counter()
-    cpu0 = {name: cpu_seconds(pid) for name, pid in groups.items()}
-    db0 = tree_cpu(stack.postgres_pid) if stack.postgres_pid else 0.0
+    cpu0 = {name: tree_cpu(pid) for name, pid in groups.items()}
     gen0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
     results = [out.get(timeout=600) for _ in workers]
     elapsed = time.perf_counter() - started
-    cpu1 = {name: cpu_seconds(pid) for name, pid in groups.items()}
-    db1 = tree_cpu(stack.postgres_pid) if stack.postgres_pid else 0.0
+    cpu1 = {name: tree_cpu(pid) for name, pid in groups.items()}
     gen1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
     for w in workers:
         w.join(30)
@@ -197,19 +233,25 @@ def run_level(
     ok = len(timings["e2e"])
     per = max(ok, 1)
     return {
+        "tool": target.kind,
         "concurrency": concurrency,
         "launches": ok,
         "errors": errors,
+        "seconds": elapsed,
         "launches_per_s": ok / elapsed,
         "ms": {
             step: {q: percentile(v, q) * 1000 for q in (50, 95, 99)} for step, v in timings.items()
         },
         "cpu_ms_per_launch": {
             **{name: (cpu1[name] - cpu0[name]) * 1000 / per for name in groups},
-            "postgres": (db1 - db0) * 1000 / per,
             "generator": (gen1 - gen0) * 1000 / per,
         },
-        "rss_mb": {name: rss_mb(pid) for name, pid in groups.items()},
+        # Postgres and the broker share memory between processes: their RSS is not comparable.
+        "rss_mb": {
+            name: tree_rss_mb(pid)
+            for name, pid in groups.items()
+            if name not in ("postgres", "broker")
+        },
     }
 
 
@@ -231,13 +273,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--concurrency", default="16", help="comma-separated levels")
-    parser.add_argument("--count", type=int, default=2000, help="measured launches per level")
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--procs", type=int, default=1, help="client processes")
+    parser.add_argument("--count", type=int, default=3000, help="measured launches per level")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument("--login-method", choices=("POST", "GET"), default="POST")
+    parser.add_argument("--peer", choices=("pylti1p3",), help="also drive this peer tool")
+    parser.add_argument("--pin", action="store_true", help="services on CPU 1, generator on 0")
     parser.add_argument("--database-url")
     parser.add_argument("--kafka")
     parser.add_argument("--json-out")
     args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--pin needs two CPUs")
+    if args.peer:
+        peer_tool.ensure_venv()  # before anything is measured
 
     from shared.dev.embedded import free_port
 
@@ -251,13 +301,22 @@ def main() -> None:
         "n": b64url(numbers.n.to_bytes(256, "big")),
         "e": b64url(numbers.e.to_bytes(3, "big")),
     }
+    if args.pin:
+        os.sched_setaffinity(0, GENERATOR_CPUS)  # this process serves the platform's JWKS
     jwks_port = free_port()
+    jwks_url = f"http://127.0.0.1:{jwks_port}/jwks.json"
     _serve_jwks(jwk, jwks_port)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
+    rows: list[dict[str, Any]] = []
     with infrastructure(args.database_url, args.kafka) as stack:
+        if args.pin:
+            stack.cpus = SERVICE_CPUS
+            for pid in (stack.postgres_pid, stack.broker_pid):
+                if pid:
+                    pin(pid, SERVICE_CPUS)
         asyncio.run(
             execute(
                 stack.database_url,
@@ -268,7 +327,7 @@ def main() -> None:
                 "SELECT id, $4 FROM p ON CONFLICT DO NOTHING RETURNING 1",
                 ISSUER,
                 CLIENT_ID,
-                f"http://127.0.0.1:{jwks_port}/jwks.json",
+                jwks_url,
                 DEPLOYMENT,
             )
         )
@@ -282,52 +341,126 @@ def main() -> None:
         start_service(stack, "launch", region_env, port=int(base.rsplit(":", 1)[1]))
         start_service(stack, "login", region_env)
         asyncio.run(wait_ready(stack))
+        idle_rss = {name: tree_rss_mb(stack.pid(name)) for name in stack.services}
         target = Target(
+            kind="attune",
             login_url=f"{stack.url('login')}/lti/login",
             launch_url=f"{base}/lti/launch",
             app_url=f"{base}/app",
             pem=pem,
+            login_method=args.login_method,
+            pinned=args.pin,
         )
-        rows = []
-        for i, level in enumerate(int(c) for c in args.concurrency.split(",")):
+        groups = {name: stack.pid(name) for name in stack.services}
+        if stack.postgres_pid:
+            groups["postgres"] = stack.postgres_pid
+        if stack.broker_pid:
+            groups["broker"] = stack.broker_pid
+        for i, level in enumerate(levels):
             rows.append(
-                run_level(
-                    stack, target, level, args.count, args.warmup, args.procs, offset=i * 1_000_000
-                )
+                run_level(target, groups, level, args.count, args.warmup, args.procs, i * 10**6)
             )
-        print(_table(rows))
-        if args.json_out:
-            with open(args.json_out, "w") as fh:
-                json.dump(rows, fh, indent=2)
+            rows[-1]["idle_rss_mb"] = idle_rss
+    if args.peer:
+        port = free_port()
+        proc = peer_tool.start(
+            port=port,
+            issuer=ISSUER,
+            client_id=CLIENT_ID,
+            deployment_id=DEPLOYMENT,
+            jwks_url=jwks_url,
+            cpus=SERVICE_CPUS if args.pin else None,
+        )
+        try:
+            target = Target(
+                kind="pylti1p3",
+                login_url=f"http://127.0.0.1:{port}/login/",
+                launch_url=f"http://127.0.0.1:{port}/launch/",
+                app_url=f"http://127.0.0.1:{port}/launch/",
+                pem=pem,
+                login_method=args.login_method,
+                pinned=args.pin,
+            )
+            for i, level in enumerate(levels):
+                rows.append(
+                    run_level(
+                        target,
+                        {"gunicorn": proc.pid},
+                        level,
+                        args.count,
+                        args.warmup,
+                        args.procs,
+                        (len(levels) + i) * 10**6,
+                    )
+                )
+        finally:
+            peer_tool.stop(proc)
+    print(table(rows, pinned=args.pin))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+ATTUNE_TOOL = ("login", "launch", "postgres")  # every Attune process on the path, and Postgres
+
+
+def tool_cpu(row: dict[str, Any]) -> float:
+    cpu = row["cpu_ms_per_launch"]
+    if row["tool"] == "attune":
+        return float(sum(cpu.get(name, 0.0) for name in ATTUNE_TOOL))
+    return float(cpu["gunicorn"])
+
+
+def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
+    def p(ms: dict[Any, float]) -> str:
+        return f"{ms[50]:.1f} / {ms[95]:.1f} / {ms[99]:.1f}"
+
     lines = [
-        "| c | launches/s | login p50/p95/p99 ms | launch p50/p95/p99 ms | CPU ms/launch "
-        "login / launch / postgres / generator | RSS MB login / launch | errors |",
-        "|---|---|---|---|---|---|---|",
+        f"Launch benchmark{' (pinned: services on CPU 1, generator on CPU 0)' if pinned else ''}",
+        "",
+        "| tool | c | launches/s | login p50/p95/p99 ms | launch p50/p95/p99 ms "
+        "| tool CPU ms/launch | CPU ms/launch by process | RSS MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ms, cpu, rss = r["ms"], r["cpu_ms_per_launch"], r["rss_mb"]
+        cpu = r["cpu_ms_per_launch"]
+        split = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_mb"].items())
+        errors = sum(r["errors"].values())
         lines.append(
-            f"| {r['concurrency']} | {r['launches_per_s']:.0f} | "
-            f"{ms['login'][50]:.1f} / {ms['login'][95]:.1f} / {ms['login'][99]:.1f} | "
-            f"{ms['launch'][50]:.1f} / {ms['launch'][95]:.1f} / {ms['launch'][99]:.1f} | "
-            f"{cpu['login']:.2f} / {cpu['launch']:.2f} / {cpu['postgres']:.2f} / "
-            f"{cpu['generator']:.2f} | {rss['login']:.0f} / {rss['launch']:.0f} | "
-            f"{sum(r['errors'].values())} {r['errors'] or ''} |"
+            f"| {r['tool']} | {r['concurrency']} | {r['launches_per_s']:.0f} "
+            f"| {p(r['ms']['login'])} | {p(r['ms']['launch'])} | **{tool_cpu(r):.2f}** "
+            f"| {split} | {rss} "
+            f"| {errors}{' ' + str(r['errors']) if errors else ''} |"
         )
-    total = [
-        r["cpu_ms_per_launch"]["login"]
-        + r["cpu_ms_per_launch"]["launch"]
-        + r["cpu_ms_per_launch"]["postgres"]
-        for r in rows
-    ]
+    attune = {r["concurrency"]: r for r in rows if r["tool"] == "attune"}
+    peers = {r["concurrency"]: r for r in rows if r["tool"] != "attune"}
+    idle = next((r.get("idle_rss_mb") for r in rows if r.get("idle_rss_mb")), None)
     lines.append("")
     lines.append(
-        "Attune CPU ms per complete launch (login + launch + postgres): "
-        + ", ".join(f"c={r['concurrency']}: {t:.2f}" for r, t in zip(rows, total, strict=True))
+        "tool CPU: Attune = login + launch + Postgres processes (the broker is shown apart); "
+        "pylti1p3 = the gunicorn master and workers."
     )
+    if idle:
+        lines.append(
+            "Idle RSS MB before load: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items())
+        )
+    if peers:
+        lines += [
+            "",
+            "| c | throughput Attune ÷ pylti1p3 | CPU per launch pylti1p3 ÷ Attune "
+            "| launch p99 pylti1p3 ÷ Attune |",
+            "|---|---|---|---|",
+        ]
+        for c, a in attune.items():
+            if c not in peers:
+                continue
+            b = peers[c]
+            lines.append(
+                f"| {c} | {a['launches_per_s'] / b['launches_per_s']:.2f}x "
+                f"| {tool_cpu(b) / tool_cpu(a):.2f}x "
+                f"| {b['ms']['launch'][99] / a['ms']['launch'][99]:.2f}x |"
+            )
     return "\n".join(lines)
 
 

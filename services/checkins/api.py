@@ -17,6 +17,7 @@ from aiohttp import web
 
 from services.checkins import emotions, queries, recurrence
 from services.checkins.auth import identity
+from services.checkins.deployments import deployment_read_only
 from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.queries import Course
 from shared.db import POOL_KEY
@@ -502,9 +503,11 @@ async def answer(request: web.Request) -> web.Response:
     checkin_id = _checkin_id(request)
     body = await _body(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        row = await queries.get_checkin(conn, course, checkin_id)
+        row = await queries.checkin_for_answer(conn, course, checkin_id, who.deployment_id)
         if row is None or row["status"] == "scheduled":
             raise _not_found()
+        if row["read_only"]:
+            raise deployment_read_only()
         if row["status"] != "open":
             raise Conflict(
                 "This check-in is closed; answers can no longer change.", code="checkin_not_open"
@@ -530,7 +533,7 @@ async def answer(request: web.Request) -> web.Response:
         assert isinstance(emotion, str)
         pleasantness = emotions.PLEASANTNESS[emotion]
         current, *previous = _respondent_keys(request, who, course, row)
-        replaced = await queries.upsert_response(
+        mine = await queries.upsert_response(
             conn,
             checkin_id,
             current,
@@ -540,6 +543,7 @@ async def answer(request: web.Request) -> web.Response:
             note=note,
             anonymous=row["anonymous"],
         )
+        replaced = bool(mine["replaced"])
         data: dict[str, Any] = {
             "emotion": emotion,
             "pleasantness": pleasantness,
@@ -554,7 +558,6 @@ async def answer(request: web.Request) -> web.Response:
             _event("checkin.answered", course, checkin_id, data),
             key=course.key,
         )
-        mine = (await queries.own_responses(conn, [(checkin_id, current)]))[checkin_id]
     log.info("checkin_answered", checkin_id=checkin_id, changed=replaced)
     return web.json_response(_answer_json(mine), status=200 if replaced else 201, headers=NO_STORE)
 

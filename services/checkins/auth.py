@@ -11,7 +11,20 @@ from shared.signing import InvalidToken
 RELAUNCH = "Open Attune again from your course in the LMS to continue."
 
 
+_IDENTITY_KEY = web.RequestKey("launch_identity", LaunchIdentity)
+
+
 def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
+    """The request's verified launch identity (verified once per request, then remembered)."""
+    known: LaunchIdentity | None = request.get(_IDENTITY_KEY)
+    if known is not None:
+        return known
+    who = _verify(request, tokens)
+    request[_IDENTITY_KEY] = who
+    return who
+
+
+def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

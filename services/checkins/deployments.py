@@ -62,24 +62,35 @@ async def is_read_only(pool: asyncpg.Pool, platform_id: int, deployment_id: str)
     )
 
 
+def deployment_read_only() -> Forbidden:
+    return Forbidden(
+        "This installation of Attune has been disabled by an administrator, so "
+        "check-ins can be viewed and exported but not changed.",
+        code="deployment_read_only",
+        hint="Ask your LMS administrator to re-enable Attune for this course.",
+    )
+
+
+def checks_itself(request: web.Request) -> bool:
+    """Answering (the hot write path) reads the read-only state inside its own transaction."""
+    return request.method == "PUT" and request.path.endswith("/response")
+
+
 @web.middleware
 async def read_only_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.method in WRITE_METHODS and (
-        request.path.startswith("/api/checkins/") or request.path == "/app/deep-link"
+    if (
+        request.method in WRITE_METHODS
+        and (request.path.startswith("/api/checkins/") or request.path == "/app/deep-link")
+        and not checks_itself(request)
     ):
         try:
             who = identity(request, request.app[TOKENS_KEY])
         except AttuneError:  # no or bad launch token: the handler refuses it with its code
             return await handler(request)
         if await is_read_only(request.app[POOL_KEY], who.platform_id, who.deployment_id):
-            raise Forbidden(
-                "This installation of Attune has been disabled by an administrator, so "
-                "check-ins can be viewed and exported but not changed.",
-                code="deployment_read_only",
-                hint="Ask your LMS administrator to re-enable Attune for this course.",
-            )
+            raise deployment_read_only()
     return await handler(request)
 
 

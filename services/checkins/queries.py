@@ -79,6 +79,30 @@ async def get_checkin(
     return row
 
 
+async def checkin_for_answer(
+    conn: asyncpg.Connection, course: Course, checkin_id: int, deployment_id: str
+) -> asyncpg.Record | None:
+    """The check-in a student answers, with ``read_only`` for the launch's deployment.
+
+    The answer's hot path: no response count (that scans the class's answers), and the
+    deployment's read-only state read in the same statement and transaction as the write.
+    """
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"""
+        SELECT {COLUMNS},
+               coalesce((SELECT s.read_only FROM checkin_deployment_status s
+                         WHERE s.platform_id = $1 AND s.deployment_id = $4), false) AS read_only
+        FROM checkins c
+        WHERE c.id = $3 AND c.platform_id = $1 AND c.context_id = $2
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+        deployment_id,
+    )
+    return row
+
+
 async def list_checkins(
     conn: asyncpg.Connection, course: Course, *, only_open: bool = False, limit: int = 200
 ) -> list[asyncpg.Record]:
@@ -164,8 +188,9 @@ async def upsert_response(
     pleasantness: int,
     note: str | None,
     anonymous: bool,
-) -> bool:
-    """Insert or replace the respondent's answer; True when it replaced an earlier one.
+) -> asyncpg.Record:
+    """Insert or replace the respondent's answer: the stored answer, and ``replaced`` (True
+    when it replaced an earlier one).
 
     ``previous`` are the respondent's pseudonyms under retired secrets, moved to the current
     one. Anonymous answers carry times rounded to the hour, so they cannot be matched with
@@ -181,7 +206,7 @@ async def upsert_response(
             respondent,
             previous,
         )
-    replaced: bool = await conn.fetchval(
+    row: asyncpg.Record = await conn.fetchrow(
         """
         INSERT INTO checkin_responses AS r (checkin_id, respondent, emotion, pleasantness, note,
                                             answered_at, updated_at)
@@ -191,7 +216,8 @@ async def upsert_response(
         ON CONFLICT (checkin_id, respondent) DO UPDATE
             SET emotion = excluded.emotion, pleasantness = excluded.pleasantness,
                 note = excluded.note, updated_at = excluded.updated_at
-        RETURNING (xmax <> 0)
+        RETURNING (xmax <> 0) AS replaced, r.emotion, r.pleasantness, r.note, r.answered_at,
+                  r.updated_at
         """,
         checkin_id,
         respondent,
@@ -200,7 +226,7 @@ async def upsert_response(
         note,
         anonymous,
     )
-    return replaced
+    return row
 
 
 async def own_responses(
