@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from services.checkins.roster import CONSUMER_NAME as ROSTER
 from services.launch import app as launch_service
 from shared.db import POOL_KEY
 from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -35,6 +36,7 @@ from tests.reliability.load import (
     audit,
     broker_restart_under_load,
     open_course,
+    settle,
     wait_for,
 )
 from tests.reliability.record import Figures, record
@@ -226,6 +228,31 @@ async def ready_status(session: aiohttp.ClientSession, url: str, service: str) -
         return 0
 
 
+_ROSTER_COUNTS = """
+SELECT count(*) AS produced,
+       count(*) FILTER (
+           WHERE EXISTS (SELECT 1 FROM consumed_events c
+                         WHERE c.consumer = $2 AND c.event_id = o.id)
+             AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                             WHERE d.consumer = $2
+                               AND position(convert_to(o.id::text, 'UTF8') in d.value) > 0)
+       ) AS applied
+FROM outbox o WHERE o.topic = $1
+"""
+
+
+async def roster_counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    """Launch events in the outbox, and those the roster consumer applied (not dead-lettered)."""
+    row = await pool.fetchrow(_ROSTER_COUNTS, topics.LAUNCH, ROSTER)
+    assert row is not None
+    return row["produced"], row["applied"]
+
+
+async def roster_caught_up(pool: asyncpg.Pool) -> bool:
+    produced, applied = await roster_counts(pool)
+    return produced == applied
+
+
 @pytest.mark.timeout(180)
 async def test_postgres_restart_under_launches_and_answers(
     infra: Infra,
@@ -280,6 +307,10 @@ async def test_postgres_restart_under_launches_and_answers(
             finally:
                 seconds = await load.stop()
         result = await audit(pool, load.tally, course)
+        # The checkins roster consumer (a real work consumer) must apply every launch event,
+        # the outage notwithstanding: retried, never parked as a dead letter.
+        await settle(lambda: roster_caught_up(pool), 30)
+        produced, applied = await roster_counts(pool)
     finally:
         await exits.aclose()
     tally = load.tally
@@ -289,6 +320,9 @@ async def test_postgres_restart_under_launches_and_answers(
         requests=tally.requests,
         errors=tally.errors,
         server_errors=tally.server_errors,
+        events_produced=produced,
+        events_consumed=applied,
+        events_lost=produced - applied,
         data_lost=result.data_lost,
         seconds=round(time.monotonic() - started, 1),
         note=f"{result.launches_acked} launches, {result.answers_acked} answers acknowledged; "
@@ -297,6 +331,7 @@ async def test_postgres_restart_under_launches_and_answers(
     record(figures)
     print(figures)
     assert result.data_lost == 0, (result.missing[:5], result.half_written[:5])
+    assert applied == produced, f"{produced - applied} launch events not applied by the roster"
     assert login_ready == 200
     print(sorted(t.get_name() for t in background))
     # No background task may end for good because the database went away for a while.
