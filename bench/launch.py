@@ -23,11 +23,12 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -69,13 +70,19 @@ class Target:
     pem: bytes
     login_method: str = "POST"
     pinned: bool = False
+    platforms: int = 1  # launches are spread over this many registered platforms
 
 
-def _claims(nonce: str, n: int, target: str) -> dict[str, Any]:
+def issuer_for(target: Target, n: int) -> str:
+    index = n % target.platforms
+    return ISSUER if index == 0 else f"https://p{index}.bench.example"
+
+
+def _claims(nonce: str, n: int, target: str, issuer: str) -> dict[str, Any]:
     now = int(time.time())
     lti = "https://purl.imsglobal.org/spec/lti/claim/"
     return {
-        "iss": ISSUER,
+        "iss": issuer,
         "aud": CLIENT_ID,
         "azp": CLIENT_ID,
         "sub": f"user-{n}",
@@ -117,8 +124,9 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
     ) as session:
 
         async def one(n: int) -> None:
+            issuer = issuer_for(target, n)
             params = {
-                "iss": ISSUER,
+                "iss": issuer,
                 "login_hint": f"user-{n}",
                 "target_link_uri": target.app_url,
                 "client_id": CLIENT_ID,
@@ -143,7 +151,7 @@ async def _client(target: Target, count: int, concurrency: int, offset: int) -> 
             query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
             if "nonce" not in query or "state" not in query:
                 return error("login_no_state")
-            token = _sign(key, _claims(query["nonce"], n, target.app_url))
+            token = _sign(key, _claims(query["nonce"], n, target.app_url, issuer))
             t2 = time.perf_counter()
             async with session.post(
                 target.launch_url,
@@ -279,6 +287,16 @@ def main() -> None:
     parser.add_argument("--login-method", choices=("POST", "GET"), default="POST")
     parser.add_argument("--peer", choices=("pylti1p3",), help="also drive this peer tool")
     parser.add_argument("--pin", action="store_true", help="services on CPU 1, generator on 0")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="then fill the store (--platforms, --nonces) and run the levels again",
+    )
+    parser.add_argument("--platforms", type=int, default=10_000, help="registered, for --scale")
+    parser.add_argument(
+        "--active-platforms", type=int, default=1000, help="launching during --scale"
+    )
+    parser.add_argument("--nonces", type=int, default=1_000_000, help="used nonces, for --scale")
     parser.add_argument("--database-url")
     parser.add_argument("--kafka")
     parser.add_argument("--json-out")
@@ -361,6 +379,25 @@ def main() -> None:
                 run_level(target, groups, level, args.count, args.warmup, args.procs, i * 10**6)
             )
             rows[-1]["idle_rss_mb"] = idle_rss
+        if args.scale:
+            started = time.perf_counter()
+            asyncio.run(_fill(stack.database_url, jwks_url, args.platforms, args.nonces))
+            print(f"scale: store filled in {time.perf_counter() - started:.0f} s", flush=True)
+            target = replace(target, platforms=min(args.active_platforms, args.platforms))
+            for i, level in enumerate(levels):
+                rows.append(
+                    run_level(
+                        target,
+                        groups,
+                        level,
+                        args.count,
+                        max(args.warmup, target.platforms),  # every active platform cached
+                        args.procs,
+                        (50 + i) * 10**6,
+                    )
+                )
+                rows[-1]["tool"] = "attune-scale"
+                rows[-1]["store"] = asyncio.run(_store_size(stack.database_url))
     if args.peer:
         port = free_port()
         proc = peer_tool.start(
@@ -401,12 +438,74 @@ def main() -> None:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
 
 
+async def _fill(database_url: str, jwks_url: str, platforms: int, nonces: int) -> None:
+    """The registration store and nonce table of a big installation at steady state.
+
+    ``platforms`` registrations with a deployment each (sharing the benchmark's JWKS, as hosted
+    Canvas schools share Instructure's), ``nonces`` used nonces whose expiry is spread from 10
+    minutes ago to the longest lifetime ahead (the older part is due for the purge during the
+    run), and as many launch records.
+    """
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, product) "
+            "SELECT 'https://p' || i || '.bench.example', $1, "
+            "'https://platform.bench.example/auth', $2, 'generic' "
+            "FROM generate_series(1, $3::int - 1) AS i ON CONFLICT DO NOTHING",
+            CLIENT_ID,
+            jwks_url,
+            platforms,
+        )
+        await conn.execute(
+            "INSERT INTO deployments (platform_id, deployment_id) "
+            "SELECT id, $1 FROM platforms ON CONFLICT DO NOTHING",
+            DEPLOYMENT,
+        )
+        await conn.execute(
+            "INSERT INTO used_nonces (nonce, expires_at) "
+            "SELECT md5(i::text) || '-' || i, now() + (random() * 970 - 600) * interval '1 s' "
+            "FROM generate_series(1, $1::int) AS i ON CONFLICT DO NOTHING",
+            nonces,
+        )
+        await conn.execute(
+            "INSERT INTO launches (id, platform_id, deployment_id, message_type, subject, "
+            "context_id, resource_link_id, roles, region, created_at) "
+            "SELECT gen_random_uuid(), p.id, $2, 'LtiResourceLinkRequest', 'user-' || i, "
+            "'course-' || (i % 5000), 'rl-1', "
+            "'{http://purl.imsglobal.org/vocab/lis/v2/membership#Learner}', 'bench', "
+            "now() - (i % 86400) * interval '1 s' "
+            "FROM generate_series(1, $1::int) AS i "
+            "JOIN platforms p ON p.id = (SELECT min(id) FROM platforms) + i % $3::int",
+            nonces,
+            DEPLOYMENT,
+            platforms,
+        )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def _store_size(database_url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM platforms) AS platforms, "
+            "(SELECT count(*) FROM used_nonces) AS used_nonces, "
+            "(SELECT count(*) FROM used_nonces WHERE expires_at < now()) AS expired_nonces, "
+            "(SELECT count(*) FROM launches) AS launches"
+        )
+        return dict(row)
+    finally:
+        await conn.close()
+
+
 ATTUNE_TOOL = ("login", "launch", "postgres")  # every Attune process on the path, and Postgres
 
 
 def tool_cpu(row: dict[str, Any]) -> float:
     cpu = row["cpu_ms_per_launch"]
-    if row["tool"] == "attune":
+    if row["tool"].startswith("attune"):
         return float(sum(cpu.get(name, 0.0) for name in ATTUNE_TOOL))
     return float(cpu["gunicorn"])
 
@@ -434,7 +533,8 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
             f"| {errors}{' ' + str(r['errors']) if errors else ''} |"
         )
     attune = {r["concurrency"]: r for r in rows if r["tool"] == "attune"}
-    peers = {r["concurrency"]: r for r in rows if r["tool"] != "attune"}
+    scaled = {r["concurrency"]: r for r in rows if r["tool"] == "attune-scale"}
+    peers = {r["concurrency"]: r for r in rows if not r["tool"].startswith("attune")}
     idle = next((r.get("idle_rss_mb") for r in rows if r.get("idle_rss_mb")), None)
     lines.append("")
     lines.append(
@@ -460,6 +560,24 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
                 f"| {c} | {a['launches_per_s'] / b['launches_per_s']:.2f}x "
                 f"| {tool_cpu(b) / tool_cpu(a):.2f}x "
                 f"| {b['ms']['launch'][99] / a['ms']['launch'][99]:.2f}x |"
+            )
+    if scaled:
+        store = next(iter(scaled.values())).get("store", {})
+        lines += [
+            "",
+            "Scale: " + ", ".join(f"{k} {v:,}" for k, v in store.items()) + " (after the run)",
+            "",
+            "| c | CPU per launch big ÷ small | launch p99 big ÷ small | login p99 big ÷ small |",
+            "|---|---|---|---|",
+        ]
+        for c, big in scaled.items():
+            if c not in attune:
+                continue
+            small = attune[c]
+            lines.append(
+                f"| {c} | {tool_cpu(big) / tool_cpu(small):.2f}x "
+                f"| {big['ms']['launch'][99] / small['ms']['launch'][99]:.2f}x "
+                f"| {big['ms']['login'][99] / small['ms']['login'][99]:.2f}x |"
             )
     return "\n".join(lines)
 

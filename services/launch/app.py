@@ -239,7 +239,7 @@ async def _purge_nonces(app: web.Application) -> None:
     while True:
         await asyncio.sleep(60)
         try:
-            await queries.purge_nonces(app[POOL_KEY])
+            await queries.purge_expired_nonces(app[POOL_KEY])
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Postgres down, restarting or timing out: try again next round, never end the task.
             log.warning("nonce_purge_failed", reason=type(exc).__name__)

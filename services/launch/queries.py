@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -85,9 +86,29 @@ async def record_held_deployment(pool: asyncpg.Pool, platform_id: int, deploymen
     )
 
 
+PURGE_BATCH = 5000
+
+
 async def purge_nonces(pool: asyncpg.Pool) -> int:
+    """Delete one bounded batch of expired nonces; returns how many. Replicas skip each
+    other's rows instead of waiting for them."""
     result = await pool.execute(
         "DELETE FROM used_nonces WHERE nonce IN ("
-        " SELECT nonce FROM used_nonces WHERE expires_at < now() LIMIT 10000)"
+        " SELECT nonce FROM used_nonces WHERE expires_at < now()"
+        " LIMIT $1 FOR UPDATE SKIP LOCKED)",
+        PURGE_BATCH,
     )
     return int(result.split()[-1])
+
+
+async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.05) -> int:
+    """Delete every expired nonce in bounded batches (under load more nonces expire per minute
+    than one batch holds), pausing between batches so none holds locks, a connection or the
+    CPU for long. Returns how many were deleted."""
+    total = 0
+    while True:
+        deleted = await purge_nonces(pool)
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+        await asyncio.sleep(pause_s)

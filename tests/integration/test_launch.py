@@ -196,3 +196,23 @@ async def test_app_page_is_served_through_the_gateway(stack: LtiStack) -> None:
             not in resp.headers["Content-Security-Policy"].split("script-src")[1].split(";")[0]
         )
         assert urlsplit(str(resp.url)).path == "/app/"
+
+
+async def test_expired_nonce_backlog_is_purged_in_bounded_batches(pool: asyncpg.Pool) -> None:
+    """More nonces expire per minute under load than one batch holds: the purge drains the
+    whole backlog (several batches) and keeps every nonce that can still stop a replay."""
+    from services.launch import queries
+
+    expired = queries.PURGE_BATCH * 2 + 123
+    await pool.execute(
+        "INSERT INTO used_nonces (nonce, expires_at) "
+        "SELECT 'old-' || i, now() - interval '1 minute' FROM generate_series(1, $1::int) i",
+        expired,
+    )
+    await pool.execute(
+        "INSERT INTO used_nonces (nonce, expires_at) "
+        "SELECT 'live-' || i, now() + interval '5 minutes' FROM generate_series(1, 50) i"
+    )
+    assert await queries.purge_expired_nonces(pool, pause_s=0) >= expired
+    assert await pool.fetchval("SELECT count(*) FROM used_nonces WHERE nonce LIKE 'old-%'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM used_nonces WHERE nonce LIKE 'live-%'") == 50
