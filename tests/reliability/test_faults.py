@@ -228,6 +228,59 @@ async def ready_status(session: aiohttp.ClientSession, url: str, service: str) -
         return 0
 
 
+async def test_audit_sees_missing_and_half_written_rows(
+    infra: Infra, pool: asyncpg.Pool, canvas: FakePlatform
+) -> None:
+    """The zeros above are not vacuous: the audit flags a launch without its event or used
+    nonce, an answer without its event, and an acknowledged answer that is not stored."""
+    stack, exits = await start_stack(infra, pool, **LOAD_SETTINGS)
+    try:
+        course = await open_course(stack, canvas, learners=2)
+        load = Load(course, infra.settings())
+        await load.start()
+
+        async def enough() -> bool:
+            return len(load.tally.launches) >= 3 and len(load.tally.answers) >= 3
+
+        await wait_for(enough, 30, "some launches and answers")
+        await load.stop()
+    finally:
+        await exits.aclose()
+    assert (await audit(pool, load.tally, course)).data_lost == 0
+    [(launch_a, _), (launch_b, sub_b), *_] = [
+        (lid, sub) for sub, lid in load.tally.launches.items()
+    ]
+    pairs = list(load.tally.answers)
+    await pool.execute(
+        "DELETE FROM outbox WHERE event_type = 'launch.completed'"
+        " AND convert_from(value, 'UTF8')::jsonb->'data'->>'launch_id' = $1",
+        launch_a,
+    )
+    nonce = next(a["nonce"] for a in canvas.auth_requests if a["login_hint"] == sub_b)
+    await pool.execute("DELETE FROM used_nonces WHERE nonce = $1", nonce)
+    await pool.execute(
+        "DELETE FROM outbox WHERE event_type = 'checkin.answered'"
+        " AND (convert_from(value, 'UTF8')::jsonb->'data'->>'checkin_id')::bigint = $1"
+        " AND convert_from(value, 'UTF8')::jsonb->'data'->>'respondent' = $2",
+        pairs[0][0],
+        pairs[0][1],
+    )
+    await pool.execute(
+        "DELETE FROM checkin_responses WHERE checkin_id = $1 AND respondent = $2", *pairs[1]
+    )
+    result = await audit(pool, load.tally, course)
+    assert result.missing == [f"answer {pairs[1]}"]
+    expected = {
+        f"launch {launch_a}: 0 events",
+        f"launch {launch_b}: nonce not used up",
+        f"answer {pairs[0]}: 0 events",
+        f"answer event {pairs[1]} without an answer",
+    }
+    rest = set(result.half_written) - expected
+    assert expected <= set(result.half_written)
+    assert len(rest) == 1 and "used nonces for" in rest.pop()
+
+
 _ROSTER_COUNTS = """
 SELECT count(*) AS produced,
        count(*) FILTER (
