@@ -130,7 +130,12 @@ class Api:
 
 
 class Load:
-    """Sustained launches and answers until ``stop()``; every outcome goes into ``tally``."""
+    """Sustained launches and answers until ``stop()``; every outcome goes into ``tally``.
+
+    ``launch_workers`` browsers launch back to back (a new subject each time); each learner of
+    the course answers check-in after check-in, the teacher creating them on demand.
+    ``pause_s`` is think time between a worker's requests (0: as fast as the stack answers).
+    """
 
     def __init__(
         self,

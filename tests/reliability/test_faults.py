@@ -1,5 +1,7 @@
 """Faults under load, each bounded in time: the broker killed and restarted while launches and
-check-in answers go on, and Postgres stopped and started under the same load.
+check-in answers go on, and Postgres stopped and started under the same load. Also: regression
+tests for what these scenarios found (a database outage answered as a 500; the nonce purge
+ending on a database error), and a check that the audit behind the zeros can fail.
 
 Figures go to ``tests/reliability/record.py`` (``scripts/reliability`` prints the table); the
 zeros (events lost, data lost) are asserted here as well.
