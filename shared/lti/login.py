@@ -13,6 +13,7 @@ from shared.lti.state import LoginState, StateCodec
 from shared.lti.urls import ToolUrls
 
 MAX_PARAM = 4096
+MAX_AUTH_PREFIXES = 50_000
 _STORAGE_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _REGION = re.compile(r"^[a-z0-9-]{1,32}$")
 CANVAS_ENVIRONMENTS = ("prod", "beta", "test")
@@ -101,6 +102,32 @@ class LoginFlow:
         self._registrations = registrations
         self._codec = codec
         self._urls = urls
+        # (auth endpoint, client_id) -> (the auth URL with its per-platform parameters encoded
+        # once, the platform origin): only login_hint, state and nonce are encoded per login.
+        self._auth_prefixes: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def _auth_prefix(self, auth: str, client_id: str) -> tuple[str, str]:
+        key = (auth, client_id)
+        known = self._auth_prefixes.get(key)
+        if known is not None:
+            return known
+        fixed = urlencode(
+            {
+                "scope": "openid",
+                "response_type": "id_token",
+                "response_mode": "form_post",
+                "prompt": "none",
+                "client_id": client_id,
+                "redirect_uri": self._urls.launch_url(),
+            }
+        )
+        parts = urlsplit(auth)
+        query = f"{parts.query}&{fixed}" if parts.query else fixed
+        prefix = urlunsplit(parts._replace(query=query, fragment=""))
+        if len(self._auth_prefixes) >= MAX_AUTH_PREFIXES:
+            self._auth_prefixes.clear()
+        known = self._auth_prefixes[key] = (prefix, f"{parts.scheme}://{parts.netloc}")
+        return known
 
     async def start(self, request: LoginRequest) -> LoginDecision:
         if not self._urls.is_ours(request.target_link_uri):
@@ -121,28 +148,17 @@ class LoginFlow:
             canvas_environment=env,
             storage_target=request.storage_target,
         )
-        auth = auth_endpoint(platform, env)
-        query = {
-            "scope": "openid",
-            "response_type": "id_token",
-            "response_mode": "form_post",
-            "prompt": "none",
-            "client_id": platform.client_id,
-            "redirect_uri": self._urls.launch_url(),
-            "login_hint": request.login_hint,
-            "state": token,
-            "nonce": state.nonce,
-        }
+        prefix, origin = self._auth_prefix(auth_endpoint(platform, env), platform.client_id)
+        # state and nonce are base64url and dot: nothing in them needs percent-encoding.
+        query = {"login_hint": request.login_hint, "state": token, "nonce": state.nonce}
         if request.lti_message_hint is not None:
             query["lti_message_hint"] = request.lti_message_hint
-        parts = urlsplit(auth)
-        merged = f"{parts.query}&{urlencode(query)}" if parts.query else urlencode(query)
         return LoginDecision(
             state_token=token,
             bind=bind,
             state=state,
-            auth_url=urlunsplit(parts._replace(query=merged)),
-            auth_origin=f"{parts.scheme}://{parts.netloc}",
+            auth_url=f"{prefix}&{urlencode(query)}",
+            auth_origin=origin,
         )
 
 

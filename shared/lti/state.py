@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -71,10 +71,13 @@ class StateCodec:
         storage_target: str | None,
     ) -> tuple[str, str, LoginState]:
         """Returns (state token, bind secret for the browser, the state)."""
-        bind = secrets.token_urlsafe(24)
+        # One read of the OS random source for the three values (bind 192, sid 96 and
+        # nonce 192 bits), instead of three.
+        rand = b64url(os.urandom(60))
+        bind, sid, nonce = rand[:32], rand[32:48], rand[48:]
         state = LoginState(
-            sid=secrets.token_urlsafe(12),
-            nonce=secrets.token_urlsafe(24),
+            sid=sid,
+            nonce=nonce,
             bind_hash=_hash(bind),
             platform_id=platform_id,
             issuer=issuer,
