@@ -1,0 +1,93 @@
+"""Print the reliability table from the JSON lines the scenarios recorded.
+
+    python -m tests.reliability.report FILE [--markdown-out PATH]
+
+Exit status 1 when any scenario lost an event or data, or answered bad input with a 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+
+from tests.reliability.record import load
+
+SUITES = ("fault", "soak", "fuzz", "abuse", "checks")
+
+
+def _errors(row: Mapping[str, object]) -> str:
+    errors = row.get("errors") or {}
+    assert isinstance(errors, dict)
+    if not errors:
+        return "-"
+    return ", ".join(f"{code} {n}" for code, n in sorted(errors.items(), key=lambda kv: -kv[1]))
+
+
+def _events(row: Mapping[str, object]) -> str:
+    produced, consumed = row.get("events_produced"), row.get("events_consumed")
+    if produced is None and consumed is None:
+        return "-"
+    return (
+        f"{produced if produced is not None else '-'} / {consumed if consumed is not None else '-'}"
+    )
+
+
+def table(rows: list[Mapping[str, object]]) -> str:
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            SUITES.index(str(r["suite"])) if r["suite"] in SUITES else 99,
+            r["scenario"],
+        ),
+    )
+    lines = [
+        "| suite | scenario | requests | errors by code | 5xx | events produced / consumed "
+        "| events lost | data lost | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['suite']} | {r['scenario']} | {r['requests']:,} | {_errors(r)} "
+            f"| {r['server_errors']} | {_events(r)} | {r['events_lost']} | {r['data_lost']} "
+            f"| {float(r.get('seconds') or 0):.1f} |"
+        )
+        note = r.get("note")
+        if note:
+            lines[-1] += f" <!-- {note} -->"
+    return "\n".join(lines)
+
+
+def failures(rows: list[Mapping[str, object]]) -> list[str]:
+    bad = []
+    for r in rows:
+        if r["events_lost"] or r["data_lost"]:
+            bad.append(f"{r['scenario']}: lost events or data")
+        if r["suite"] in ("fuzz", "abuse", "checks") and r["server_errors"]:
+            bad.append(f"{r['scenario']}: 5xx for bad input")
+    return bad
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("file")
+    parser.add_argument("--markdown-out")
+    args = parser.parse_args()
+    rows = load(args.file)
+    text = table(rows)
+    bad = failures(rows)
+    total = sum(int(str(r["requests"])) for r in rows)
+    verdict = f"{len(rows)} scenarios, {total:,} requests: " + (
+        "no event lost, no data lost, no 5xx for bad input." if not bad else "; ".join(bad)
+    )
+    print(text)
+    print()
+    print(verdict)
+    if args.markdown_out:
+        with open(args.markdown_out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n\n" + verdict + "\n")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
