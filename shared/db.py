@@ -18,6 +18,16 @@ from shared.web import SERVICE_KEY, SETTINGS_KEY, ReadinessCheck, add_readiness_
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 
+# What a background loop survives (and retries next round) while Postgres is down, restarting,
+# timing out or has just broken a pooled connection.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     """A pooled connection that skips asyncpg's per-release reset query.

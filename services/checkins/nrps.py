@@ -29,7 +29,7 @@ import asyncpg
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from shared.db import POOL_KEY
+from shared.db import DB_ERRORS, POOL_KEY
 from shared.http import HTTP_KEY, OutboundError, OutboundHttp
 from shared.keys.signer import SIGNER_KEY, ToolSigner
 from shared.logs import get_logger
@@ -357,7 +357,7 @@ async def nrps_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 busy = await sync_once(pool, client)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("nrps_worker_error", reason=type(exc).__name__)
                 busy = False
             if not busy:

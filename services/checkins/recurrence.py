@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 from aiohttp import web
 
-from shared.db import POOL_KEY
+from shared.db import DB_ERRORS, POOL_KEY
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.logs import get_logger
@@ -171,7 +171,7 @@ async def recurrence_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 busy = await create_due(pool, "checkins") == BATCH
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("checkin_recurrence_failed", reason=type(exc).__name__)
                 busy = False
             if not busy:

@@ -30,7 +30,7 @@ from services.checkins import queries
 from services.checkins.api import _learner, _own_answers, _teacher
 from services.checkins.privacy import Pseudonyms
 from services.checkins.queries import Course
-from shared.db import POOL_KEY
+from shared.db import DB_ERRORS, POOL_KEY
 from shared.errors import AttuneError
 from shared.logs import get_logger
 from shared.tasks import stop_task
@@ -374,7 +374,7 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await purge_expired(pool, days)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("checkins_retention_failed", reason=type(exc).__name__)
             await asyncio.sleep(PURGE_INTERVAL_S)
 
