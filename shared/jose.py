@@ -9,6 +9,7 @@ Only RS256 exists here: the algorithm is fixed by the code, never chosen by a to
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -114,9 +115,19 @@ class UnusableJwk(ValueError):
 
 
 def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims WITHOUT verification. Bounded in size; never trust the claims."""
+    """Header and claims WITHOUT verification. Bounded in size; never trust the claims.
+
+    A launch's id_token is peeked twice in one request (the per-platform rate limit, then the
+    pipeline): the last few results are kept, so it is decoded and parsed once. Callers must
+    not modify the returned dicts.
+    """
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenShapeError("token too large")
+    return _peek(token)
+
+
+@functools.lru_cache(maxsize=64)
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise TokenShapeError("not a compact JWS")
