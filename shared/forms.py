@@ -1,0 +1,51 @@
+"""Request bodies read safely: a body that cannot be decoded is the client's error, not ours.
+
+aiohttp's ``request.post()`` and ``request.text()`` raise whatever the decoding hits — an
+unknown ``charset`` (``LookupError``), bytes that are not in that charset
+(``UnicodeDecodeError``), a multipart body without or with a wrong boundary (``ValueError``),
+an unknown part encoding (``RuntimeError``) — and JSON nested deeper than the interpreter's
+recursion limit raises ``RecursionError``. None of these is a server fault; here they become a
+4xx with a stable code (``form_invalid``) or, for JSON, one ``ValueError`` the caller maps to
+its own code. Body size limits (413) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
+from multidict import MultiDictProxy
+
+from shared.errors import AttuneError
+
+_UNREADABLE = (ValueError, LookupError, RuntimeError, BadHttpMessage)
+
+
+class FormInvalid(AttuneError):
+    status = 400
+    code = "form_invalid"
+    title = "The form could not be read"
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """``request.post()``, or ``FormInvalid`` when the body cannot be decoded."""
+    try:
+        return await request.post()
+    except _UNREADABLE:
+        raise FormInvalid(
+            "The submitted form could not be decoded (its encoding or format is not valid)."
+        ) from None
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body parsed as JSON; ``ValueError`` for anything that is not decodable JSON
+    (unknown charset, invalid bytes, nesting too deep, integers too long)."""
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError, RecursionError) as exc:
+        raise ValueError("the body is not decodable JSON") from exc

@@ -1,0 +1,1267 @@
+"""Property tests of every input Attune reads from outside: check-in API bodies, login forms,
+signed launch tokens, dynamic registration documents, and bodies far over the size limits.
+
+Each scenario drives the real services (through the real gateway where a browser would) and
+holds, for every generated example:
+
+- never a 5xx: a 4xx with a stable JSON ``code`` from a known set, or success for valid input;
+- no ``unhandled_error`` (nor any error-level line) in the captured structured log;
+- nothing half-written: a refused request leaves no row (check-in, answer, launch, nonce,
+  platform, audit, outbox) behind, and an accepted one writes exactly its rows.
+
+The examples are derandomized (the same on every run) and bounded by ``max_examples``; figures
+(requests, refusals by code, 5xx) go to ``tests/reliability/record.py``. The launch fuzz of
+tests/integration/test_launch_negative.py leaves NUL, lone surrogates, NaN, non-form bodies and
+JWT headers out; those are what this file adds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from services.registration.app import create_app as registration_app
+from services.registration.cli import create_install_code, create_token
+from services.registration.toolconfig import PLATFORM_CONFIG, TOOL_CONFIG
+from shared.logs import configure_logging
+from shared.lti import claims as C
+from tests.conftest import Infra
+from tests.fakes.platform import Client, FakePlatform
+from tests.fakes.registration_platform import (
+    RegistrationPlatform,
+    form_value,
+    outbox_settled,
+    serve_app,
+    submit_install,
+)
+from tests.integration.test_checkins import launch_token
+from tests.integration.test_launch_negative import KNOWN_CODES as LTI_CODES
+from tests.integration.test_launch_negative import compact
+from tests.lti_support import LtiStack, auth_params, browser, platform_server, start_stack
+from tests.reliability.record import Figures, record
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.asyncio(loop_scope="module"),
+    # A shrunk example may still print a few hundred kilobytes; that is not a failure.
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
+
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="attune-hypothesis-"))
+
+FUZZ = hsettings(
+    max_examples=int(os.environ.get("ATTUNE_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+CODE_SHAPE = re.compile(r"^[a-z][a-z0-9_]{2,60}$")
+FORM_CODES = frozenset({"form_invalid", "request_too_large"})
+CHECKIN_CODES = frozenset(
+    {
+        "json_required",
+        "json_invalid",
+        "validation_failed",
+        "request_too_large",
+        "checkin_not_found",
+        "checkin_not_open",
+    }
+)
+REGISTRATION_CODES = frozenset(
+    {
+        "openid_configuration_url_invalid",
+        "openid_configuration_unreachable",
+        "openid_configuration_too_large",
+        "openid_configuration_malformed",
+        "openid_configuration_issuer_mismatch",
+        "openid_configuration_private_address",
+        "registration_token_invalid",
+        "registration_rejected",
+        "registration_response_invalid",
+        "registration_endpoint_unreachable",
+        "placements_invalid",
+        "form_invalid",
+    }
+)
+LAUNCH_CODES = LTI_CODES | FORM_CODES
+
+
+# --- generated values -------------------------------------------------------------------------
+
+# Strings Postgres, JSON encoders and HTML renderers trip on, mixed into ordinary text.
+NASTY = [
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "\udfff",
+    "x\udc80y",
+    "\ufeff",
+    "\u202e",
+    "\x1b[31m",
+    "<script>alert(1)</script>",
+    "'; DROP TABLE checkins; --",
+    "%00",
+    "\r\n",
+    "💥",
+    "NaN",
+]
+TEXT = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.one_of(st.text(max_size=8), st.sampled_from(NASTY)), max_size=5).map("".join),
+    st.integers(250, 5_000).map(lambda n: "q" * n),
+)
+NUMBER = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0]),
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | NUMBER | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as a lax client would send it: NaN/Infinity literals, lone surrogates escaped."""
+    return json.dumps(value, allow_nan=True).encode()
+
+
+def deep(n: int, kind: str) -> bytes:
+    if kind == "array":
+        return b"[" * n + b"]" * n
+    if kind == "object":
+        return b'{"a":' * n + b"1" + b"}" * n
+    return b'{"question":' + b"[" * n + b"]" * n + b"}"
+
+
+RAW = st.one_of(
+    st.binary(max_size=200),
+    st.tuples(st.integers(200, 3_000), st.sampled_from(["array", "object", "field"])).map(
+        lambda t: deep(*t)
+    ),
+    st.sampled_from(
+        [
+            b"",
+            b"NaN",
+            b"-Infinity",
+            b"1" * 5000,  # beyond Python's int digit limit
+            b'{"question": "q"',
+            b'\xef\xbb\xbf{"question": "q"}',
+            b'{"question": "\xff\xfe"}',
+            b'{"question": "q", "question": 7}',
+            '{"question": "é"}'.encode("utf-16"),
+        ]
+    ),
+)
+CONTENT_TYPES = st.one_of(
+    st.just("application/json"),
+    st.just("application/json"),
+    st.just("application/json; charset=utf-8"),
+    st.sampled_from(
+        [
+            "application/json; charset=latin-1",
+            "application/json; charset=utf-16",
+            "application/json; charset=bogus",
+            "application/json; charset=rot13",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "multipart/form-data; boundary=zz",
+            "application/jsonx",
+            "",
+        ]
+    ),
+)
+
+
+# --- captured logs -----------------------------------------------------------------------------
+
+
+# The embedded broker under a loaded 2-core machine makes aiokafka's consumers log fetch
+# timeouts at error level; that is the event pipeline's weather, not a reaction to the input.
+NOT_OURS = ("aiokafka",)
+
+
+class LogWatch(io.TextIOBase):
+    """The stream the in-process services log to (one JSON object a line). Only error-level
+    lines are kept (an ``unhandled_error`` is logged at error level with its traceback), so a
+    long run holds no log in memory; ``assert_clean`` checks none arrived since the last call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = ""
+        self.found: list[dict[str, Any]] = []
+        self.lines = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            self.lines += 1
+            if '"error"' not in line and '"critical"' not in line and "unhandled" not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if str(entry.get("logger", "")).startswith(NOT_OURS):
+                continue
+            if entry.get("level") in ("error", "critical") or entry.get("event") == (
+                "unhandled_error"
+            ):
+                self.found.append(entry)
+        return len(text)
+
+    def assert_clean(self, context: object) -> None:
+        found, self.found = self.found, []
+        assert not found, f"error logged for {context!r}: {found[0]}"
+
+
+@pytest.fixture(scope="module")
+def logs() -> Iterator[LogWatch]:
+    watch = LogWatch()
+    configure_logging(service="fuzz", level="INFO", fmt="json", stream=watch)  # type: ignore[arg-type]
+    yield watch
+    configure_logging(service="test", level="WARNING", fmt="json")
+
+
+@pytest.fixture(scope="module")
+def figures() -> Iterator[dict[str, Figures]]:
+    """One ``Figures`` per scenario, filled by its examples and recorded at the end."""
+    found: dict[str, Figures] = {}
+    yield found
+    for fig in found.values():
+        record(fig)
+
+
+def figure(found: dict[str, Figures], scenario: str, note: str = "") -> Figures:
+    return found.setdefault(scenario, Figures(scenario=scenario, suite="fuzz", note=note))
+
+
+@dataclass
+class Timer:
+    started: float = field(default_factory=time.monotonic)
+
+    def add_to(self, fig: Figures) -> None:
+        fig.seconds = round(fig.seconds + time.monotonic() - self.started, 3)
+
+
+def tally(fig: Figures, status: int, code: str | None) -> None:
+    fig.requests += 1
+    if status >= 500:
+        fig.server_errors += 1
+        fig.count(code or f"http_{status}")
+    elif status >= 400:
+        fig.count(code or f"http_{status}")
+
+
+async def refusal_code(status: int, text: str, allowed: frozenset[str], context: object) -> str:
+    """A 4xx body must be JSON with a stable code from ``allowed``."""
+    assert 400 <= status < 500, (status, context, text[:300])
+    body = json.loads(text)
+    code = body["error"]["code"]
+    assert isinstance(code, str) and CODE_SHAPE.match(code), body
+    assert code in allowed, (code, context)
+    return code
+
+
+# --- the stack -----------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_pool(infra: Infra) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=10)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+NO_LIMITS = {
+    "rate_limit_ip_per_s": 1e6,
+    "rate_limit_ip_burst": 1e6,
+    "rate_limit_platform_per_s": 1e6,
+    "rate_limit_platform_burst": 1e6,
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(infra: Infra, module_pool: asyncpg.Pool, logs: LogWatch) -> AsyncIterator[LtiStack]:
+    s, exits = await start_stack(infra, module_pool, http_timeout_s=1.0, **NO_LIMITS)
+    try:
+        yield s
+    finally:
+        await exits.aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def canvas() -> AsyncIterator[FakePlatform]:
+    async for p in platform_server("canvas"):
+        yield p
+
+
+@dataclass
+class Course:
+    stack: LtiStack
+    platform: FakePlatform
+    client: Client
+    platform_id: int
+    teacher: str
+    students: list[str]
+    session: aiohttp.ClientSession
+
+    @property
+    def api(self) -> str:
+        return f"{self.stack.url}/api/checkins/checkins"
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.stack.pool
+
+    async def send(
+        self, method: str, url: str, token: str, data: bytes, content_type: str
+    ) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with self.session.request(method, url, data=data, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def course(stack: LtiStack, canvas: FakePlatform) -> AsyncIterator[Course]:
+    client = canvas.add_client(stack.redirect_uris())
+    platform_id = await stack.register(canvas, client)
+    teacher = await launch_token(stack.url, canvas, client, "fuzz-teacher", teacher=True)
+    students = [await launch_token(stack.url, canvas, client, f"fuzz-s{i}") for i in range(2)]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield Course(stack, canvas, client, platform_id, teacher, students, session)
+
+
+# --- check-in API -------------------------------------------------------------------------------
+
+
+def _iso_in(days: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "question": st.one_of(st.just("How are you?"), TEXT, JSON),
+    "vocabulary": st.one_of(st.sampled_from(["full", "simple"]), JSON),
+    "allow_note": st.one_of(st.booleans(), JSON),
+    "anonymous": st.one_of(st.just(False), JSON),
+    "opens_at": st.one_of(st.floats(-1, 3).map(_iso_in), TEXT, JSON),
+    "closes_at": st.one_of(st.floats(0.1, 400).map(_iso_in), TEXT, JSON),
+    "response_kind": st.one_of(st.just("emotion"), JSON),
+    "recurrence": st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {
+                "every": st.one_of(st.sampled_from(["daily", "weekly"]), JSON),
+                "timezone": st.one_of(st.sampled_from(["UTC", "Europe/Paris"]), TEXT),
+            },
+            optional={"days": st.one_of(st.lists(st.integers(0, 8), max_size=8), JSON)},
+        ),
+        JSON,
+    ),
+}
+SHAPED = st.fixed_dictionaries({}, optional=FIELD_VALUES).flatmap(
+    lambda d: st.dictionaries(TEXT, JSON, max_size=2).map(lambda extra: {**extra, **d})
+)
+# Valid but for the question text: the nasty strings reach the database layer.
+VALID = st.fixed_dictionaries(
+    {"question": st.one_of(st.just("How are you?"), TEXT)},
+    optional={
+        "allow_note": st.booleans(),
+        "vocabulary": st.sampled_from(["full", "simple"]),
+        "closes_at": st.floats(0.1, 30).map(_iso_in),
+    },
+)
+CHECKIN_BODY = st.one_of(
+    VALID.map(dumps), VALID.map(dumps), SHAPED.map(dumps), JSON.map(dumps), RAW
+)
+
+
+@dataclass(frozen=True)
+class Mark:
+    checkin_id: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Writes:
+    """Rows and events written since a ``Mark``, leaving out the recurrence scheduler's own
+    (a recurring check-in that has opened spawns its successor, with ``recurs_from``)."""
+
+    checkin_ids: frozenset[int]
+    events: tuple[tuple[str, str], ...]  # (type, subject)
+
+
+async def mark(pool: asyncpg.Pool) -> Mark:
+    return Mark(
+        int(await pool.fetchval("SELECT coalesce(max(id), 0) FROM checkins")),
+        int(await pool.fetchval("SELECT coalesce(max(seq), 0) FROM outbox")),
+    )
+
+
+async def writes_since(pool: asyncpg.Pool, since: Mark) -> Writes:
+    ids = {
+        r["id"] for r in await pool.fetch("SELECT id FROM checkins WHERE id > $1", since.checkin_id)
+    }
+    events = []
+    for row in await pool.fetch(
+        "SELECT event_type, value FROM outbox WHERE seq > $1 ORDER BY seq", since.seq
+    ):
+        event = json.loads(row["value"])
+        if "recurs_from" in event["data"]:
+            ids.discard(event["data"]["checkin_id"])
+            continue
+        events.append((row["event_type"], event["subject"]))
+    return Writes(frozenset(ids), tuple(events))
+
+
+NOTHING = Writes(frozenset(), ())
+
+
+def error_of(status: int, text: str) -> str | None:
+    if status < 400:
+        return None
+    try:
+        return str(json.loads(text)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@FUZZ
+@given(body=CHECKIN_BODY, content_type=CONTENT_TYPES)
+async def test_checkin_create_fuzz(
+    course: Course, logs: LogWatch, figures: dict[str, Figures], body: bytes, content_type: str
+) -> None:
+    fig = figure(figures, "checkin_create_payloads")
+    timer = Timer()
+    since = await mark(course.pool)
+    status, text = await course.send("POST", course.api, course.teacher, body, content_type)
+    tally(fig, status, error_of(status, text))
+    timer.add_to(fig)
+    written = await writes_since(course.pool, since)
+    context = (body[:200], content_type)
+    if status == 201:
+        created = json.loads(text)
+        stored = await course.pool.fetchval(
+            "SELECT question FROM checkins WHERE id = $1", created["id"]
+        )
+        assert stored == created["question"]
+        assert written == Writes(
+            frozenset({created["id"]}), (("checkin.created", f"checkin:{created['id']}"),)
+        ), written
+    else:
+        await refusal_code(status, text, CHECKIN_CODES, context)
+        if written != NOTHING:
+            fig.data_lost += 1
+        assert written == NOTHING, f"a refused create left rows behind: {context!r} {written}"
+    logs.assert_clean(context)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def open_checkin(course: Course) -> int:
+    status, text = await course.send(
+        "POST",
+        course.api,
+        course.teacher,
+        dumps({"question": "Edit me", "allow_note": True}),
+        "application/json",
+    )
+    assert status == 201, text
+    return int(json.loads(text)["id"])
+
+
+async def checkin_snapshot(course: Course, checkin_id: int) -> tuple[Any, ...]:
+    row = await course.pool.fetchrow("SELECT * FROM checkins WHERE id = $1", checkin_id)
+    assert row is not None
+    return tuple(row.values())
+
+
+EDIT_BODY = st.one_of(SHAPED.map(lambda d: {k: v for k, v in d.items() if k != "anonymous"}), JSON)
+
+
+@FUZZ
+@given(body=st.one_of(EDIT_BODY.map(dumps), RAW), content_type=CONTENT_TYPES)
+async def test_checkin_edit_fuzz(
+    course: Course,
+    open_checkin: int,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    body: bytes,
+    content_type: str,
+) -> None:
+    fig = figure(figures, "checkin_edit_payloads")
+    timer = Timer()
+    url = f"{course.api}/{open_checkin}"
+    before_row = await checkin_snapshot(course, open_checkin)
+    since = await mark(course.pool)
+    status, text = await course.send("PATCH", url, course.teacher, body, content_type)
+    tally(fig, status, error_of(status, text))
+    timer.add_to(fig)
+    context = (body[:200], content_type)
+    written = await writes_since(course.pool, since)
+    if status == 200:
+        assert written == Writes(frozenset(), (("checkin.updated", f"checkin:{open_checkin}"),))
+    else:
+        await refusal_code(status, text, CHECKIN_CODES, context)
+        unchanged = await checkin_snapshot(course, open_checkin) == before_row
+        if not unchanged or written != NOTHING:
+            fig.data_lost += 1
+        assert unchanged, f"a refused edit changed the row: {context!r}"
+        assert written == NOTHING, f"a refused edit wrote: {context!r} {written}"
+    logs.assert_clean(context)
+
+
+ANSWER_BODY = st.one_of(
+    st.fixed_dictionaries(
+        {"emotion": st.sampled_from(["sad", "happy", "okay", "calm", "proud"])},
+        optional={"note": st.one_of(st.none(), TEXT)},
+    ).map(dumps),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "emotion": st.one_of(st.sampled_from(["sad", "happy", "okay", "calm"]), TEXT, JSON),
+            "note": st.one_of(st.none(), TEXT, JSON),
+        },
+    ).map(dumps),
+    JSON.map(dumps),
+    RAW,
+)
+
+
+async def answers(course: Course, checkin_id: int) -> dict[str, tuple[Any, ...]]:
+    rows = await course.pool.fetch(
+        "SELECT respondent, emotion, note, updated_at FROM checkin_responses WHERE checkin_id = $1",
+        checkin_id,
+    )
+    return {r["respondent"]: tuple(r.values()) for r in rows}
+
+
+@FUZZ
+@given(body=ANSWER_BODY, content_type=CONTENT_TYPES, who=st.integers(0, 1))
+async def test_checkin_answer_fuzz(
+    course: Course,
+    open_checkin: int,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    body: bytes,
+    content_type: str,
+    who: int,
+) -> None:
+    fig = figure(figures, "checkin_answer_payloads")
+    timer = Timer()
+    url = f"{course.api}/{open_checkin}/response"
+    before = await answers(course, open_checkin)
+    since = await mark(course.pool)
+    status, text = await course.send("PUT", url, course.students[who], body, content_type)
+    tally(fig, status, error_of(status, text))
+    timer.add_to(fig)
+    context = (body[:200], content_type)
+    after = await answers(course, open_checkin)
+    written = await writes_since(course.pool, since)
+    assert set(after) <= {"fuzz-s0", "fuzz-s1"}, after
+    if status in (200, 201):
+        answer = json.loads(text)
+        assert after[f"fuzz-s{who}"][1] == answer["emotion"]
+        assert (status == 201) == (f"fuzz-s{who}" not in before)
+        assert written == Writes(frozenset(), (("checkin.answered", f"checkin:{open_checkin}"),))
+    else:
+        await refusal_code(status, text, CHECKIN_CODES, context)
+        if after != before or written != NOTHING:
+            fig.data_lost += 1
+        assert after == before, f"a refused answer changed the data: {context!r}"
+        assert written == NOTHING, f"a refused answer wrote: {context!r} {written}"
+    logs.assert_clean(context)
+
+
+async def test_checkin_regressions(course: Course, open_checkin: int, logs: LogWatch) -> None:
+    """The inputs this file found answering 500 (each one now a 4xx with its code)."""
+    answer_url = f"{course.api}/{open_checkin}/response"
+    cases: list[tuple[str, str, str, bytes, str, int, str]] = [
+        ("POST", course.api, course.teacher, b"[" * 5000, "application/json", 400, "json_invalid"),
+        ("POST", course.api, course.teacher, b'{"question":"a\\u0000b"}', "application/json",
+         422, "validation_failed"),
+        ("POST", course.api, course.teacher, b'{"question":"a\\ud800"}', "application/json",
+         422, "validation_failed"),
+        ("POST", course.api, course.teacher, b'{"question":"q","vocabulary":["full"]}',
+         "application/json", 422, "validation_failed"),
+        ("POST", course.api, course.teacher, b'{"question":"q"}',
+         "application/json; charset=bogus", 400, "json_invalid"),
+        ("PATCH", f"{course.api}/{open_checkin}", course.teacher, b'{"vocabulary":{}}',
+         "application/json", 422, "validation_failed"),
+        ("PUT", answer_url, course.students[0], b'{"emotion":"sad","note":"a\\u0000b"}',
+         "application/json", 422, "validation_failed"),
+        ("PUT", answer_url, course.students[0], b'{"emotion":"sad","note":"\\udc00"}',
+         "application/json", 422, "validation_failed"),
+    ]  # fmt: skip
+    since = await mark(course.pool)
+    for method, url, token, data, content_type, status, code in cases:
+        got, text = await course.send(method, url, token, data, content_type)
+        assert (got, error_of(got, text)) == (status, code), (data, text[:200])
+    assert await writes_since(course.pool, since) == NOTHING
+    assert await answers(course, open_checkin) == {}
+    logs.assert_clean("regressions")
+
+
+# --- login forms ------------------------------------------------------------------------------
+
+LOGIN_FIELDS = [
+    "iss",
+    "login_hint",
+    "target_link_uri",
+    "client_id",
+    "lti_deployment_id",
+    "lti_message_hint",
+    "canvas_environment",
+    "canvas_region",
+    "lti_storage_target",
+    "extra",
+]
+LOGIN_CHANGES = st.dictionaries(
+    st.sampled_from(LOGIN_FIELDS), st.one_of(st.none(), TEXT), min_size=1, max_size=3
+)
+FORM_TYPES = st.one_of(
+    st.just("application/x-www-form-urlencoded"),
+    st.just("application/x-www-form-urlencoded"),
+    st.sampled_from(
+        [
+            "application/x-www-form-urlencoded; charset=bogus",
+            "application/x-www-form-urlencoded; charset=utf-16",
+            "multipart/form-data",
+            "multipart/form-data; boundary=zz",
+            "application/json",
+            "text/plain",
+            "",
+        ]
+    ),
+)
+
+
+def encode_pairs(params: dict[str, str]) -> bytes:
+    """``application/x-www-form-urlencoded`` the way a sloppy client writes it: lone surrogates
+    go out as their (invalid) UTF-8 bytes instead of failing on the client."""
+    return b"&".join(
+        quote(k.encode("utf-8", "surrogatepass"), safe="").encode()
+        + b"="
+        + quote(v.encode("utf-8", "surrogatepass"), safe="").encode()
+        for k, v in params.items()
+    )
+
+
+LAUNCH_TABLES = ("launches", "used_nonces", "outbox", "deployment_sightings")
+
+
+async def launch_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    return {t: int(await pool.fetchval(f"SELECT count(*) FROM {t}")) for t in LAUNCH_TABLES}
+
+
+@FUZZ
+@given(
+    changes=LOGIN_CHANGES,
+    method=st.sampled_from(["GET", "POST", "POST"]),
+    content_type=FORM_TYPES,
+    raw=st.one_of(st.none(), RAW),
+)
+async def test_login_form_fuzz(
+    course: Course,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    changes: dict[str, str | None],
+    method: str,
+    content_type: str,
+    raw: bytes | None,
+) -> None:
+    fig = figure(figures, "login_form_fields")
+    timer = Timer()
+    params = {
+        "iss": course.platform.issuer,
+        "login_hint": "fuzz-user",
+        "target_link_uri": f"{course.stack.url}/app",
+        "client_id": course.client.client_id,
+        "lti_deployment_id": course.client.deployment_id,
+    }
+    for name, value in changes.items():
+        if value is None:
+            params.pop(name, None)
+        else:
+            params[name] = value
+    body = encode_pairs(params) if raw is None or method == "GET" else raw
+    # A request line over aiohttp's 8190-byte limit never reaches Attune (test_long_url).
+    assume(len(body) < 7000 or method == "POST")
+    url = f"{course.stack.url}/lti/login"
+    headers = {"Accept": "application/json"}
+    before = await launch_counts(course.pool)
+    if method == "GET":
+        url = f"{url}?{body.decode('latin-1')}"
+        body = b""
+    elif content_type:
+        headers["Content-Type"] = content_type
+    async with course.session.request(
+        method, url, data=body, headers=headers, allow_redirects=False
+    ) as resp:
+        status, text, cookies = (
+            resp.status,
+            await resp.text(),
+            resp.headers.getall("Set-Cookie", []),
+        )
+        location = resp.headers.get("Location", "")
+    tally(fig, status, error_of(status, text))
+    timer.add_to(fig)
+    context = (method, body[:200], content_type, changes)
+    if status in (200, 302):
+        assert cookies, "a login that goes on must bind the state to the browser"
+        if status == 302:
+            assert location.startswith(course.platform.auth_url), location
+    else:
+        await refusal_code(status, text, LAUNCH_CODES, context)
+        assert not cookies and not location, context
+    assert await launch_counts(course.pool) == before, "a login wrote to the database"
+    logs.assert_clean(context)
+
+
+# --- signed launch tokens: JWT header and claims --------------------------------------------
+
+HEADER_FIELDS = ["alg", "kid", "typ", "cty", "crit", "jku", "jwk", "x5u", "x5c", "b64", "zip"]
+CLAIM_FIELDS = [
+    "iss",
+    "aud",
+    "azp",
+    "sub",
+    "nonce",
+    "exp",
+    "iat",
+    "nbf",
+    "name",
+    C.VERSION,
+    C.DEPLOYMENT_ID,
+    C.MESSAGE_TYPE,
+    C.TARGET_LINK_URI,
+    C.ROLES,
+    C.RESOURCE_LINK,
+    C.CONTEXT,
+    C.CUSTOM,
+    C.DEEP_LINKING_SETTINGS,
+]
+NESTED = [(C.CONTEXT, "id"), (C.CONTEXT, "title"), (C.RESOURCE_LINK, "id"), (C.CUSTOM, "x")]
+
+
+@FUZZ
+@given(
+    header=st.dictionaries(st.sampled_from(HEADER_FIELDS), JSON, max_size=3),
+    claims=st.dictionaries(st.sampled_from(CLAIM_FIELDS), JSON, max_size=3),
+    nested=st.dictionaries(st.sampled_from(NESTED), JSON, max_size=2),
+)
+async def test_launch_jwt_fuzz(
+    course: Course,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    nested: dict[tuple[str, str], Any],
+) -> None:
+    """Signed with the platform's real key, so every change reaches the checks behind the
+    signature; values include NaN, Infinity, NUL, lone surrogates and 70-bit integers."""
+    fig = figure(figures, "launch_jwt_header_and_claims")
+    platform, client = course.platform, course.client
+    async with browser() as b:
+        params = await auth_params(b, course.stack.url, platform, client)
+        body = {**platform.claims(client, nonce=params["nonce"]), **claims}
+        for (claim, name), value in nested.items():
+            if isinstance(body.get(claim), dict):
+                body[claim] = {**body[claim], name: value}
+        head = {"alg": "RS256", "kid": platform.current.kid, "typ": "JWT", **header}
+        token = compact(head, body, platform.current)
+        before = await launch_counts(course.pool)
+        timer = Timer()
+        resp = await b.post(
+            f"{course.stack.url}/lti/launch",
+            data={"id_token": token, "state": params["state"]},
+            headers={"Accept": "application/json"},
+        )
+        text = await resp.text()
+        tally(fig, resp.status, error_of(resp.status, text))
+        timer.add_to(fig)
+    context = (header, claims, nested)
+    after = await launch_counts(course.pool)
+    if resp.status == 303:
+        for table in ("launches", "used_nonces"):
+            assert after[table] == before[table] + 1, (table, before, after)
+    else:
+        await refusal_code(resp.status, text, LAUNCH_CODES, context)
+        if after != before:
+            fig.data_lost += 1
+        assert after == before, f"a refused launch left rows behind: {context!r}"
+        assert token not in text
+    logs.assert_clean(context)
+
+
+@FUZZ
+@given(raw=RAW, content_type=FORM_TYPES, with_state=st.booleans())
+async def test_launch_body_fuzz(
+    course: Course,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    raw: bytes,
+    content_type: str,
+    with_state: bool,
+) -> None:
+    """Launch bodies that are not a form at all, with and without a real login state."""
+    fig = figure(figures, "launch_form_bodies")
+    async with browser() as b:
+        body = raw
+        if with_state:
+            params = await auth_params(b, course.stack.url, course.platform, course.client)
+            body = f"state={params['state']}&id_token=".encode() + raw
+        before = await launch_counts(course.pool)
+        timer = Timer()
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        resp = await b.post(f"{course.stack.url}/lti/launch", data=body, headers=headers)
+        text = await resp.text()
+        tally(fig, resp.status, error_of(resp.status, text))
+        timer.add_to(fig)
+    context = (raw[:200], content_type, with_state)
+    await refusal_code(resp.status, text, LAUNCH_CODES, context)
+    assert await launch_counts(course.pool) == before
+    logs.assert_clean(context)
+
+
+async def test_form_regressions(course: Course, logs: LogWatch) -> None:
+    """Bodies that answered 500 before ``shared.forms.read_form``: now 400 form_invalid."""
+    url = course.stack.url
+    cases = [
+        ("/lti/login", "application/x-www-form-urlencoded; charset=bogus", b"iss=x&client_id=1"),
+        ("/lti/login", "application/x-www-form-urlencoded", b"iss=x\xff&client_id=1"),
+        ("/lti/login", "multipart/form-data", b"garbage"),
+        ("/lti/login", "multipart/form-data; boundary=b", b"--b\r\n\r\nx\r\n--b--\r\n"),
+        ("/lti/launch", "application/x-www-form-urlencoded", b"state=x\xff"),
+        ("/lti/launch", "multipart/form-data", b"garbage"),
+        ("/lti/launch", "application/x-www-form-urlencoded; charset=bogus", b"state=x"),
+    ]
+    for path, content_type, body in cases:
+        async with course.session.post(
+            url + path,
+            data=body,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        ) as resp:
+            assert resp.status == 400, (path, content_type, await resp.text())
+            assert (await resp.json())["error"]["code"] == "form_invalid"
+    logs.assert_clean("form regressions")
+
+
+# --- dynamic registration documents ---------------------------------------------------------
+
+DROP = "<drop>"  # a sentinel: leave the key out
+ACCOUNT_NAME = "https://canvas.instructure.com/lti/account_name"
+CANVAS_PRIVACY = "https://canvas.instructure.com/lti/privacy_level"
+
+
+@dataclass
+class FuzzPlatform(RegistrationPlatform):
+    """A fake Moodle or Canvas whose configuration and registration answers the test sets."""
+
+    config_body: bytes | None = None
+    reply: Callable[[dict[str, Any]], tuple[int, bytes]] | None = None
+
+    async def _configuration(self, request: web.Request) -> web.StreamResponse:
+        if self.config_body is None:
+            return await super()._configuration(request)
+        self.config_requests += 1
+        if not self._authorized(request):
+            return web.Response(status=401, text="Unauthorized")
+        return web.Response(body=self.config_body, content_type="application/json")
+
+    async def _register(self, request: web.Request) -> web.Response:
+        if self.reply is None:
+            return await super()._register(request)
+        body = await request.json()
+        self.registrations.append(body)
+        if not self._authorized(request):
+            return web.Response(status=401, text="Unauthorized")
+        status, answer = self.reply(body)
+        return web.Response(status=status, body=answer, content_type="application/json")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def registration(
+    infra: Infra, module_pool: asyncpg.Pool, logs: LogWatch
+) -> AsyncIterator[str]:
+    runner, url = await serve_app(registration_app(infra.settings(http_timeout_s=1.0, **NO_LIMITS)))
+    try:
+        yield url
+    finally:
+        await outbox_settled(module_pool)
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def lms_pair() -> AsyncIterator[dict[str, FuzzPlatform]]:
+    platforms = {f: FuzzPlatform(f) for f in ("moodle", "canvas")}
+    for p in platforms.values():
+        await p.start()
+    try:
+        yield platforms
+    finally:
+        for p in platforms.values():
+            await p.stop()
+
+
+@dataclass(frozen=True)
+class RegistrationState:
+    platforms: int
+    audit: int
+    events: int
+
+
+async def registration_state(pool: asyncpg.Pool) -> RegistrationState:
+    return RegistrationState(
+        int(await pool.fetchval("SELECT count(*) FROM platforms")),
+        int(await pool.fetchval("SELECT count(*) FROM registration_audit")),
+        int(await pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE '%registration%'")),
+    )
+
+
+async def register_once(
+    url: str,
+    pool: asyncpg.Pool,
+    session: aiohttp.ClientSession,
+    platform: FuzzPlatform,
+    code: str,
+) -> tuple[int, str, str | None, bool]:
+    """The whole dynamic registration as the LMS and its admin drive it: open the install
+    page, submit it with a fresh install code. Returns (status, body, code, install code used)."""
+    platform.new_token()
+    resp = await session.get(
+        f"{url}/lti/register",
+        params=platform.start_params(),
+        headers={"Accept": "application/json"},
+    )
+    status, text = resp.status, await resp.text()
+    if status == 200:
+        resp = await submit_install(
+            session,
+            url,
+            form_value(text),
+            placements=["course_navigation"] if platform.flavour == "canvas" else [],
+            credential=("install_code", code),
+            json_errors=True,
+        )
+        status, text = resp.status, await resp.text()
+    used = await pool.fetchval(
+        "SELECT used_at IS NOT NULL FROM install_codes WHERE code_hash = sha256($1::text::bytea)",
+        code,
+    )
+    return status, text, error_of(status, text), bool(used)
+
+
+# A designed answer to an unreachable or failing platform (the tool's upstream): 502.
+UPSTREAM_CODES = frozenset(
+    {"openid_configuration_unreachable", "registration_endpoint_unreachable"}
+)
+
+
+async def check_registration(
+    fig: Figures,
+    logs: LogWatch,
+    pool: asyncpg.Pool,
+    before: RegistrationState,
+    outcome: tuple[int, str, str | None, bool],
+    context: object,
+) -> None:
+    status, text, code, used = outcome
+    tally(fig, status if code not in UPSTREAM_CODES else 400, code)
+    after = await registration_state(pool)
+    if status == 200:
+        assert used, "a stored registration must use up its install code"
+        assert after == RegistrationState(before.platforms + 1, before.audit + 1, before.events + 1)
+    else:
+        if status == 502:
+            assert code in UPSTREAM_CODES, (code, context)
+        else:
+            await refusal_code(status, text, REGISTRATION_CODES, context)
+        if after != before or used:
+            fig.data_lost += 1
+        assert after == before, f"a refused registration stored something: {context!r}"
+        assert not used, "a refused registration used up the install code"
+    logs.assert_clean(context)
+
+
+def mutate(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(doc)
+    for key, value in changes.items():
+        if value is DROP:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+# Drawn as a marker and built in the test: a 300 kB argument would make Hypothesis print it.
+HUGE = b"<huge>"
+
+
+def huge(raw: bytes) -> bytes:
+    """Over the 256 KiB bound on what Attune reads from a platform."""
+    return b'{"padding": "' + b"x" * 300_000 + b'"}' if raw == HUGE else raw
+
+
+CONFIG_KEYS = [
+    "issuer",
+    "authorization_endpoint",
+    "registration_endpoint",
+    "jwks_uri",
+    "token_endpoint",
+    "response_types_supported",
+    "id_token_signing_alg_values_supported",
+    "token_endpoint_auth_methods_supported",
+    "scopes_supported",
+    PLATFORM_CONFIG,
+]
+PLATFORM_KEYS = ["product_family_code", "version", "messages_supported", ACCOUNT_NAME, "variables"]
+MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {"type": st.one_of(st.just("LtiDeepLinkingRequest"), TEXT)},
+        optional={"placements": st.one_of(st.lists(TEXT, max_size=3), JSON)},
+    ),
+    max_size=3,
+)
+PLATFORM_VALUES = st.one_of(st.just(DROP), TEXT, JSON, MESSAGES)
+# A path suffix keeps the issuer or an endpoint on the platform's own origin, so the nasty
+# text gets past the origin check and on to storage and the install page.
+SUFFIX = st.tuples(st.sampled_from(["/", "/x?", "/#"]), TEXT).map("".join)
+
+
+@FUZZ
+@given(
+    flavour=st.sampled_from(["moodle", "canvas"]),
+    changes=st.dictionaries(
+        st.sampled_from(CONFIG_KEYS), st.one_of(st.just(DROP), JSON), max_size=2
+    ),
+    suffixes=st.dictionaries(st.sampled_from(CONFIG_KEYS[:5]), SUFFIX, max_size=2),
+    platform_changes=st.dictionaries(st.sampled_from(PLATFORM_KEYS), PLATFORM_VALUES, max_size=3),
+    raw=st.one_of(st.none(), st.none(), st.none(), RAW, st.just(HUGE)),
+)
+async def test_registration_configuration_fuzz(
+    registration: str,
+    lms_pair: dict[str, FuzzPlatform],
+    course: Course,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    flavour: str,
+    changes: dict[str, Any],
+    suffixes: dict[str, str],
+    platform_changes: dict[str, Any],
+    raw: bytes | None,
+) -> None:
+    fig = figure(figures, "registration_openid_configuration")
+    platform = lms_pair[flavour]
+    doc = platform.configuration()
+    for key, suffix in suffixes.items():
+        doc[key] = doc[key] + suffix
+    doc = mutate(doc, changes)
+    if isinstance(doc.get(PLATFORM_CONFIG), dict):
+        doc[PLATFORM_CONFIG] = mutate(doc[PLATFORM_CONFIG], platform_changes)
+    platform.config_body = dumps(doc) if raw is None else huge(raw)
+    platform.reply = None
+    code, _ = await create_install_code(course.pool, label="fuzz", ttl_s=3600)
+    before = await registration_state(course.pool)
+    timer = Timer()
+    outcome = await register_once(registration, course.pool, course.session, platform, code)
+    timer.add_to(fig)
+    context = (flavour, changes, suffixes, platform_changes, raw and raw[:100])
+    await check_registration(fig, logs, course.pool, before, outcome, context)
+
+
+ANSWER_KEYS = ["client_id", "scope", TOOL_CONFIG, "redirect_uris", "client_name", "extra"]
+TOOL_KEYS = ["deployment_id", "claims", "messages", CANVAS_PRIVACY, "domain", "target_link_uri"]
+
+
+@FUZZ
+@given(
+    flavour=st.sampled_from(["moodle", "canvas"]),
+    status=st.sampled_from([200, 200, 200, 201, 400, 401, 422, 500, 503]),
+    changes=st.dictionaries(
+        st.sampled_from(ANSWER_KEYS), st.one_of(st.just(DROP), JSON), max_size=2
+    ),
+    tool_changes=st.dictionaries(st.sampled_from(TOOL_KEYS), PLATFORM_VALUES, max_size=3),
+    raw=st.one_of(st.none(), st.none(), st.none(), RAW, st.just(HUGE)),
+)
+async def test_registration_response_fuzz(
+    registration: str,
+    lms_pair: dict[str, FuzzPlatform],
+    course: Course,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    flavour: str,
+    status: int,
+    changes: dict[str, Any],
+    tool_changes: dict[str, Any],
+    raw: bytes | None,
+) -> None:
+    fig = figure(figures, "registration_response")
+    platform = lms_pair[flavour]
+    platform.config_body = None
+
+    def reply(body: dict[str, Any]) -> tuple[int, bytes]:
+        granted = mutate({**body, "client_id": f"fuzz-{time.monotonic_ns()}"}, changes)
+        tool = granted.get(TOOL_CONFIG)
+        if isinstance(tool, dict):
+            granted[TOOL_CONFIG] = mutate({**tool, "deployment_id": "7"}, tool_changes)
+        return status, dumps(granted) if raw is None else huge(raw)
+
+    platform.reply = reply
+    code, _ = await create_install_code(course.pool, label="fuzz", ttl_s=3600)
+    before = await registration_state(course.pool)
+    timer = Timer()
+    outcome = await register_once(registration, course.pool, course.session, platform, code)
+    timer.add_to(fig)
+    context = (flavour, status, changes, tool_changes, raw and raw[:100])
+    await check_registration(fig, logs, course.pool, before, outcome, context)
+
+
+async def test_registration_regressions(
+    registration: str, lms_pair: dict[str, FuzzPlatform], course: Course, logs: LogWatch
+) -> None:
+    """Documents that answered 500 before ``shared.storable``: NUL or a lone surrogate in a
+    configuration or a registration answer reached Postgres (or the install page's encoder),
+    and JSON nested past the recursion limit escaped ``json.loads`` as ``RecursionError``."""
+    moodle = lms_pair["moodle"]
+    configs = [
+        {PLATFORM_CONFIG: {"product_family_code": "moodle", ACCOUNT_NAME: "Uni\x00"}},
+        {PLATFORM_CONFIG: {"product_family_code": "moodle", "version": "4.\ud800"}},
+        {"issuer": moodle.issuer + "/\x00"},
+    ]
+    for change in configs:
+        moodle.reply, moodle.config_body = None, dumps({**moodle.configuration(), **change})
+        code, _ = await create_install_code(course.pool, label="fuzz", ttl_s=3600)
+        before = await registration_state(course.pool)
+        status, text, err, used = await register_once(
+            registration, course.pool, course.session, moodle, code
+        )
+        assert (status, err, used) == (400, "openid_configuration_malformed", False), text
+        assert await registration_state(course.pool) == before
+    moodle.config_body = b"[" * 100_000
+    code, _ = await create_install_code(course.pool, label="fuzz", ttl_s=3600)
+    status, text, err, _ = await register_once(
+        registration, course.pool, course.session, moodle, code
+    )
+    assert (status, err) == (400, "openid_configuration_malformed"), text
+    moodle.config_body = None
+    for answer in (
+        b'{"client_id": "c1", "scope": "a\\u0000"}',
+        b'{"client_id": "c2", "x": "\\udc00"}',
+    ):
+        moodle.reply = lambda body, answer=answer: (200, answer)  # type: ignore[misc]
+        code, _ = await create_install_code(course.pool, label="fuzz", ttl_s=3600)
+        before = await registration_state(course.pool)
+        status, text, err, used = await register_once(
+            registration, course.pool, course.session, moodle, code
+        )
+        assert (status, err, used) == (400, "registration_response_invalid", False), text
+        assert await registration_state(course.pool) == before
+    moodle.reply = None
+    logs.assert_clean("registration regressions")
+
+
+# --- bodies far over the limits -------------------------------------------------------------
+
+OVERSIZED_MB = 32
+CHUNK = b"x" * 65536
+
+
+async def chunks(total: int) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield CHUNK
+        sent += len(CHUNK)
+
+
+async def test_oversized_bodies_get_413_fast_with_bounded_memory(
+    course: Course, registration: str, logs: LogWatch, figures: dict[str, Figures]
+) -> None:
+    """32 MiB bodies, streamed (chunked), to the gateway (1 MiB limit) and straight to a
+    service (64 KiB limit): each answered 413 ``request_too_large`` within 2 s, and the
+    interpreter's traced allocations grow by far less than one body (nothing buffers it)."""
+    fig = figure(figures, "oversized_bodies", note=f"{OVERSIZED_MB} MiB streamed per request")
+    admin = await create_token(course.pool, f"fuzz-{time.monotonic_ns()}")
+    targets = [
+        (f"{course.api}", {"Authorization": f"Bearer {course.teacher}"}, "application/json"),
+        (f"{course.stack.url}/lti/launch", {}, "application/x-www-form-urlencoded"),
+        (f"{course.stack.url}/lti/login", {}, "application/x-www-form-urlencoded"),
+        (f"{registration}/lti/register", {}, "application/x-www-form-urlencoded"),
+        (
+            f"{registration}/api/admin/platforms",
+            {"Authorization": f"Bearer {admin}"},
+            "application/json",
+        ),
+    ]
+    before = await launch_counts(course.pool)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for url, extra, content_type in targets:
+            for _ in range(2):
+                headers = {**extra, "Content-Type": content_type, "Accept": "application/json"}
+                started = time.monotonic()
+                try:
+                    async with course.session.post(
+                        url, data=chunks(OVERSIZED_MB << 20), headers=headers
+                    ) as resp:
+                        status, text = resp.status, await resp.text()
+                except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                    status, text = 0, ""
+                elapsed = time.monotonic() - started
+                fig.seconds = round(fig.seconds + elapsed, 3)
+                if status == 0:
+                    fig.requests += 1
+                    fig.count("connection")
+                    continue
+                tally(fig, status, error_of(status, text))
+                assert elapsed < 2.0, (url, elapsed)
+                assert status == 413, (url, status, text[:200])
+                assert error_of(status, text) == "request_too_large", text[:200]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    growth_mb = (peak - base) / 2**20
+    fig.note += f"; traced peak growth {growth_mb:.1f} MiB"
+    assert growth_mb < 8, f"{growth_mb:.1f} MiB allocated while refusing oversized bodies"
+    assert fig.errors["request_too_large"] >= len(targets), fig.errors
+    assert await launch_counts(course.pool) == before
+    logs.assert_clean("oversized")
