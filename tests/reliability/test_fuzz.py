@@ -1265,3 +1265,19 @@ async def test_oversized_bodies_get_413_fast_with_bounded_memory(
     assert fig.errors["request_too_large"] >= len(targets), fig.errors
     assert await launch_counts(course.pool) == before
     logs.assert_clean("oversized")
+
+
+async def test_long_url(course: Course, logs: LogWatch) -> None:
+    """A request line over aiohttp's 8190-byte limit is refused by the HTTP parser (400, plain
+    text: no Attune code runs) at once, and is logged as a client's error, not as an
+    unhandled exception with a traceback (``shared.logs``)."""
+    for path in ("/lti/login", "/api/checkins/checkins"):
+        started = time.monotonic()
+        async with course.session.get(
+            f"{course.stack.url}{path}?login_hint={'u' * 10_000}",
+            headers={"Accept": "application/json"},
+        ) as resp:
+            assert resp.status == 400, await resp.text()
+        assert time.monotonic() - started < 1.0
+    logs.assert_clean("long url")
+    assert logs.lines > 0
