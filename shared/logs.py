@@ -15,6 +15,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "[redacted]"
@@ -36,6 +37,21 @@ _SECRET_KEY_PARTS = (
 _SECRET_KEYS = frozenset({"state", "nonce", "dsn", "database_url", "kek", "key_encryption_keys"})
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I)
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[a-z0-9._~+/=-]+")
+
+
+class _ClientProtocolErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line over 8 KiB, a malformed header)
+    with ``logger.exception``: an error-level line and a traceback that any client can produce
+    at will. It is the client's error, already answered with a 400, so it is kept as a warning
+    with its reason and without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "bad_http_request: %s", (type(exc).__name__,)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _is_secret_key(key: str) -> bool:
@@ -142,6 +158,7 @@ def configure_logging(
     formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
+    handler.addFilter(_ClientProtocolErrors())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shared.errors import AttuneError
+from shared.forms import read_form
 from shared.jose import TokenShapeError, peek
 from shared.settings import Settings
 
@@ -79,13 +80,15 @@ async def _platform_key(request: web.Request) -> str | None:
     if request.path == "/lti/login":
         params = dict(request.query)
         if request.method == "POST" and request.content_type.endswith("x-www-form-urlencoded"):
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+            params.update(
+                {k: v for k, v in (await read_form(request)).items() if isinstance(v, str)}
+            )
         iss, client_id = params.get("iss"), params.get("client_id")
         return f"{iss}|{client_id}"[:600] if iss and client_id else None
     if request.path == "/lti/launch" and request.method == "POST":
         if not request.content_type.endswith("x-www-form-urlencoded"):
             return None
-        token = (await request.post()).get("id_token")
+        token = (await read_form(request)).get("id_token")
         if not isinstance(token, str):
             return None
         try:

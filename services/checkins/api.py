@@ -8,7 +8,6 @@ construction). Anonymous check-ins expose aggregates and sorted notes only, neve
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +23,10 @@ from shared.db import POOL_KEY
 from shared.errors import AttuneError, Conflict, Forbidden, NotFound
 from shared.events import outbox, topics
 from shared.events.envelope import Event
+from shared.forms import read_json
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
+from shared.storable import storable_text
 from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -114,8 +115,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
             "Send the request as JSON.", code="json_required", status=415, title="Wrong format"
         )
     try:
-        body = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError):
+        body = await read_json(request)
+    except ValueError:
         raise AttuneError("The request body is not valid JSON.", code="json_invalid") from None
     if not isinstance(body, dict):
         raise AttuneError("The request body must be a JSON object.", code="json_invalid")
@@ -155,11 +156,13 @@ def _checkin_fields(body: dict[str, Any], current: asyncpg.Record | None) -> dic
         errors["question"] = "required"
     elif len(question.strip()) > QUESTION_MAX:
         errors["question"] = "too_long"
+    elif not storable_text(question):
+        errors["question"] = "invalid"
     else:
         out["question"] = question.strip()
 
     vocabulary = body.get("vocabulary", current["vocabulary"] if current else "full")
-    if vocabulary not in emotions.VOCABULARIES:
+    if not isinstance(vocabulary, str) or vocabulary not in emotions.VOCABULARIES:
         errors["vocabulary"] = "invalid_choice"
     elif current is not None and vocabulary != current["vocabulary"] and current["responses"]:
         errors["vocabulary"] = "has_responses"
@@ -528,6 +531,8 @@ async def answer(request: web.Request) -> web.Response:
                 errors["note"] = "not_allowed"
             elif len(note) > NOTE_MAX:
                 errors["note"] = "too_long"
+            elif not storable_text(note):
+                errors["note"] = "invalid"
         if errors:
             raise ValidationFailed(errors)
         assert isinstance(emotion, str)

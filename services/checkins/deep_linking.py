@@ -25,6 +25,7 @@ from services.checkins.keys import PAGES_KEY, TOKENS_KEY
 from services.checkins.queries import Course
 from shared.db import POOL_KEY
 from shared.errors import AttuneError, Forbidden, NotFound, Unauthorized, Unavailable
+from shared.forms import read_form
 from shared.keys.signer import SIGNER_KEY
 from shared.logs import get_logger
 from shared.lti import claims as C
@@ -86,7 +87,7 @@ async def response_claims(
 
 async def deep_link_return(request: web.Request) -> web.Response:
     """``POST /app/deep-link`` (form: ``lt``, ``checkin_id``) → the auto-posting return page."""
-    form = await request.post()
+    form = await read_form(request)
     token, raw_id = form.get("lt"), form.get("checkin_id")
     if not isinstance(token, str) or not token:
         raise Unauthorized(

@@ -20,6 +20,7 @@ from services.launch import queries
 from shared.app import service_app
 from shared.db import POOL_KEY
 from shared.events.envelope import Event
+from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
 from shared.logs import get_logger
 from shared.lti import claims as C
@@ -74,7 +75,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
 
 async def _launch(request: web.Request) -> web.StreamResponse:
     app = request.app
-    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    form = {k: v for k, v in (await read_form(request)).items() if isinstance(v, str)}
     verifier = app[VERIFIER_KEY]
     storage_bind = form.get("lti_storage_bind") if "lti_storage_bind" in form else None
     state = verifier.read_state(form, request.cookies, storage_bind)

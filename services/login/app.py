@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from shared.app import service_app
+from shared.forms import read_form
 from shared.lti.cookies import set_partitioned_cookie
 from shared.lti.frame import frame_ancestors
 from shared.lti.login import LoginFlow, parse_login
@@ -44,7 +45,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     metrics = app[METRICS_KEY]
     params = dict(request.query)
     if request.method == "POST":
-        params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        params.update({k: v for k, v in (await read_form(request)).items() if isinstance(v, str)})
     decision = await app[FLOW_KEY].start(parse_login(params))
     state = decision.state
     response: web.StreamResponse

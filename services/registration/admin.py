@@ -18,6 +18,7 @@ from services.registration.auth import Admin, require_admin
 from services.registration.toolconfig import compare, moodle_manual_values
 from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
 from shared.db import POOL_KEY
+from shared.forms import read_json
 from shared.http import HTTP_KEY
 from shared.logs import get_logger
 from shared.lti.frame import normalize_origins
@@ -54,7 +55,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json()
+        body = await read_json(request)
     except ValueError:
         raise errors.bad_json("it is not JSON") from None
     if not isinstance(body, dict):

@@ -38,11 +38,13 @@ from services.registration.toolconfig import (
 from services.registration.wiring import FORM_SIGNER_KEY, REGISTER_STATIC, lms_page_csp, render
 from shared.db import POOL_KEY
 from shared.errors import AttuneError
+from shared.forms import read_form
 from shared.http import HTTP_KEY, OutboundError
 from shared.logs import get_logger
 from shared.lti.frame import derived_origins
 from shared.lti.wiring import URLS_KEY
 from shared.signing import InvalidToken
+from shared.storable import storable_json
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -53,6 +55,7 @@ MAX_URL = 2048
 MAX_TOKEN = 3000  # keeps the signed form value under TokenSigner's 8 KiB bound
 _TOKEN_SHAPE = re.compile(r"^[\x21-\x7e]+$")
 MAX_PLATFORM_ERROR = 300
+UNSTORABLE = "it contains NUL characters or unpaired surrogates"
 
 
 def policy_for(product: Product) -> str:
@@ -102,6 +105,8 @@ async def fetch_configuration(
         doc = reply.json()
     except ValueError:
         raise errors.openid_configuration_malformed("it is not JSON") from None
+    if not storable_json(doc):
+        raise errors.openid_configuration_malformed(UNSTORABLE)
     return validate(doc, config_url, http.check_url)
 
 
@@ -194,7 +199,7 @@ async def _credential(request: web.Request, form: Any) -> tuple[str, bytes | Non
 async def _finish(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS_KEY]
-    form = await request.post()
+    form = await read_form(request)
     signed = form.get("form")
     try:
         bound = app[FORM_SIGNER_KEY].verify(signed if isinstance(signed, str) else "")
@@ -309,6 +314,8 @@ async def _post_registration(
         raise errors.registration_response_invalid("it is not JSON") from None
     if not isinstance(granted, dict):
         raise errors.registration_response_invalid("it is not a JSON object")
+    if not storable_json(granted):
+        raise errors.registration_response_invalid(UNSTORABLE)
     return granted
 
 

@@ -31,8 +31,11 @@ class PlatformReply:
     content_type: str
 
     def json(self) -> Any:
-        """The parsed body; raises ``ValueError`` when it is not JSON."""
-        return json.loads(self.body)
+        """The parsed body; raises ``ValueError`` when it is not JSON (or nests too deep)."""
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 async def refuse_private_names(url: str, timeout_s: float) -> None:
