@@ -379,6 +379,20 @@ def main() -> None:
                 run_level(target, groups, level, args.count, args.warmup, args.procs, i * 10**6)
             )
             rows[-1]["idle_rss_mb"] = idle_rss
+        # One relay batch marks its rows sent in one transaction: one distinct sent_at each.
+        batches = asyncio.run(
+            execute(
+                stack.database_url,
+                "SELECT json_build_object('events', count(*), 'batches', count(DISTINCT sent_at))"
+                "::text FROM outbox WHERE sent_at IS NOT NULL",
+            )
+        )
+        relay = json.loads(str(batches))
+        print(
+            f"relay: {relay['events']} events in {relay['batches']} batches "
+            f"({relay['events'] / max(relay['batches'], 1):.1f} events per batch)",
+            flush=True,
+        )
         if args.scale:
             started = time.perf_counter()
             asyncio.run(_fill(stack.database_url, jwks_url, args.platforms, args.nonces))
