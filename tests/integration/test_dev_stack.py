@@ -46,8 +46,9 @@ def _dev_env(**extra: str) -> dict[str, str]:
 
 
 def _dev_argv(port: int, data_dir: Path) -> list[str]:
+    # The emulator's own free port: its default (port + 1) may be taken on a busy machine.
     return [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
-            "--data-dir", str(data_dir)]  # fmt: skip
+            "--emulator-port", str(free_port()), "--data-dir", str(data_dir)]  # fmt: skip
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
