@@ -75,7 +75,16 @@ def process_tree(root: int) -> list[int]:
 
 
 def tree_cpu(root: int) -> float:
-    return sum(cpu_seconds(p) for p in process_tree(root))
+    """CPU of a process tree, including children that already exited (a Postgres backend
+    that closed, an autovacuum worker): their time is in their parent's cutime/cstime."""
+    total = 0.0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += sum(int(f) for f in fields[11:15]) / CLK_TCK
+    return total
 
 
 def tree_rss_mb(root: int) -> float:

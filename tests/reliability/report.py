@@ -46,15 +46,25 @@ def table(rows: list[Mapping[str, object]]) -> str:
         "| events lost | data lost | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for r in rows:
+        note = r.get("note")
+        mark = ""
+        if note:
+            notes.append(f"{len(notes) + 1}. {r['scenario']}: {note}")
+            mark = f" [{len(notes)}]"
         lines.append(
-            f"| {r['suite']} | {r['scenario']} | {r['requests']:,} | {_errors(r)} "
+            f"| {r['suite']} | {r['scenario']}{mark} | {r['requests']:,} | {_errors(r)} "
             f"| {r['server_errors']} | {_events(r)} | {r['events_lost']} | {r['data_lost']} "
             f"| {float(r.get('seconds') or 0):.1f} |"
         )
-        note = r.get("note")
-        if note:
-            lines[-1] += f" <!-- {note} -->"
+    if any(r["suite"] == "checks" for r in rows):
+        notes.append(
+            "checks: the negative and abuse test files; requests = tests, each asserting its "
+            "refusal's status and code and that nothing was stored; errors = failed tests."
+        )
+    if notes:
+        lines += ["", "Notes:", "", *notes]
     return "\n".join(lines)
 
 
