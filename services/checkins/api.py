@@ -8,6 +8,7 @@ construction). Anonymous check-ins expose aggregates and sorted notes only, neve
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -505,66 +506,102 @@ async def answer(request: web.Request) -> web.Response:
     who, course = _learner(request)
     checkin_id = _checkin_id(request)
     body = await _body(request)
-    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        row = await queries.checkin_for_answer(conn, course, checkin_id, who.deployment_id)
-        if row is None or row["status"] == "scheduled":
-            raise _not_found()
-        if row["read_only"]:
-            raise deployment_read_only()
-        if row["status"] != "open":
-            raise Conflict(
-                "This check-in is closed; answers can no longer change.", code="checkin_not_open"
-            )
-        errors: dict[str, str] = {}
-        emotion = body.get("emotion")
-        if not isinstance(emotion, str) or not emotion:
-            errors["emotion"] = "required"
-        elif not emotions.is_word(row["vocabulary"], emotion):
-            errors["emotion"] = "invalid_choice"
-        note = body.get("note")
-        if isinstance(note, str):
-            note = note.strip() or None
-        if note is not None:
-            if not isinstance(note, str):
-                errors["note"] = "invalid"
-            elif not row["allow_note"]:
-                errors["note"] = "not_allowed"
-            elif len(note) > NOTE_MAX:
-                errors["note"] = "too_long"
-            elif not storable_text(note):
-                errors["note"] = "invalid"
-        if errors:
-            raise ValidationFailed(errors)
-        assert isinstance(emotion, str)
-        pleasantness = emotions.PLEASANTNESS[emotion]
-        current, *previous = _respondent_keys(request, who, course, row)
-        mine = await queries.upsert_response(
-            conn,
+    pool = request.app[POOL_KEY]
+    row = await queries.checkin_for_answer(pool, course, checkin_id, who.deployment_id)
+    _check_answerable(row)
+    assert row is not None
+    errors: dict[str, str] = {}
+    emotion = body.get("emotion")
+    if not isinstance(emotion, str) or not emotion:
+        errors["emotion"] = "required"
+    elif not emotions.is_word(row["vocabulary"], emotion):
+        errors["emotion"] = "invalid_choice"
+    note = body.get("note")
+    if isinstance(note, str):
+        note = note.strip() or None
+    if note is not None:
+        if not isinstance(note, str):
+            errors["note"] = "invalid"
+        elif not row["allow_note"]:
+            errors["note"] = "not_allowed"
+        elif len(note) > NOTE_MAX:
+            errors["note"] = "too_long"
+        elif not storable_text(note):
+            errors["note"] = "invalid"
+    if errors:
+        raise ValidationFailed(errors)
+    assert isinstance(emotion, str)
+    pleasantness = emotions.PLEASANTNESS[emotion]
+    current, *previous = _respondent_keys(request, who, course, row)
+    data: dict[str, Any] = {
+        "emotion": emotion,
+        "pleasantness": pleasantness,
+        "changed": False,
+        "anonymous": row["anonymous"],
+    }
+    if not row["anonymous"]:
+        data["respondent"] = who.subject
+    event = _event("checkin.answered", course, checkin_id, data)
+    fields = {
+        "emotion": emotion,
+        "pleasantness": pleasantness,
+        "note": note,
+        "anonymous": row["anonymous"],
+    }
+    mine: asyncpg.Record | None
+    if not previous:
+        # The hot path: answer and event in one statement, re-checking that the check-in is
+        # still open and writable at that moment (it was read above without a transaction).
+        changed = dataclasses.replace(event, data={**event.data, "changed": True})
+        mine = await queries.answer_once(
+            pool,
+            course,
             checkin_id,
+            who.deployment_id,
             current,
-            previous,
-            emotion=emotion,
-            pleasantness=pleasantness,
-            note=note,
-            anonymous=row["anonymous"],
+            **fields,
+            event=queries.AnswerEvent(
+                id=event.id,
+                topic=topics.CHECKIN,
+                key=course.key.encode(),
+                type=event.type,
+                first=event.encode(),
+                changed=changed.encode(),
+            ),
         )
-        replaced = bool(mine["replaced"])
-        data: dict[str, Any] = {
-            "emotion": emotion,
-            "pleasantness": pleasantness,
-            "changed": replaced,
-            "anonymous": row["anonymous"],
-        }
-        if not row["anonymous"]:
-            data["respondent"] = who.subject
-        await outbox.enqueue(
-            conn,
-            topics.CHECKIN,
-            _event("checkin.answered", course, checkin_id, data),
-            key=course.key,
-        )
+        if mine is None:  # closed, deleted or made read-only since the read: say which
+            _check_answerable(
+                await queries.checkin_for_answer(pool, course, checkin_id, who.deployment_id)
+            )
+            raise _not_open()
+    else:
+        # Earlier pseudonyms (a retired secret) move to the current one first: a transaction.
+        async with pool.acquire() as conn, conn.transaction():
+            _check_answerable(
+                await queries.checkin_for_answer(conn, course, checkin_id, who.deployment_id)
+            )
+            mine = await queries.upsert_response(conn, checkin_id, current, previous, **fields)
+            if mine["replaced"]:
+                event = dataclasses.replace(event, data={**event.data, "changed": True})
+            await outbox.enqueue(conn, topics.CHECKIN, event, key=course.key)
+    replaced = bool(mine["replaced"])
     log.info("checkin_answered", checkin_id=checkin_id, changed=replaced)
     return web.json_response(_answer_json(mine), status=200 if replaced else 201, headers=NO_STORE)
+
+
+def _check_answerable(row: asyncpg.Record | None) -> None:
+    if row is None or row["status"] == "scheduled":
+        raise _not_found()
+    if row["read_only"]:
+        raise deployment_read_only()
+    if row["status"] != "open":
+        raise _not_open()
+
+
+def _not_open() -> Conflict:
+    return Conflict(
+        "This check-in is closed; answers can no longer change.", code="checkin_not_open"
+    )
 
 
 async def history(request: web.Request) -> web.Response:

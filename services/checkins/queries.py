@@ -229,6 +229,82 @@ async def upsert_response(
     return row
 
 
+_ANSWER = f"""
+WITH c AS (
+    SELECT c.id FROM checkins c
+    WHERE c.id = $1 AND c.platform_id = $2 AND c.context_id = $3 AND ({STATUS}) = 'open'
+      AND NOT coalesce((SELECT s.read_only FROM checkin_deployment_status s
+                        WHERE s.platform_id = $2 AND s.deployment_id = $4), false)
+), r AS (
+    INSERT INTO checkin_responses AS r (checkin_id, respondent, emotion, pleasantness, note,
+                                        answered_at, updated_at)
+    SELECT c.id, $5, $6, $7, $8,
+           CASE WHEN $9 THEN date_trunc('hour', now()) ELSE now() END,
+           CASE WHEN $9 THEN date_trunc('hour', now()) ELSE now() END
+    FROM c
+    ON CONFLICT (checkin_id, respondent) DO UPDATE
+        SET emotion = excluded.emotion, pleasantness = excluded.pleasantness,
+            note = excluded.note, updated_at = excluded.updated_at
+    RETURNING (xmax <> 0) AS replaced, r.emotion, r.pleasantness, r.note, r.answered_at,
+              r.updated_at
+), e AS (
+    INSERT INTO outbox (id, topic, key, event_type, value)
+    SELECT $10, $11, $12, $13, CASE WHEN r.replaced THEN $15::bytea ELSE $14::bytea END FROM r
+)
+SELECT * FROM r
+"""  # noqa: S608 (only module-constant fragments are interpolated)
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """The outbox row of an answer, encoded both ways: first answer, or a changed one."""
+
+    id: Any
+    topic: str
+    key: bytes
+    type: str
+    first: bytes
+    changed: bytes
+
+
+async def answer_once(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    course: Course,
+    checkin_id: int,
+    deployment_id: str,
+    respondent: str,
+    *,
+    emotion: str,
+    pleasantness: int,
+    note: str | None,
+    anonymous: bool,
+    event: AnswerEvent,
+) -> asyncpg.Record | None:
+    """Store an answer and its event in ONE statement (atomic, one round trip), only while the
+    check-in is still open and its deployment writable. Returns the stored answer with
+    ``replaced``, or None when the check-in closed, went away or became read-only meanwhile.
+    For respondents without earlier pseudonyms (see ``upsert_response`` for those)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        _ANSWER,
+        checkin_id,
+        course.platform_id,
+        course.context_id,
+        deployment_id,
+        respondent,
+        emotion,
+        pleasantness,
+        note,
+        anonymous,
+        event.id,
+        event.topic,
+        event.key,
+        event.type,
+        event.first,
+        event.changed,
+    )
+    return row
+
+
 async def own_responses(
     conn: asyncpg.Connection, pairs: list[tuple[int, str]]
 ) -> dict[int, asyncpg.Record]:

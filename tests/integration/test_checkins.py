@@ -476,3 +476,71 @@ async def test_roster_projection_from_launch_events(
         ("s-1", "New Name", ["learner"]),
         ("s-2", "Two", ["instructor"]),
     ]
+
+
+async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerable(
+    pool: asyncpg.Pool,
+) -> None:
+    """The answer is read-then-written without a transaction; the write re-checks in the same
+    statement. A check-in closed, or a deployment made read-only, in between gets no answer and
+    no event (the handler then answers 409/403)."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.checkins import queries
+
+    platform_id = await pool.fetchval(
+        "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url) "
+        "VALUES ('https://race.example', $1, 'https://race.example/a', 'https://race.example/j') "
+        "RETURNING id",
+        uuid.uuid4().hex,
+    )
+    course = queries.Course(platform_id, "course-race")
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        row = await queries.create_checkin(
+            conn,
+            course,
+            {
+                "question": "Race?",
+                "vocabulary": "full",
+                "allow_note": False,
+                "anonymous": False,
+                "opens_at": now - timedelta(minutes=1),
+                "closes_at": now + timedelta(hours=1),
+                "recurrence": None,
+                "recurrence_days": [],
+                "recurrence_tz": None,
+            },
+            "teacher-1",
+        )
+
+    async def answer(respondent: str) -> Any:
+        event_id = uuid.uuid4()
+        stored = await queries.answer_once(
+            pool, course, row["id"], "dep-1", respondent,
+            emotion="calm", pleasantness=4, note=None, anonymous=False,
+            event=queries.AnswerEvent(
+                id=event_id, topic=topics.CHECKIN, key=b"k", type="checkin.answered",
+                first=b'{"changed":false}', changed=b'{"changed":true}',
+            ),
+        )  # fmt: skip
+        events = await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", event_id)
+        return stored, events
+
+    stored, events = await answer("s1")
+    assert stored is not None and not stored["replaced"] and events == 1
+    stored, events = await answer("s1")
+    assert stored is not None and stored["replaced"] and events == 1
+
+    await pool.execute(
+        "INSERT INTO checkin_deployment_status (platform_id, deployment_id, read_only) "
+        "VALUES ($1, 'dep-1', true)",
+        platform_id,
+    )
+    assert await answer("s2") == (None, 0)
+    await pool.execute("DELETE FROM checkin_deployment_status WHERE platform_id = $1", platform_id)
+    await pool.execute("UPDATE checkins SET closed_early_at = now() WHERE id = $1", row["id"])
+    assert await answer("s3") == (None, 0)
+    assert await pool.fetchval(
+        "SELECT array_agg(respondent) FROM checkin_responses WHERE checkin_id = $1", row["id"]
+    ) == ["s1"]
