@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing as mp
 import os
 import time
 import uuid
@@ -28,12 +27,11 @@ from typing import Any
 import aiohttp
 
 from bench.harness import (
-    cpu_seconds,
     execute,
     infrastructure,
+    measure,
     percentile,
     start_service,
-    tree_cpu,
     tree_rss_mb,
     wait_ready,
 )
@@ -123,41 +121,25 @@ def run_level(
     procs: int,
     seed: int,
 ) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
     procs = max(1, min(procs, concurrency))
     share = len(tokens) // procs
-    barrier = ctx.Barrier(procs + 1)
-    out = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=_client_process,
-            args=(
+    run = measure(
+        _client_process,
+        [
+            (
                 url,
                 tokens[i * share : (i + 1) * share],  # each student in one process only
                 count // procs,
                 max(1, concurrency // procs),
                 seed + i,
-                barrier,
-                out,
-            ),
-        )
-        for i in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    started = time.perf_counter()
-    cpu0 = {name: tree_cpu(pid) for name, pid in groups.items()}
-    gen0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    results = [out.get(timeout=600) for _ in workers]
-    elapsed = time.perf_counter() - started
-    cpu1 = {name: tree_cpu(pid) for name, pid in groups.items()}
-    gen1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    for w in workers:
-        w.join(30)
-    timings = [t for r in results for t in r["timings"]]
+            )
+            for i in range(procs)
+        ],
+        groups,
+    )
+    timings = [t for r in run.results for t in r["timings"]]
     errors: dict[str, int] = {}
-    for r in results:
+    for r in run.results:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     per = max(len(timings), 1)
@@ -165,11 +147,11 @@ def run_level(
         "concurrency": concurrency,
         "answers": len(timings),
         "errors": errors,
-        "answers_per_s": len(timings) / elapsed,
+        "answers_per_s": len(timings) / run.seconds,
         "ms": {q: percentile(timings, q) * 1000 for q in (50, 95, 99)},
         "cpu_ms_per_answer": {
-            **{name: (cpu1[name] - cpu0[name]) * 1000 / per for name in groups},
-            "generator": (gen1 - gen0) * 1000 / per,
+            **{name: cpu * 1000 / per for name, cpu in run.cpu.items()},
+            "generator": run.generator_cpu * 1000 / per,
         },
         "rss_mb": tree_rss_mb(groups["checkins"]),
     }

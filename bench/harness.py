@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -14,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -174,12 +176,10 @@ def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stac
                     proc.kill()
 
 
-def start_service(
-    stack: Stack, name: str, extra_env: dict[str, str] | None = None, port: int | None = None
-) -> None:
-    port = port or free_port()
+def child_preexec(cpus: set[int] | None) -> Callable[[], None]:
+    """``preexec_fn`` for a server the benchmark starts: SIGTERM when the benchmark dies, and
+    (``--pin``) the given CPUs."""
     death = pdeathsig_preexec(signal.SIGTERM)
-    cpus = stack.cpus
 
     def preexec() -> None:
         if death:
@@ -187,11 +187,59 @@ def start_service(
         if cpus:
             os.sched_setaffinity(0, cpus)
 
+    return preexec
+
+
+@dataclass
+class Measured:
+    """What ``measure`` saw: each client process's result, the wall time between the start
+    barrier and the last result, and CPU seconds per group and of the client processes."""
+
+    results: list[Any]
+    seconds: float
+    cpu: dict[str, float]
+    generator_cpu: float
+
+
+def measure(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], groups: dict[str, int]
+) -> Measured:
+    """Run one client process per ``args`` entry (``target(*args, barrier, out)``: wait on the
+    barrier, then put its result on ``out``), all released together, and account the CPU of
+    every process tree in ``groups`` (name -> root pid) and of the clients over that window."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(len(args) + 1)
+    out = ctx.Queue()
+    workers = [ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    cpu0 = {name: tree_cpu(pid) for name, pid in groups.items()}
+    gen0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    results = [out.get(timeout=600) for _ in workers]
+    elapsed = time.perf_counter() - started
+    cpu1 = {name: tree_cpu(pid) for name, pid in groups.items()}
+    gen1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    for w in workers:
+        w.join(30)
+    return Measured(
+        results=results,
+        seconds=elapsed,
+        cpu={name: cpu1[name] - cpu0[name] for name in groups},
+        generator_cpu=gen1 - gen0,
+    )
+
+
+def start_service(
+    stack: Stack, name: str, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> None:
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
         env={**stack.env, **(extra_env or {})},
         cwd=ROOT,
-        preexec_fn=preexec,
+        preexec_fn=child_preexec(stack.cpus),
     )
     stack.services[name] = (port, proc)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
 import os
 import threading
 import time
@@ -35,13 +34,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bench import peer as peer_tool
 from bench.harness import (
-    cpu_seconds,
     execute,
     infrastructure,
+    measure,
     percentile,
     pin,
     start_service,
-    tree_cpu,
     tree_rss_mb,
     wait_ready,
 )
@@ -199,41 +197,20 @@ def run_level(
     offset: int,
 ) -> dict[str, Any]:
     """One concurrency level. ``groups``: name → root pid whose process tree's CPU is counted."""
-    ctx = mp.get_context("spawn")
     if warmup:
         asyncio.run(_client(target, warmup, min(concurrency, 16), offset + 10_000_000))
     procs = max(1, min(procs, concurrency))
-    barrier = ctx.Barrier(procs + 1)
-    out = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=_client_process,
-            args=(
-                target,
-                count // procs,
-                max(1, concurrency // procs),
-                offset + i * count,
-                barrier,
-                out,
-            ),
-        )
-        for i in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    started = time.perf_counter()
-    cpu0 = {name: tree_cpu(pid) for name, pid in groups.items()}
-    gen0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    results = [out.get(timeout=600) for _ in workers]
-    elapsed = time.perf_counter() - started
-    cpu1 = {name: tree_cpu(pid) for name, pid in groups.items()}
-    gen1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    for w in workers:
-        w.join(30)
+    run = measure(
+        _client_process,
+        [
+            (target, count // procs, max(1, concurrency // procs), offset + i * count)
+            for i in range(procs)
+        ],
+        groups,
+    )
     timings: dict[str, list[float]] = {"login": [], "launch": [], "e2e": []}
     errors: dict[str, int] = {}
-    for r in results:
+    for r in run.results:
         for k, v in r["timings"].items():
             timings[k].extend(v)
         for k, v in r["errors"].items():
@@ -245,14 +222,14 @@ def run_level(
         "concurrency": concurrency,
         "launches": ok,
         "errors": errors,
-        "seconds": elapsed,
-        "launches_per_s": ok / elapsed,
+        "seconds": run.seconds,
+        "launches_per_s": ok / run.seconds,
         "ms": {
             step: {q: percentile(v, q) * 1000 for q in (50, 95, 99)} for step, v in timings.items()
         },
         "cpu_ms_per_launch": {
-            **{name: (cpu1[name] - cpu0[name]) * 1000 / per for name in groups},
-            "generator": (gen1 - gen0) * 1000 / per,
+            **{name: cpu * 1000 / per for name, cpu in run.cpu.items()},
+            "generator": run.generator_cpu * 1000 / per,
         },
         # Postgres and the broker share memory between processes: their RSS is not comparable.
         "rss_mb": {

@@ -10,15 +10,13 @@ benchmark-time download, never a run-time one) so Attune's environment never see
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.harness import ROOT
-from shared.dev.embedded import pdeathsig_preexec
+from bench.harness import ROOT, child_preexec
 
 VENV = ROOT / ".bench" / "pylti1p3"
 PACKAGES = ("pylti1p3==2.0.0", "Flask==3.1.3", "Flask-Caching==2.5.1", "gunicorn==27.0.1")
@@ -61,14 +59,6 @@ def start(
         "LTI_AUTH_URL": f"http://127.0.0.1:{port}/auth",  # only written into the login 302
         "TOOL_BASE_URL": f"http://127.0.0.1:{port}",
     }
-    death = pdeathsig_preexec(signal.SIGTERM)
-
-    def preexec() -> None:
-        if death:
-            death()
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
     proc = subprocess.Popen(
         [
             str(venv / "bin" / "gunicorn"),
@@ -77,7 +67,7 @@ def start(
         ],
         cwd=ROOT / "bench" / "peers",
         env=env,
-        preexec_fn=preexec,
+        preexec_fn=child_preexec(cpus),
     )
     deadline = time.monotonic() + 30
     while True:
