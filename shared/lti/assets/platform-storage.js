@@ -6,7 +6,9 @@
   var el = document.getElementById("attune-storage");
   if (!el) { return; }
   var d = el.dataset;
-  var TIMEOUT_MS = 2000;
+  // The platform answers in milliseconds; 5 s leaves room for a slow school laptop without
+  // leaving a person long in front of a blank frame when the platform never answers.
+  var TIMEOUT_MS = 5000;
 
   function storageFrame() {
     try {
