@@ -120,7 +120,8 @@ class Settings(BaseModel):
     )
     outbox_poll_interval_ms: int = _env(
         "ATTUNE_OUTBOX_POLL_INTERVAL_MS",
-        "Relay poll interval; new rows also wake it at once through LISTEN/NOTIFY.",
+        "Relay poll interval: rows written by other processes (CLI commands) are published "
+        "within it; a service's own writes wake its relay at once.",
         default=1000,
         ge=10,
     )

@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.events import outbox
+
 STATUS = """
 CASE WHEN c.closed_early_at IS NOT NULL OR c.closes_at <= now() THEN 'closed'
      WHEN c.opens_at > now() THEN 'scheduled'
@@ -302,6 +304,8 @@ async def answer_once(
         event.first,
         event.changed,
     )
+    if row is not None:
+        outbox.wake_relays()  # one statement: committed already
     return row
 
 

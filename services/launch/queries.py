@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from shared.events import topics
+from shared.events import outbox, topics
 from shared.events.envelope import Event
 
 # One statement, one round trip, atomic: use up the nonce; only if that inserted a row, write
@@ -74,6 +74,8 @@ async def record_launch(
         event.type,
         event.encode(),
     )
+    if used:
+        outbox.wake_relays()  # one statement: committed already
     return bool(used)
 
 

@@ -6,9 +6,30 @@ request; the relay publishes committed rows later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 
 from shared.events.envelope import Event
+
+# The relays running in this process (``OutboxRelay`` registers its wake-up here). A writer
+# wakes them when it writes events; the relay lingers before reading, by which time the
+# writer's transaction has committed. Rows of other processes wait for a relay's poll.
+_relay_wakers: set[Callable[[], None]] = set()
+
+
+def register_relay(wake: Callable[[], None]) -> None:
+    _relay_wakers.add(wake)
+
+
+def unregister_relay(wake: Callable[[], None]) -> None:
+    _relay_wakers.discard(wake)
+
+
+def wake_relays() -> None:
+    """Tell this process's relays that outbox rows are (about to be) committed."""
+    for wake in list(_relay_wakers):
+        wake()
 
 
 class OutboxMisuse(RuntimeError):
@@ -32,6 +53,7 @@ async def enqueue(
         raise OutboxMisuse("enqueue() must run inside the transaction of the state change")
     partition_key = (key if key is not None else event.subject).encode()
     await conn.execute(_INSERT, event.id, topic, partition_key, event.type, event.encode())
+    wake_relays()
 
 
 async def enqueue_many(
@@ -47,3 +69,4 @@ async def enqueue_many(
             for topic, e, k in items
         ],
     )
+    wake_relays()

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.db import POOL_KEY
+from shared.events import outbox
 from shared.events import topics as all_topics
 from shared.kafka import ensure_topics, make_producer
 from shared.logs import get_logger
@@ -34,7 +35,6 @@ from shared.web import METRICS_KEY, SETTINGS_KEY
 log = get_logger(__name__)
 
 RELAY_LOCK_ID = 0x417474756E65_02
-NOTIFY_CHANNEL = "attune_outbox"
 MAX_BACKOFF_S = 5.0
 
 _SELECT = """
@@ -79,7 +79,6 @@ class OutboxRelay:
         self._producer_factory = producer_factory
         self._producer: AIOKafkaProducer | None = None
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
 
     async def _get_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -140,25 +139,9 @@ class OutboxRelay:
         result = await self._pool.execute(_PURGE, self._settings.outbox_retention_hours * 3600)
         return int(result.split()[-1])
 
-    async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        if self._listener is not None:
-            self._listener.terminate()  # broken (Postgres restarted): release it now, not at GC
-        self._listener = None
-        try:
-            conn = await asyncpg.connect(self._settings.database_url.get_secret_value(), timeout=2)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return  # polling still works; the next loop tries again
-        try:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn.terminate()
-            return
-        except BaseException:
-            conn.terminate()  # cancelled half-way: never leak the connection
-            raise
-        self._listener = conn
+    def wake(self) -> None:
+        """Publish soon: rows were written in this process (``outbox.wake_relays``)."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Relay until cancelled."""
@@ -167,10 +150,9 @@ class OutboxRelay:
         backoff = 0.1
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + 60
+        outbox.register_relay(self.wake)
         try:
             while True:
-                await self._ensure_listener()
-                self._wake.clear()
                 try:
                     published = await self.publish_once()
                     if loop.time() >= next_purge:
@@ -198,24 +180,27 @@ class OutboxRelay:
                 backoff = 0.1
                 if published == self._settings.outbox_batch_size:
                     continue  # more rows are waiting
+                if published is None:
+                    # Another replica's relay holds the turn and may have read before this
+                    # process's rows committed: try again shortly rather than at the next poll.
+                    await asyncio.sleep(linger or 0.05)
+                    continue
                 try:  # not wait_for: on 3.11 it swallows a cancellation racing the wake-up
                     async with asyncio.timeout(poll):
                         await self._wake.wait()
                 except TimeoutError:
-                    continue
-                if linger:
-                    # Woken by a commit: let the commits right behind it join the same batch.
-                    # Under load this turns one batch per event into one per tens of events.
-                    await asyncio.sleep(linger)
+                    continue  # the poll: rows written by other processes
+                self._wake.clear()  # a writer waking us from now on gets another round
+                # Woken by a writer: let its transaction commit, and the commits right behind
+                # it join the same batch (under load: tens of events per batch, not one).
+                await asyncio.sleep(linger or 0.005)
         finally:
             await self.close()
 
     async def close(self) -> None:
-        """Stop the producer and the NOTIFY listener (``run`` does this when cancelled)."""
+        """Stop the producer (``run`` does this when cancelled)."""
+        outbox.unregister_relay(self.wake)
         await self._reset_producer()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await listener.close(timeout=2)
 
 
 RELAY_KEY = web.AppKey("outbox_relay", OutboxRelay)
