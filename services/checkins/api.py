@@ -548,42 +548,33 @@ async def answer(request: web.Request) -> web.Response:
         "note": note,
         "anonymous": row["anonymous"],
     }
-    mine: asyncpg.Record | None
-    if not previous:
-        # The hot path: answer and event in one statement, re-checking that the check-in is
-        # still open and writable at that moment (it was read above without a transaction).
-        changed = dataclasses.replace(event, data={**event.data, "changed": True})
-        mine = await queries.answer_once(
-            pool,
-            course,
-            checkin_id,
-            who.deployment_id,
-            current,
-            **fields,
-            event=queries.AnswerEvent(
-                id=event.id,
-                topic=topics.CHECKIN,
-                key=course.key.encode(),
-                type=event.type,
-                first=event.encode(),
-                changed=changed.encode(),
-            ),
+    if previous:
+        # After a secret rotation: an answer under a retired secret becomes this one's first.
+        await queries.adopt_pseudonyms(pool, checkin_id, current, previous)
+    # Answer and event in one statement, re-checking that the check-in is still open and
+    # writable at that moment (it was read above without a transaction).
+    changed = dataclasses.replace(event, data={**event.data, "changed": True})
+    mine = await queries.answer_once(
+        pool,
+        course,
+        checkin_id,
+        who.deployment_id,
+        current,
+        **fields,
+        event=queries.AnswerEvent(
+            id=event.id,
+            topic=topics.CHECKIN,
+            key=course.key.encode(),
+            type=event.type,
+            first=event.encode(),
+            changed=changed.encode(),
+        ),
+    )
+    if mine is None:  # closed, deleted or made read-only since the read: say which
+        _check_answerable(
+            await queries.checkin_for_answer(pool, course, checkin_id, who.deployment_id)
         )
-        if mine is None:  # closed, deleted or made read-only since the read: say which
-            _check_answerable(
-                await queries.checkin_for_answer(pool, course, checkin_id, who.deployment_id)
-            )
-            raise _not_open()
-    else:
-        # Earlier pseudonyms (a retired secret) move to the current one first: a transaction.
-        async with pool.acquire() as conn, conn.transaction():
-            _check_answerable(
-                await queries.checkin_for_answer(conn, course, checkin_id, who.deployment_id)
-            )
-            mine = await queries.upsert_response(conn, checkin_id, current, previous, **fields)
-            if mine["replaced"]:
-                event = dataclasses.replace(event, data={**event.data, "changed": True})
-            await outbox.enqueue(conn, topics.CHECKIN, event, key=course.key)
+        raise _not_open()
     replaced = bool(mine["replaced"])
     log.info("checkin_answered", checkin_id=checkin_id, changed=replaced)
     return web.json_response(_answer_json(mine), status=200 if replaced else 201, headers=NO_STORE)

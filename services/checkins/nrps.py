@@ -34,7 +34,7 @@ from shared.http import HTTP_KEY, OutboundError, OutboundHttp
 from shared.keys.signer import SIGNER_KEY, ToolSigner
 from shared.logs import get_logger
 from shared.lti.launch import role_kinds
-from shared.tasks import stop_task
+from shared.tasks import repeat, stop_task
 from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -353,16 +353,12 @@ async def nrps_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NRPS_KEY] = client
     pool = app[POOL_KEY]
 
-    async def run() -> None:
-        while True:
-            try:
-                busy = await sync_once(pool, client)
-            except DB_ERRORS as exc:
-                log.warning("nrps_worker_error", reason=type(exc).__name__)
-                busy = False
-            if not busy:
-                await asyncio.sleep(POLL_S)
+    async def sync() -> bool:
+        return await sync_once(pool, client)
 
-    task = asyncio.create_task(run(), name="checkins-nrps-sync")
+    task = asyncio.create_task(
+        repeat(sync, every_s=POLL_S, errors=DB_ERRORS, event="nrps_worker_error"),
+        name="checkins-nrps-sync",
+    )
     yield
     await stop_task(task)

@@ -180,55 +180,23 @@ async def delete_checkin(conn: asyncpg.Connection, course: Course, checkin_id: i
     return -1 if deleted is None else deleted
 
 
-async def upsert_response(
-    conn: asyncpg.Connection,
-    checkin_id: int,
-    respondent: str,
-    previous: list[str],
-    *,
-    emotion: str,
-    pleasantness: int,
-    note: str | None,
-    anonymous: bool,
-) -> asyncpg.Record:
-    """Insert or replace the respondent's answer: the stored answer, and ``replaced`` (True
-    when it replaced an earlier one).
-
-    ``previous`` are the respondent's pseudonyms under retired secrets, moved to the current
-    one. Anonymous answers carry times rounded to the hour, so they cannot be matched with
-    launch records to the second.
-    """
-    if previous:
-        await conn.execute(
-            """
-            UPDATE checkin_responses SET respondent = $2
-            WHERE checkin_id = $1 AND respondent = any($3::text[])
-            """,
-            checkin_id,
-            respondent,
-            previous,
-        )
-    row: asyncpg.Record = await conn.fetchrow(
+async def adopt_pseudonyms(
+    conn: asyncpg.Connection | asyncpg.Pool, checkin_id: int, respondent: str, previous: list[str]
+) -> None:
+    """Move an answer stored under a retired secret's pseudonym (``previous``) to the current
+    one (``respondent``) — unless the current one already has an answer. Idempotent, and
+    harmless on its own if the answer written next fails."""
+    await conn.execute(
         """
-        INSERT INTO checkin_responses AS r (checkin_id, respondent, emotion, pleasantness, note,
-                                            answered_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5,
-                CASE WHEN $6 THEN date_trunc('hour', now()) ELSE now() END,
-                CASE WHEN $6 THEN date_trunc('hour', now()) ELSE now() END)
-        ON CONFLICT (checkin_id, respondent) DO UPDATE
-            SET emotion = excluded.emotion, pleasantness = excluded.pleasantness,
-                note = excluded.note, updated_at = excluded.updated_at
-        RETURNING (xmax <> 0) AS replaced, r.emotion, r.pleasantness, r.note, r.answered_at,
-                  r.updated_at
+        UPDATE checkin_responses SET respondent = $2
+        WHERE checkin_id = $1 AND respondent = any($3::text[])
+          AND NOT EXISTS (SELECT 1 FROM checkin_responses
+                          WHERE checkin_id = $1 AND respondent = $2)
         """,
         checkin_id,
         respondent,
-        emotion,
-        pleasantness,
-        note,
-        anonymous,
+        previous,
     )
-    return row
 
 
 _ANSWER = f"""
@@ -285,7 +253,8 @@ async def answer_once(
     """Store an answer and its event in ONE statement (atomic, one round trip), only while the
     check-in is still open and its deployment writable. Returns the stored answer with
     ``replaced``, or None when the check-in closed, went away or became read-only meanwhile.
-    For respondents without earlier pseudonyms (see ``upsert_response`` for those)."""
+    Anonymous answers carry times rounded to the hour, so they cannot be matched with launch
+    records to the second."""
     row: asyncpg.Record | None = await conn.fetchrow(
         _ANSWER,
         checkin_id,

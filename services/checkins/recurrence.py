@@ -25,7 +25,7 @@ from shared.db import DB_ERRORS, POOL_KEY
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.logs import get_logger
-from shared.tasks import stop_task
+from shared.tasks import repeat, stop_task
 
 log = get_logger(__name__)
 
@@ -167,16 +167,12 @@ async def recurrence_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the recurrence scheduler."""
     pool = app[POOL_KEY]
 
-    async def run() -> None:
-        while True:
-            try:
-                busy = await create_due(pool, "checkins") == BATCH
-            except DB_ERRORS as exc:
-                log.warning("checkin_recurrence_failed", reason=type(exc).__name__)
-                busy = False
-            if not busy:
-                await asyncio.sleep(POLL_S)
+    async def create() -> bool:
+        return await create_due(pool, "checkins") == BATCH  # a full batch: more are due
 
-    task = asyncio.create_task(run(), name="checkins-recurrence")
+    task = asyncio.create_task(
+        repeat(create, every_s=POLL_S, errors=DB_ERRORS, event="checkin_recurrence_failed"),
+        name="checkins-recurrence",
+    )
     yield
     await stop_task(task)

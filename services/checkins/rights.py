@@ -33,7 +33,7 @@ from services.checkins.queries import Course
 from shared.db import DB_ERRORS, POOL_KEY
 from shared.errors import AttuneError
 from shared.logs import get_logger
-from shared.tasks import stop_task
+from shared.tasks import repeat, stop_task
 from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -370,14 +370,15 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     pool = app[POOL_KEY]
 
-    async def run() -> None:
-        while True:
-            try:
-                await purge_expired(pool, days)
-            except DB_ERRORS as exc:
-                log.warning("checkins_retention_failed", reason=type(exc).__name__)
-            await asyncio.sleep(PURGE_INTERVAL_S)
+    async def purge() -> bool:
+        await purge_expired(pool, days)
+        return False
 
-    task = asyncio.create_task(run(), name="checkins-retention")
+    task = asyncio.create_task(
+        repeat(
+            purge, every_s=PURGE_INTERVAL_S, errors=DB_ERRORS, event="checkins_retention_failed"
+        ),
+        name="checkins-retention",
+    )
     yield
     await stop_task(task)

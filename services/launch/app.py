@@ -8,17 +8,15 @@ sent to a server, never a cookie).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import asyncpg
 from aiohttp import web
 
 from services.launch import queries
 from shared.app import service_app
-from shared.db import POOL_KEY
+from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
@@ -43,6 +41,7 @@ from shared.lti.wiring import (
     registrations_ctx,
 )
 from shared.settings import Settings
+from shared.tasks import repeat
 from shared.web import (
     HTML_SECURITY_HEADERS,
     METRICS_KEY,
@@ -237,13 +236,13 @@ async def _platform_storage_page(
 
 
 async def _purge_nonces(app: web.Application) -> None:
-    while True:
-        await asyncio.sleep(60)
-        try:
-            await queries.purge_expired_nonces(app[POOL_KEY])
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Postgres down, restarting or timing out: try again next round, never end the task.
-            log.warning("nonce_purge_failed", reason=type(exc).__name__)
+    pool = app[POOL_KEY]
+
+    async def purge() -> bool:
+        await queries.purge_expired_nonces(pool)  # drains the backlog itself
+        return False
+
+    await repeat(purge, every_s=60, first_delay_s=60, errors=DB_ERRORS, event="nonce_purge_failed")
 
 
 def create_app(settings: Settings) -> web.Application:

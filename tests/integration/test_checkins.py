@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -544,3 +545,65 @@ async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerabl
     assert await pool.fetchval(
         "SELECT array_agg(respondent) FROM checkin_responses WHERE checkin_id = $1", row["id"]
     ) == ["s1"]
+
+
+async def test_answer_under_a_retired_secret_moves_to_the_current_pseudonym(
+    pool: asyncpg.Pool,
+) -> None:
+    """docs/checkins.md: after ATTUNE_SECRET_KEYS is rotated, a student's anonymous answer
+    stored under the old secret's pseudonym is found and changed (200, not a second answer)."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.checkins import queries
+    from services.checkins.privacy import Pseudonyms
+
+    old, new = os.urandom(32), os.urandom(32)
+    platform_id = await pool.fetchval(
+        "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url) "
+        "VALUES ('https://rotate.example', $1, 'https://rotate.example/a', "
+        "'https://rotate.example/j') RETURNING id",
+        uuid.uuid4().hex,
+    )
+    course = queries.Course(platform_id, "course-rotate")
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        row = await queries.create_checkin(
+            conn,
+            course,
+            {
+                "question": "Rotated?",
+                "vocabulary": "full",
+                "allow_note": False,
+                "anonymous": True,
+                "opens_at": now - timedelta(minutes=1),
+                "closes_at": now + timedelta(hours=1),
+                "recurrence": None,
+                "recurrence_days": [],
+                "recurrence_tz": None,
+            },
+            "teacher-1",
+        )
+    checkin_id = row["id"]
+
+    async def answer(keys: list[bytes], emotion: str) -> Any:
+        current, *previous = Pseudonyms(keys).all(platform_id, course.context_id, checkin_id, "s")
+        if previous:
+            await queries.adopt_pseudonyms(pool, checkin_id, current, previous)
+        return await queries.answer_once(
+            pool, course, checkin_id, "dep-1", current,
+            emotion=emotion, pleasantness=4, note=None, anonymous=True,
+            event=queries.AnswerEvent(
+                id=uuid.uuid4(), topic=topics.CHECKIN, key=b"k", type="checkin.answered",
+                first=b"{}", changed=b"{}",
+            ),
+        )  # fmt: skip
+
+    first = await answer([old], "calm")
+    assert first is not None and not first["replaced"]
+    changed = await answer([new, old], "happy")  # the new secret first, the old one retired
+    assert changed is not None and changed["replaced"] and changed["emotion"] == "happy"
+    stored = await pool.fetch(
+        "SELECT respondent FROM checkin_responses WHERE checkin_id = $1", checkin_id
+    )
+    current = Pseudonyms([new]).all(platform_id, course.context_id, checkin_id, "s")[0]
+    assert [r["respondent"] for r in stored] == [current]

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from services.checkins.roster import CONSUMER_NAME as ROSTER
 from services.launch import app as launch_service
+from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
 from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
@@ -98,7 +99,8 @@ async def test_nonce_purge_survives_database_errors(
     async def quick(_: float) -> None:
         await real_sleep(0.05)
 
-    monkeypatch.setattr(launch_service, "asyncio", types.SimpleNamespace(sleep=quick))
+    # The purge runs in shared.tasks.repeat, which only sleeps between rounds.
+    monkeypatch.setattr(shared_tasks, "asyncio", types.SimpleNamespace(sleep=quick))
     nonce = f"reliability-{uuid.uuid4().hex}"
     await pool.execute(
         "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, now() - interval '1 hour')", nonce
