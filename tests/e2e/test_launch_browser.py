@@ -138,13 +138,16 @@ async def test_only_the_registered_lms_may_frame_the_tool(
             other.on("console", lambda message: console.append(message.text))
             await other.goto(f"{evil}/", wait_until="load")
             for name in ("tool", "login"):
-                frame = other.frame(name=name)
-                assert frame is not None
-                for _ in range(50):  # the refused frame turns into Chromium's error page
-                    if frame.url.startswith("chrome-error://"):
+                # The refused frame turns into Chromium's error page; Chromium may swap the
+                # frame object while doing so, so look it up by name on every try.
+                frame, url = None, ""
+                for _ in range(100):
+                    frame = other.frame(name=name)
+                    url = frame.url if frame is not None else ""
+                    if url.startswith("chrome-error://"):
                         break
                     await other.wait_for_timeout(100)
-                assert frame.url.startswith("chrome-error://"), (name, frame.url)
+                assert frame is not None and url.startswith("chrome-error://"), (name, url)
                 assert await frame.locator("#status, #attune-storage").count() == 0
             await other.screenshot(path=str(ARTIFACTS / "framed-by-unregistered-origin.png"))
             refusals = [m for m in console if "frame-ancestors" in m]
