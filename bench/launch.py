@@ -370,6 +370,25 @@ def main() -> None:
             f"({relay['events'] / max(relay['batches'], 1):.1f} events per batch)",
             flush=True,
         )
+        # A statement records a batch of launches in one transaction: one distinct created_at
+        # each. The level is in the subject (user-<level * 10**6 + n>).
+        statements = asyncio.run(
+            execute(
+                stack.database_url,
+                "SELECT coalesce(json_agg(json_build_array(level, n, s) ORDER BY level), '[]')"
+                "::text FROM (SELECT substr(subject, 6)::bigint / 1000000 AS level,"
+                " count(*) AS n, count(DISTINCT created_at) AS s FROM launches"
+                " WHERE subject ~ '^user-[0-9]+$' GROUP BY 1) per_level",
+            )
+        )
+        for level_index, launches, writes in json.loads(str(statements)):
+            if level_index >= len(levels):
+                continue  # warm-up launches
+            print(
+                f"launch records at c={levels[level_index]}: {launches} in {writes} statements "
+                f"({launches / max(writes, 1):.1f} per statement)",
+                flush=True,
+            )
         if args.scale:
             started = time.perf_counter()
             asyncio.run(_fill(stack.database_url, jwks_url, args.platforms, args.nonces))

@@ -16,10 +16,12 @@ from aiohttp import web
 
 from services.launch import queries
 from shared.app import service_app
+from shared.batching import GroupWriter
 from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
+from shared.ids import uuid7
 from shared.logs import get_logger
 from shared.lti import claims as C
 from shared.lti import errors
@@ -56,6 +58,7 @@ ASSETS = "/lti/launch/assets"
 VERIFIER_KEY = web.AppKey("launch_verifier", LaunchVerifier)
 TOKENS_KEY = web.AppKey("launch_tokens", LaunchTokens)
 CODEC_KEY = web.AppKey("state_codec", StateCodec)
+WRITER_KEY = web.AppKey("launch_writer", GroupWriter[queries.LaunchRecord, bool])
 
 log = get_logger(__name__)
 
@@ -86,24 +89,25 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         await queries.record_held_deployment(app[POOL_KEY], held.platform_id, held.deployment_id)
         log.info("deployment_held", platform_id=held.platform_id, deployment_id=held.deployment_id)
         raise
-    launch_id = uuid.uuid4()
+    launch_id = uuid7()
     settings = app[SETTINGS_KEY]
-    recorded = await queries.record_launch(
-        app[POOL_KEY],
-        nonce=verified.nonce,
-        nonce_expires_at=_nonce_expiry(verified, settings),
-        launch_id=launch_id,
-        platform_id=verified.platform.id,
-        deployment_id=verified.deployment_id,
-        message_type=verified.message_type,
-        subject=verified.subject,
-        context_id=verified.context_id,
-        resource_link_id=verified.resource_link_id,
-        roles=list(verified.roles),
-        region=verified.region,
-        new_deployment=verified.deployment_is_new,
-        event=_launch_event(launch_id, verified),
-        event_key=f"{verified.platform.id}:{verified.context_id or verified.deployment_id}",
+    recorded = await app[WRITER_KEY].write(
+        queries.LaunchRecord(
+            nonce=verified.nonce,
+            nonce_expires_at=_nonce_expiry(verified, settings),
+            launch_id=launch_id,
+            platform_id=verified.platform.id,
+            deployment_id=verified.deployment_id,
+            message_type=verified.message_type,
+            subject=verified.subject,
+            context_id=verified.context_id,
+            resource_link_id=verified.resource_link_id,
+            roles=list(verified.roles),
+            region=verified.region,
+            new_deployment=verified.deployment_is_new,
+            event=_launch_event(launch_id, verified),
+            event_key=f"{verified.platform.id}:{verified.context_id or verified.deployment_id}",
+        )
     )
     if not recorded:
         raise errors.nonce_replayed()
@@ -272,6 +276,13 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(verifier_ctx)
+
+    async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[WRITER_KEY] = writer = queries.launch_writer(app[POOL_KEY])
+        yield
+        await writer.close()
+
+    app.cleanup_ctx.append(writer_ctx)
     app.cleanup_ctx.append(background_task("nonce-purge", _purge_nonces))
     # A verified launch is logged once, as launch_verified (with launch id, platform and
     # deployment); the generic per-request line would only repeat it at the same cost.

@@ -3,80 +3,116 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
+from shared.batching import GroupWriter
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 
-# One statement, one round trip, atomic: use up the nonce; only if that inserted a row, write
-# the launch record, the deployment sighting (first launch of a new deployment) and the
-# outbox event. A replayed nonce inserts nothing at all.
-_RECORD_LAUNCH = """
-WITH nonce AS (
-    INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, to_timestamp($2))
+# One statement, one round trip, atomic, for a batch of verified launches (``GroupWriter``:
+# under load, the launches that arrived while the previous statement ran). For each launch:
+# use up the nonce; only if that inserted a row, write the launch record, the deployment
+# sighting (first launch of a new deployment) and the outbox event. A replayed nonce inserts
+# nothing at all. The batch never holds one nonce twice (the writer keys on it). Roles travel
+# as a JSON array per launch: unnest cannot take an array of arrays of different lengths.
+_RECORD_LAUNCHES = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::float8[], $3::uuid[], $4::bigint[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bool[], $13::uuid[], $14::bytea[], $15::text[],
+                         $16::bytea[])
+        WITH ORDINALITY AS i (nonce, expires, launch_id, platform_id, deployment_id,
+                              message_type, subject, context_id, resource_link_id, roles,
+                              region, new_deployment, event_id, event_key, event_type,
+                              event_value, n)
+), nonce AS (
+    INSERT INTO used_nonces (nonce, expires_at)
+    SELECT nonce, to_timestamp(expires) FROM input
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING nonce
+), used AS (
+    SELECT input.* FROM input JOIN nonce USING (nonce)
 ), launch AS (
     INSERT INTO launches (id, platform_id, deployment_id, message_type, subject, context_id,
                           resource_link_id, roles, region)
-    SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM nonce
-    RETURNING id
+    SELECT launch_id, platform_id, deployment_id, message_type, subject, context_id,
+           resource_link_id, ARRAY(SELECT jsonb_array_elements_text(roles::jsonb)), region
+    FROM used
 ), sighting AS (
     INSERT INTO deployment_sightings (platform_id, deployment_id, policy)
-    SELECT $4, $5, 'accept' FROM launch WHERE $12
+    SELECT DISTINCT platform_id, deployment_id, 'accept' FROM used WHERE new_deployment
     ON CONFLICT DO NOTHING
 ), event AS (
     INSERT INTO outbox (id, topic, key, event_type, value)
-    SELECT $13, $14, $15, $16, $17 FROM launch
+    SELECT event_id, $17, event_key, event_type, event_value FROM used ORDER BY n
 )
-SELECT count(*) FROM nonce
+SELECT nonce FROM nonce
 """
 
 
-async def record_launch(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    nonce: str,
-    nonce_expires_at: float,
-    launch_id: uuid.UUID,
-    platform_id: int,
-    deployment_id: str,
-    message_type: str,
-    subject: str | None,
-    context_id: str | None,
-    resource_link_id: str | None,
-    roles: list[str],
-    region: str,
-    new_deployment: bool,
-    event: Event,
-    event_key: str,
-) -> bool:
-    """Record a verified launch. Returns False (and writes nothing) if the nonce was used."""
-    used = await conn.fetchval(
-        _RECORD_LAUNCH,
-        nonce,
-        nonce_expires_at,
-        launch_id,
-        platform_id,
-        deployment_id,
-        message_type,
-        subject,
-        context_id,
-        resource_link_id,
-        roles,
-        region,
-        new_deployment,
-        event.id,
+@dataclass(frozen=True, slots=True)
+class LaunchRecord:
+    """A verified launch to record: its nonce, the launch row and its event."""
+
+    nonce: str
+    nonce_expires_at: float
+    launch_id: uuid.UUID
+    platform_id: int
+    deployment_id: str
+    message_type: str
+    subject: str | None
+    context_id: str | None
+    resource_link_id: str | None
+    roles: list[str]
+    region: str
+    new_deployment: bool
+    event: Event
+    event_key: str
+
+
+async def record_launches(
+    conn: asyncpg.Connection | asyncpg.Pool, records: Sequence[LaunchRecord]
+) -> list[bool]:
+    """Record verified launches in one statement. For each: False (and nothing written for
+    it) if its nonce was already used. The nonces must be distinct."""
+    used = await conn.fetch(
+        _RECORD_LAUNCHES,
+        [r.nonce for r in records],
+        [r.nonce_expires_at for r in records],
+        [r.launch_id for r in records],
+        [r.platform_id for r in records],
+        [r.deployment_id for r in records],
+        [r.message_type for r in records],
+        [r.subject for r in records],
+        [r.context_id for r in records],
+        [r.resource_link_id for r in records],
+        [json.dumps(r.roles) for r in records],
+        [r.region for r in records],
+        [r.new_deployment for r in records],
+        [r.event.id for r in records],
+        [r.event_key.encode() for r in records],
+        [r.event.type for r in records],
+        [r.event.encode() for r in records],
         topics.LAUNCH,
-        event_key.encode(),
-        event.type,
-        event.encode(),
     )
     if used:
         outbox.wake_relays()  # one statement: committed already
-    return bool(used)
+    fresh = {row[0] for row in used}
+    return [r.nonce in fresh for r in records]
+
+
+def launch_writer(pool: asyncpg.Pool) -> GroupWriter[LaunchRecord, bool]:
+    """Records launches as they come, batching those that arrive while a statement runs."""
+
+    async def write(records: Sequence[LaunchRecord]) -> list[bool]:
+        return await record_launches(pool, records)
+
+    return GroupWriter(write, key=lambda r: r.nonce)
 
 
 async def record_held_deployment(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.ids import uuid7
+
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 1_000_000
 
@@ -26,7 +28,7 @@ class Event:
     source: str
     subject: str
     data: dict[str, Any]
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=uuid7)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     schema_version: int = SCHEMA_VERSION
 
