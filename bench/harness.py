@@ -232,11 +232,17 @@ def measure(
 
 
 def start_service(
-    stack: Stack, name: str, extra_env: dict[str, str] | None = None, port: int | None = None
+    stack: Stack,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    service: str | None = None,
 ) -> None:
+    """Run ``attune serve <service>`` (default: ``name``) as ``stack.services[name]``."""
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+        [sys.executable, "-m", "shared.cli", "serve", service or name, "--port", str(port)],
         env={**stack.env, **(extra_env or {})},
         cwd=ROOT,
         preexec_fn=child_preexec(stack.cpus),

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -43,6 +44,7 @@ from bench.harness import (
     tree_rss_mb,
     wait_ready,
 )
+from shared.migrate import upgrade
 from shared.signing import b64url
 
 ISSUER = "https://platform.bench.example"
@@ -274,6 +276,9 @@ def main() -> None:
         "--active-platforms", type=int, default=1000, help="launching during --scale"
     )
     parser.add_argument("--nonces", type=int, default=1_000_000, help="used nonces, for --scale")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="--scale: small/big/big+purge rounds, alternating"
+    )
     parser.add_argument("--database-url")
     parser.add_argument("--kafka")
     parser.add_argument("--json-out")
@@ -312,45 +317,9 @@ def main() -> None:
             for pid in (stack.postgres_pid, stack.broker_pid):
                 if pid:
                     pin(pid, SERVICE_CPUS)
-        asyncio.run(
-            execute(
-                stack.database_url,
-                "WITH p AS (INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, product) "
-                "VALUES ($1, $2, 'https://platform.bench.example/auth', $3, 'generic') "
-                "ON CONFLICT (issuer, client_id) DO UPDATE SET jwks_url = excluded.jwks_url "
-                "RETURNING id) INSERT INTO deployments (platform_id, deployment_id) "
-                "SELECT id, $4 FROM p ON CONFLICT DO NOTHING RETURNING 1",
-                ISSUER,
-                CLIENT_ID,
-                jwks_url,
-                DEPLOYMENT,
-            )
-        )
-        # The launch URL is the region's base URL; login redirects the platform there.
-        base = f"http://127.0.0.1:{free_port()}"
-        region_env = {
-            "ATTUNE_PUBLIC_URL": base,
-            "ATTUNE_REGIONS": f"bench={base}",
-            "ATTUNE_REGION": "bench",
-        }
-        start_service(stack, "launch", region_env, port=int(base.rsplit(":", 1)[1]))
-        start_service(stack, "login", region_env)
-        asyncio.run(wait_ready(stack))
+        asyncio.run(_register(stack.database_url, jwks_url))
+        target, groups = _start_attune(stack, pem, args)
         idle_rss = {name: tree_rss_mb(stack.pid(name)) for name in stack.services}
-        target = Target(
-            kind="attune",
-            login_url=f"{stack.url('login')}/lti/login",
-            launch_url=f"{base}/lti/launch",
-            app_url=f"{base}/app",
-            pem=pem,
-            login_method=args.login_method,
-            pinned=args.pin,
-        )
-        groups = {name: stack.pid(name) for name in stack.services}
-        if stack.postgres_pid:
-            groups["postgres"] = stack.postgres_pid
-        if stack.broker_pid:
-            groups["broker"] = stack.broker_pid
         for i, level in enumerate(levels):
             rows.append(
                 run_level(target, groups, level, args.count, args.warmup, args.procs, i * 10**6)
@@ -390,37 +359,7 @@ def main() -> None:
                 flush=True,
             )
         if args.scale:
-            started = time.perf_counter()
-            asyncio.run(_fill(stack.database_url, jwks_url, args.platforms, args.nonces))
-            print(f"scale: store filled in {time.perf_counter() - started:.0f} s", flush=True)
-            target = replace(target, platforms=min(args.active_platforms, args.platforms))
-            for i, level in enumerate(levels):
-                for with_purge in (False, True):
-                    # Then again while the launch service's own purge routine deletes one
-                    # minute of expired nonces (its 60 s timer may not fire in the run).
-                    purge: dict[str, float] = {}
-                    purger = threading.Thread(
-                        target=_purge_during, args=(stack.database_url, purge), daemon=True
-                    )
-                    if with_purge:
-                        purger.start()
-                    rows.append(
-                        run_level(
-                            target,
-                            groups,
-                            level,
-                            args.count,
-                            max(args.warmup, target.platforms),  # every active platform cached
-                            args.procs,
-                            (50 + 2 * i + with_purge) * 10**6,
-                        )
-                    )
-                    if with_purge:
-                        purger.join(600)
-                    rows[-1]["tool"] = "attune-scale+purge" if with_purge else "attune-scale"
-                    rows[-1]["purge"] = purge
-                    rows[-1]["store"] = asyncio.run(_store_size(stack.database_url))
-                rows[-1]["store"] = asyncio.run(_store_size(stack.database_url))
+            rows += _scale(stack, target, groups, jwks_url, pem, levels, args)
     if args.peer:
         port = free_port()
         proc = peer_tool.start(
@@ -461,13 +400,154 @@ def main() -> None:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
 
 
+async def _register(database_url: str, jwks_url: str) -> None:
+    await execute(
+        database_url,
+        "WITH p AS (INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, product) "
+        "VALUES ($1, $2, 'https://platform.bench.example/auth', $3, 'generic') "
+        "ON CONFLICT (issuer, client_id) DO UPDATE SET jwks_url = excluded.jwks_url "
+        "RETURNING id) INSERT INTO deployments (platform_id, deployment_id) "
+        "SELECT id, $4 FROM p ON CONFLICT DO NOTHING RETURNING 1",
+        ISSUER,
+        CLIENT_ID,
+        jwks_url,
+        DEPLOYMENT,
+    )
+
+
+def _start_attune(
+    stack: Any,
+    pem: bytes,
+    args: argparse.Namespace,
+    *,
+    suffix: str = "",
+    env: dict[str, str] | None = None,
+) -> tuple[Target, dict[str, int]]:
+    """Start a login and a launch service (named ``login<suffix>``, ``launch<suffix>``);
+    returns the generator's target and the process groups whose CPU is counted."""
+    from shared.dev.embedded import free_port
+
+    # The launch URL is the region's base URL; login redirects the platform there.
+    base = f"http://127.0.0.1:{free_port()}"
+    region_env = {
+        "ATTUNE_PUBLIC_URL": base,
+        "ATTUNE_REGIONS": f"bench={base}",
+        "ATTUNE_REGION": "bench",
+        **(env or {}),
+    }
+    start_service(
+        stack, f"launch{suffix}", region_env, port=int(base.rsplit(":", 1)[1]), service="launch"
+    )
+    start_service(stack, f"login{suffix}", region_env, service="login")
+    asyncio.run(wait_ready(stack))
+    target = Target(
+        kind="attune",
+        login_url=f"{stack.url(f'login{suffix}')}/lti/login",
+        launch_url=f"{base}/lti/launch",
+        app_url=f"{base}/app",
+        pem=pem,
+        login_method=args.login_method,
+        pinned=args.pin,
+    )
+    groups = {"launch": stack.pid(f"launch{suffix}"), "login": stack.pid(f"login{suffix}")}
+    if stack.postgres_pid:
+        groups["postgres"] = stack.postgres_pid
+    if stack.broker_pid:
+        groups["broker"] = stack.broker_pid
+    return target, groups
+
+
+def _scale(
+    stack: Any,
+    small: Target,
+    small_groups: dict[str, int],
+    jwks_url: str,
+    pem: bytes,
+    levels: list[int],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """The small and the big store side by side, alternating.
+
+    The big store is a second database in the same Postgres with its own login and launch
+    services. Each round runs the small case, the big store at rest and the big store while
+    its expired nonces are purged, back to back, so the three see the same machine: this
+    machine's noise (other tenants) moves single runs by 15% and more, far more than the
+    difference being measured. The table reports each round's ratios and their median.
+    """
+    big_url = asyncio.run(_create_database(stack.database_url, "big"))
+    upgrade(big_url)
+    asyncio.run(_register(big_url, jwks_url))
+    started = time.perf_counter()
+    asyncio.run(_fill(big_url, jwks_url, args.platforms, args.nonces))
+    print(f"scale: store filled in {time.perf_counter() - started:.0f} s", flush=True)
+    big, big_groups = _start_attune(stack, pem, args, suffix="-big", env={"DATABASE_URL": big_url})
+    big = replace(big, platforms=min(args.active_platforms, args.platforms))
+    rows: list[dict[str, Any]] = []
+    offset = 50
+    for level in levels:
+        for round_ in range(1, args.rounds + 1):
+            asyncio.run(_expire_one_minute(big_url, round_))
+            for tool, target, groups, with_purge in (
+                ("attune-small", small, small_groups, False),
+                ("attune-scale", big, big_groups, False),
+                ("attune-scale+purge", big, big_groups, True),
+            ):
+                # With purge: the launch service's own purge routine deletes one minute of
+                # expired nonces during the level (its 60 s timer may not fire in the run).
+                purge: dict[str, float] = {}
+                purger = threading.Thread(target=_purge_during, args=(big_url, purge), daemon=True)
+                if with_purge:
+                    purger.start()
+                warmup = max(args.warmup, target.platforms)  # every active platform cached
+                offset += 1
+                row = run_level(
+                    target, groups, level, args.count, warmup, args.procs, offset * 10**6
+                )
+                if with_purge:
+                    purger.join(600)
+                row.update(tool=tool, round=round_, purge=purge)
+                if tool != "attune-small":
+                    row["store"] = asyncio.run(_store_size(big_url))
+                rows.append(row)
+    return rows
+
+
+async def _create_database(database_url: str, name: str) -> str:
+    """A fresh database next to ``database_url``'s; returns its URL."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        db = f"{await conn.fetchval('SELECT current_database()')}_{name}"
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(database_url)
+    return parts._replace(path=f"/{db}").geturl()
+
+
+async def _expire_one_minute(database_url: str, round_: int) -> None:
+    """What expires between two runs of the launch service's minutely purge at ~750
+    launches/s, for this round's purge level."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO used_nonces (nonce, expires_at) "
+            "SELECT 'expired-' || $2::int || '-' || i, now() - random() * interval '60 s' "
+            "FROM generate_series(1, $1::int) AS i ON CONFLICT DO NOTHING",
+            EXPIRED_PER_MINUTE,
+            round_,
+        )
+    finally:
+        await conn.close()
+
+
 async def _fill(database_url: str, jwks_url: str, platforms: int, nonces: int) -> None:
     """The registration store and nonce table of a big installation at steady state.
 
     ``platforms`` registrations with a deployment each (sharing the benchmark's JWKS, as hosted
     Canvas schools share Instructure's), ``nonces`` live used nonces (more than the ~280,000 a
-    steady 750 launches/s keeps; none expires during the run), one minute of expired ones for
-    the purge, and ``nonces`` launch records.
+    steady 750 launches/s keeps; none expires during the run) and ``nonces`` launch records.
+    Each round of ``_scale`` adds one minute of expired nonces for its purge level.
     """
     conn = await asyncpg.connect(database_url)
     try:
@@ -492,14 +572,6 @@ async def _fill(database_url: str, jwks_url: str, platforms: int, nonces: int) -
             "FROM generate_series(1, $1::int) AS i ON CONFLICT DO NOTHING",
             nonces,
         )
-        # What expires between two runs of the launch service's minutely purge at ~750
-        # launches/s: the purge deletes it during the measured launches.
-        await conn.execute(
-            "INSERT INTO used_nonces (nonce, expires_at) "
-            "SELECT 'expired-' || i, now() - random() * interval '60 s' "
-            "FROM generate_series(1, $1::int) AS i ON CONFLICT DO NOTHING",
-            EXPIRED_PER_MINUTE,
-        )
         await conn.execute(
             "INSERT INTO launches (id, platform_id, deployment_id, message_type, subject, "
             "context_id, resource_link_id, roles, region, created_at) "
@@ -513,7 +585,13 @@ async def _fill(database_url: str, jwks_url: str, platforms: int, nonces: int) -
             DEPLOYMENT,
             platforms,
         )
+        # Steady state: what autovacuum, analyze and the checkpointer would have done long
+        # before a real store got this big is done now, not during the measured launches.
         await conn.execute("VACUUM ANALYZE")
+        try:
+            await conn.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:
+            pass  # a given --database-url without superuser: the next timed checkpoint does it
     finally:
         await conn.close()
 
@@ -582,8 +660,7 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
             f"| {errors}{' ' + str(r['errors']) if errors else ''} |"
         )
     attune = {r["concurrency"]: r for r in rows if r["tool"] == "attune"}
-    scaled = {r["concurrency"]: r for r in rows if r["tool"] == "attune-scale"}
-    purged = {r["concurrency"]: r for r in rows if r["tool"] == "attune-scale+purge"}
+    scaled = [r for r in rows if r["tool"] == "attune-scale"]
     peers = {r["concurrency"]: r for r in rows if not r["tool"].startswith("attune")}
     idle = next((r.get("idle_rss_mb") for r in rows if r.get("idle_rss_mb")), None)
     lines.append("")
@@ -612,36 +689,58 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
                 f"| {b['ms']['launch'][99] / a['ms']['launch'][99]:.2f}x |"
             )
     if scaled:
-        store = next(iter(scaled.values())).get("store", {})
-        lines += [
-            "",
-            "Scale: " + ", ".join(f"{k} {v:,}" for k, v in store.items()) + " (after the run)",
-            *(
-                f"c={c}: {r['purge'].get('deleted', 0):,.0f} expired nonces purged in "
-                f"{r['purge'].get('seconds', 0):.1f} s during the measured launches"
-                for c, r in purged.items()
-                if r.get("purge")
-            ),
-            "",
-            "| c | big store | CPU per launch big ÷ small | launch p99 big ÷ small "
-            "| login p99 big ÷ small | generator CPU big ÷ small (same work: the machine's "
-            "noise) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for label, table_rows in (("at rest", scaled), ("while purging", purged)):
-            for c, big in table_rows.items():
-                if c not in attune:
-                    continue
-                small = attune[c]
-                gauge = (
-                    big["cpu_ms_per_launch"]["generator"] / small["cpu_ms_per_launch"]["generator"]
-                )
-                lines.append(
-                    f"| {c} | {label} | {tool_cpu(big) / tool_cpu(small):.2f}x "
-                    f"| {big['ms']['launch'][99] / small['ms']['launch'][99]:.2f}x "
-                    f"| {big['ms']['login'][99] / small['ms']['login'][99]:.2f}x | {gauge:.2f}x |"
-                )
+        lines += _scale_table(rows)
     return "\n".join(lines)
+
+
+def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per round: big store ÷ the small case run right before it; then the median."""
+    by_key = {(r["tool"], r["concurrency"], r.get("round")): r for r in rows}
+    big = [r for r in rows if r["tool"] == "attune-scale"]
+    store = big[-1].get("store", {})
+    lines = [
+        "",
+        "Scale: " + ", ".join(f"{k} {v:,}" for k, v in store.items()) + " (after the run)",
+        *(
+            f"c={r['concurrency']} round {r['round']}: {r['purge'].get('deleted', 0):,.0f} "
+            f"expired nonces purged in {r['purge'].get('seconds', 0):.1f} s during the launches"
+            for r in rows
+            if r["tool"] == "attune-scale+purge" and r.get("purge")
+        ),
+        "",
+        "| c | big store | round | CPU per launch big ÷ small | launch p99 big ÷ small "
+        "| login p99 big ÷ small | generator CPU big ÷ small (same work: the machine's "
+        "noise) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tool, label in (("attune-scale", "at rest"), ("attune-scale+purge", "while purging")):
+        ratios: dict[int, list[tuple[float, float, float, float]]] = {}
+        for r in rows:
+            if r["tool"] != tool:
+                continue
+            small = by_key.get(("attune-small", r["concurrency"], r.get("round")))
+            if small is None:
+                continue
+            ratio = (
+                tool_cpu(r) / tool_cpu(small),
+                r["ms"]["launch"][99] / small["ms"]["launch"][99],
+                r["ms"]["login"][99] / small["ms"]["login"][99],
+                r["cpu_ms_per_launch"]["generator"] / small["cpu_ms_per_launch"]["generator"],
+            )
+            ratios.setdefault(r["concurrency"], []).append(ratio)
+            lines.append(
+                f"| {r['concurrency']} | {label} | {r['round']} | "
+                + " | ".join(f"{x:.2f}x" for x in ratio)
+                + " |"
+            )
+        for c, values in ratios.items():
+            medians = [statistics.median(v[i] for v in values) for i in range(4)]
+            lines.append(
+                f"| {c} | {label} | **median** | "
+                + " | ".join(f"**{x:.2f}x**" for x in medians)
+                + " |"
+            )
+    return lines
 
 
 if __name__ == "__main__":
