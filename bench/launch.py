@@ -23,6 +23,7 @@ import os
 import statistics
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -200,7 +201,8 @@ def run_level(
 ) -> dict[str, Any]:
     """One concurrency level. ``groups``: name → root pid whose process tree's CPU is counted."""
     if warmup:
-        asyncio.run(_client(target, warmup, min(concurrency, 16), offset + 10_000_000))
+        # Warm-up subjects are 500 slots up: never those of a measured level.
+        asyncio.run(_client(target, warmup, min(concurrency, 16), offset + 500 * 10**6))
     procs = max(1, min(procs, concurrency))
     run = measure(
         _client_process,
@@ -277,7 +279,10 @@ def main() -> None:
     )
     parser.add_argument("--nonces", type=int, default=1_000_000, help="used nonces, for --scale")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="--scale: small/big/big+purge rounds, alternating"
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds alternating Attune and --peer (and --scale's small and big stores)",
     )
     parser.add_argument("--database-url")
     parser.add_argument("--kafka")
@@ -320,84 +325,100 @@ def main() -> None:
         asyncio.run(_register(stack.database_url, jwks_url))
         target, groups = _start_attune(stack, pem, args)
         idle_rss = {name: tree_rss_mb(stack.pid(name)) for name in stack.services}
-        for i, level in enumerate(levels):
-            rows.append(
-                run_level(target, groups, level, args.count, args.warmup, args.procs, i * 10**6)
-            )
-            rows[-1]["idle_rss_mb"] = idle_rss
-        # One relay batch marks its rows sent in one transaction: one distinct sent_at each.
-        batches = asyncio.run(
-            execute(
-                stack.database_url,
-                "SELECT json_build_object('events', count(*), 'batches', count(DISTINCT sent_at))"
-                "::text FROM outbox WHERE sent_at IS NOT NULL",
-            )
-        )
-        relay = json.loads(str(batches))
-        print(
-            f"relay: {relay['events']} events in {relay['batches']} batches "
-            f"({relay['events'] / max(relay['batches'], 1):.1f} events per batch)",
-            flush=True,
-        )
-        # A statement records a batch of launches in one transaction: one distinct created_at
-        # each. The level is in the subject (user-<level * 10**6 + n>).
-        statements = asyncio.run(
-            execute(
-                stack.database_url,
-                "SELECT coalesce(json_agg(json_build_array(level, n, s) ORDER BY level), '[]')"
-                "::text FROM (SELECT substr(subject, 6)::bigint / 1000000 AS level,"
-                " count(*) AS n, count(DISTINCT created_at) AS s FROM launches"
-                " WHERE subject ~ '^user-[0-9]+$' GROUP BY 1) per_level",
-            )
-        )
-        for level_index, launches, writes in json.loads(str(statements)):
-            if level_index >= len(levels):
-                continue  # warm-up launches
-            print(
-                f"launch records at c={levels[level_index]}: {launches} in {writes} statements "
-                f"({launches / max(writes, 1):.1f} per statement)",
-                flush=True,
-            )
+        with ExitStack() as peer_running:
+            drivers: list[tuple[Target, dict[str, int]]] = [(target, groups)]
+            if args.peer:
+                # Started now and driven in turns with Attune: each round runs Attune, then
+                # the peer, back to back, so both see the same machine (its noise, other
+                # tenants, moves single runs by 15% and more).
+                port = free_port()
+                proc = peer_tool.start(
+                    port=port,
+                    issuer=ISSUER,
+                    client_id=CLIENT_ID,
+                    deployment_id=DEPLOYMENT,
+                    jwks_url=jwks_url,
+                    cpus=SERVICE_CPUS if args.pin else None,
+                )
+                peer_running.callback(peer_tool.stop, proc)
+                peer = Target(
+                    kind="pylti1p3",
+                    login_url=f"http://127.0.0.1:{port}/login/",
+                    launch_url=f"http://127.0.0.1:{port}/launch/",
+                    app_url=f"http://127.0.0.1:{port}/launch/",
+                    pem=pem,
+                    login_method=args.login_method,
+                    pinned=args.pin,
+                )
+                drivers.append((peer, {"gunicorn": proc.pid}))
+            rounds = args.rounds if args.peer else 1
+            slot_levels: dict[int, int] = {}  # subject offset // 10**6 -> concurrency
+            for level in levels:
+                for round_ in range(1, rounds + 1):
+                    for driven, driven_groups in drivers:
+                        slot = len(slot_levels)
+                        slot_levels[slot] = level
+                        row = run_level(
+                            driven,
+                            driven_groups,
+                            level,
+                            args.count,
+                            args.warmup,
+                            args.procs,
+                            slot * 10**6,
+                        )
+                        row["round"] = round_
+                        if driven.kind == "attune":
+                            row["idle_rss_mb"] = idle_rss
+                        rows.append(row)
+        _print_write_batches(stack.database_url, slot_levels)
         if args.scale:
             rows += _scale(stack, target, groups, jwks_url, pem, levels, args)
-    if args.peer:
-        port = free_port()
-        proc = peer_tool.start(
-            port=port,
-            issuer=ISSUER,
-            client_id=CLIENT_ID,
-            deployment_id=DEPLOYMENT,
-            jwks_url=jwks_url,
-            cpus=SERVICE_CPUS if args.pin else None,
-        )
-        try:
-            target = Target(
-                kind="pylti1p3",
-                login_url=f"http://127.0.0.1:{port}/login/",
-                launch_url=f"http://127.0.0.1:{port}/launch/",
-                app_url=f"http://127.0.0.1:{port}/launch/",
-                pem=pem,
-                login_method=args.login_method,
-                pinned=args.pin,
-            )
-            for i, level in enumerate(levels):
-                rows.append(
-                    run_level(
-                        target,
-                        {"gunicorn": proc.pid},
-                        level,
-                        args.count,
-                        args.warmup,
-                        args.procs,
-                        (len(levels) + i) * 10**6,
-                    )
-                )
-        finally:
-            peer_tool.stop(proc)
     print(table(rows, pinned=args.pin))
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
+
+
+def _print_write_batches(database_url: str, slot_levels: dict[int, int]) -> None:
+    """Events per relay batch, and launch records per statement (group commit) per level."""
+    # One relay batch marks its rows sent in one transaction: one distinct sent_at each.
+    batches = asyncio.run(
+        execute(
+            database_url,
+            "SELECT json_build_object('events', count(*), 'batches', count(DISTINCT sent_at))"
+            "::text FROM outbox WHERE sent_at IS NOT NULL",
+        )
+    )
+    relay = json.loads(str(batches))
+    print(
+        f"relay: {relay['events']} events in {relay['batches']} batches "
+        f"({relay['events'] / max(relay['batches'], 1):.1f} events per batch)",
+        flush=True,
+    )
+    # A statement records a batch of launches in one transaction: one distinct created_at
+    # each. The level's slot is in the subject (user-<slot * 10**6 + n>).
+    statements = asyncio.run(
+        execute(
+            database_url,
+            "SELECT coalesce(json_agg(json_build_array(slot, n, s) ORDER BY slot), '[]')"
+            "::text FROM (SELECT substr(subject, 6)::bigint / 1000000 AS slot,"
+            " count(*) AS n, count(DISTINCT created_at) AS s FROM launches"
+            " WHERE subject ~ '^user-[0-9]+$' GROUP BY 1) per_slot",
+        )
+    )
+    per_level: dict[int, list[int]] = {}
+    for slot, launches, writes in json.loads(str(statements)):
+        if slot in slot_levels:  # not the warm-up launches
+            totals = per_level.setdefault(slot_levels[slot], [0, 0])
+            totals[0] += launches
+            totals[1] += writes
+    for level, (launches, writes) in per_level.items():
+        print(
+            f"launch records at c={level}: {launches} in {writes} statements "
+            f"({launches / max(writes, 1):.1f} per statement)",
+            flush=True,
+        )
 
 
 async def _register(database_url: str, jwks_url: str) -> None:
@@ -659,9 +680,7 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
             f"| {split} | {rss} "
             f"| {errors}{' ' + str(r['errors']) if errors else ''} |"
         )
-    attune = {r["concurrency"]: r for r in rows if r["tool"] == "attune"}
     scaled = [r for r in rows if r["tool"] == "attune-scale"]
-    peers = {r["concurrency"]: r for r in rows if not r["tool"].startswith("attune")}
     idle = next((r.get("idle_rss_mb") for r in rows if r.get("idle_rss_mb")), None)
     lines.append("")
     lines.append(
@@ -672,25 +691,46 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
         lines.append(
             "Idle RSS MB before load: " + ", ".join(f"{k} {v:.0f}" for k, v in idle.items())
         )
-    if peers:
-        lines += [
-            "",
-            "| c | throughput Attune ÷ pylti1p3 | CPU per launch pylti1p3 ÷ Attune "
-            "| launch p99 pylti1p3 ÷ Attune |",
-            "|---|---|---|---|",
-        ]
-        for c, a in attune.items():
-            if c not in peers:
-                continue
-            b = peers[c]
-            lines.append(
-                f"| {c} | {a['launches_per_s'] / b['launches_per_s']:.2f}x "
-                f"| {tool_cpu(b) / tool_cpu(a):.2f}x "
-                f"| {b['ms']['launch'][99] / a['ms']['launch'][99]:.2f}x |"
-            )
+    if any(not r["tool"].startswith("attune") for r in rows):
+        lines += _peer_table(rows)
     if scaled:
         lines += _scale_table(rows)
     return "\n".join(lines)
+
+
+def _peer_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per round: Attune ÷ the peer run right after it; then the median of the rounds."""
+    attune = {(r["concurrency"], r.get("round")): r for r in rows if r["tool"] == "attune"}
+    lines = [
+        "",
+        "| c | round | throughput Attune ÷ pylti1p3 | CPU per launch pylti1p3 ÷ Attune "
+        "| launch p99 pylti1p3 ÷ Attune | generator CPU pylti1p3 ÷ Attune |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios: dict[int, list[tuple[float, float, float, float]]] = {}
+    for b in rows:
+        a = attune.get((b["concurrency"], b.get("round")))
+        if b["tool"].startswith("attune") or a is None:
+            continue
+        ratio = (
+            a["launches_per_s"] / b["launches_per_s"],
+            tool_cpu(b) / tool_cpu(a),
+            b["ms"]["launch"][99] / a["ms"]["launch"][99],
+            b["cpu_ms_per_launch"]["generator"] / a["cpu_ms_per_launch"]["generator"],
+        )
+        ratios.setdefault(b["concurrency"], []).append(ratio)
+        lines.append(
+            f"| {b['concurrency']} | {b.get('round', 1)} | "
+            + " | ".join(f"{x:.2f}x" for x in ratio)
+            + " |"
+        )
+    for c, values in ratios.items():
+        if len(values) > 1:
+            medians = [statistics.median(v[i] for v in values) for i in range(4)]
+            lines.append(
+                f"| {c} | **median** | " + " | ".join(f"**{x:.2f}x**" for x in medians) + " |"
+            )
+    return lines
 
 
 def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
