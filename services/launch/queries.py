@@ -139,7 +139,7 @@ async def purge_nonces(pool: asyncpg.Pool) -> int:
     return int(result.split()[-1])
 
 
-async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.05) -> int:
+async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.15) -> int:
     """Delete every expired nonce in bounded batches (under load more nonces expire per minute
     than one batch holds), pausing between batches so none holds locks, a connection or the
     CPU for long. Returns how many were deleted."""
