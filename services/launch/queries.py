@@ -13,6 +13,7 @@ import asyncpg
 from shared.batching import GroupWriter
 from shared.events import outbox, topics
 from shared.events.envelope import Event
+from shared.web import DATABASE_UNAVAILABLE
 
 # One statement, one round trip, atomic, for a batch of verified launches (``GroupWriter``:
 # under load, the launches that arrived while the previous statement ran). For each launch:
@@ -31,8 +32,10 @@ WITH input AS (
                               region, new_deployment, event_id, event_key, event_type,
                               event_value, n)
 ), nonce AS (
+    -- In nonce order: two replicas' batches that share nonces (one token posted to both)
+    -- then lock them in the same order and cannot deadlock.
     INSERT INTO used_nonces (nonce, expires_at)
-    SELECT nonce, to_timestamp(expires) FROM input
+    SELECT nonce, to_timestamp(expires) FROM input ORDER BY nonce
     ON CONFLICT DO NOTHING
     RETURNING nonce
 ), used AS (
@@ -41,11 +44,15 @@ WITH input AS (
     INSERT INTO launches (id, platform_id, deployment_id, message_type, subject, context_id,
                           resource_link_id, roles, region)
     SELECT launch_id, platform_id, deployment_id, message_type, subject, context_id,
-           resource_link_id, ARRAY(SELECT jsonb_array_elements_text(roles::jsonb)), region
+           resource_link_id,
+           ARRAY(SELECT r FROM jsonb_array_elements_text(roles::jsonb) WITH ORDINALITY
+                 AS role (r, i) ORDER BY i),
+           region
     FROM used
 ), sighting AS (
     INSERT INTO deployment_sightings (platform_id, deployment_id, policy)
     SELECT DISTINCT platform_id, deployment_id, 'accept' FROM used WHERE new_deployment
+    ORDER BY platform_id, deployment_id
     ON CONFLICT DO NOTHING
 ), event AS (
     INSERT INTO outbox (id, topic, key, event_type, value)
@@ -79,7 +86,10 @@ async def record_launches(
     conn: asyncpg.Connection | asyncpg.Pool, records: Sequence[LaunchRecord]
 ) -> list[bool]:
     """Record verified launches in one statement. For each: False (and nothing written for
-    it) if its nonce was already used. The nonces must be distinct."""
+    it) if its nonce was already used. The nonces must be distinct (the statement would record
+    a nonce given twice twice)."""
+    if len({r.nonce for r in records}) != len(records):
+        raise ValueError("a batch of launches must not hold the same nonce twice")
     used = await conn.fetch(
         _RECORD_LAUNCHES,
         [r.nonce for r in records],
@@ -107,12 +117,35 @@ async def record_launches(
 
 
 def launch_writer(pool: asyncpg.Pool) -> GroupWriter[LaunchRecord, bool]:
-    """Records launches as they come, batching those that arrive while a statement runs."""
+    """Records launches as they come, batching those that arrive while a statement runs.
 
-    async def write(records: Sequence[LaunchRecord]) -> list[bool]:
-        return await record_launches(pool, records)
+    A batch the database refuses for a reason other than being unreachable (a value it
+    rejects, a deadlock) is written again one launch at a time, so one launch's error is never
+    its neighbours'. While the database is unreachable, the launches queued behind a failed
+    batch fail with it (503 ``database_unavailable``) instead of each waiting its own timeout.
+    """
 
-    return GroupWriter(write, key=lambda r: r.nonce)
+    async def write(records: Sequence[LaunchRecord]) -> list[bool | Exception]:
+        try:
+            return list(await record_launches(pool, records))
+        except asyncpg.PostgresError as exc:
+            if len(records) == 1 or isinstance(exc, DATABASE_UNAVAILABLE):
+                raise
+        results: list[bool | Exception] = []
+        for record in records:
+            try:
+                results.extend(await record_launches(pool, [record]))
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, DATABASE_UNAVAILABLE):
+                    raise
+                results.append(exc)
+        return results
+
+    return GroupWriter(
+        write,
+        key=lambda r: r.nonce,
+        fails_queue=lambda exc: isinstance(exc, DATABASE_UNAVAILABLE),
+    )
 
 
 async def record_held_deployment(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> None:

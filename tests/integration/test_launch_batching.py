@@ -24,7 +24,14 @@ ROLES = [
 ]
 
 
-def record(nonce: str, *, deployment: str = "d-1", new: bool = False) -> queries.LaunchRecord:
+def record(
+    nonce: str,
+    *,
+    deployment: str = "d-1",
+    new: bool = False,
+    subject: str | None = "",
+    roles: list[str] | None = None,
+) -> queries.LaunchRecord:
     launch_id = uuid7()
     return queries.LaunchRecord(
         nonce=nonce,
@@ -33,10 +40,10 @@ def record(nonce: str, *, deployment: str = "d-1", new: bool = False) -> queries
         platform_id=4242,
         deployment_id=deployment,
         message_type="LtiResourceLinkRequest",
-        subject=f"sub-{nonce}",
-        context_id="course-1",
-        resource_link_id="rl-1",
-        roles=ROLES,
+        subject=f"sub-{nonce}" if subject == "" else subject,
+        context_id="course-1" if subject == "" else None,
+        resource_link_id="rl-1" if subject == "" else None,
+        roles=ROLES if roles is None else roles,
         region="us-east-1",
         new_deployment=new,
         event=Event(
@@ -52,8 +59,14 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
     tag = uuid.uuid4().hex
     used_before = record(f"{tag}-used")
     assert await queries.record_launches(pool, [used_before]) == [True]
-    batch = [record(f"{tag}-a", new=True), used_before, record(f"{tag}-b", new=True)]
-    batch[1] = record(f"{tag}-used")  # same nonce, another launch: a replay
+    deployment = f"d-{tag}"
+    batch = [
+        record(f"{tag}-a", deployment=deployment, new=True),
+        record(f"{tag}-used", deployment=deployment, new=True),  # a replay of that nonce
+        record(f"{tag}-b", deployment=deployment, new=True),
+    ]
+    sightings = "SELECT count(*) FROM deployment_sightings WHERE deployment_id = $1"
+    assert await pool.fetchval(sightings, deployment) == 0
     assert await queries.record_launches(pool, batch) == [True, False, True]
 
     rows = await pool.fetch(
@@ -71,13 +84,11 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
     }
     assert events == {str(batch[0].launch_id), str(batch[2].launch_id)}  # not the replay's
     # Two new launches of one new deployment in one batch: one sighting.
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM deployment_sightings WHERE platform_id = 4242"
-            " AND deployment_id = 'd-1'"
-        )
-        == 1
-    )
+    assert await pool.fetchval(sightings, deployment) == 1
+    # A launch of a deployment that is not new writes none.
+    known = f"known-{tag}"
+    assert await queries.record_launches(pool, [record(f"{tag}-c", deployment=known)]) == [True]
+    assert await pool.fetchval(sightings, known) == 0
     # The replay's launch id was never written.
     assert not await pool.fetchval(
         "SELECT count(*) FROM launches WHERE id = $1", batch[1].launch_id
@@ -125,3 +136,61 @@ async def test_a_failing_batch_fails_every_launch_in_it_and_writes_nothing(
     assert not await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", good.event.id)
     # Its nonce is still unused: the browser's retry of the same launch succeeds.
     assert await queries.record_launches(pool, [good]) == [True]
+
+
+async def test_absent_claims_and_empty_roles_are_stored_as_such(pool: asyncpg.Pool) -> None:
+    tag = uuid.uuid4().hex
+    bare = record(f"{tag}-bare", subject=None, roles=[])  # e.g. a deep-linking request
+    assert await queries.record_launches(pool, [bare, record(f"{tag}-full")]) == [True, True]
+    row = await pool.fetchrow(
+        "SELECT subject, context_id, resource_link_id, roles FROM launches WHERE id = $1",
+        bare.launch_id,
+    )
+    assert dict(row) == {"subject": None, "context_id": None, "resource_link_id": None, "roles": []}
+
+
+async def test_a_batch_never_takes_one_nonce_twice(pool: asyncpg.Pool) -> None:
+    tag = uuid.uuid4().hex
+    twice = [record(f"{tag}-x"), record(f"{tag}-x")]
+    with pytest.raises(ValueError, match="same nonce twice"):
+        await queries.record_launches(pool, twice)
+    assert not await pool.fetchval("SELECT count(*) FROM used_nonces WHERE nonce = $1", f"{tag}-x")
+
+
+async def test_batches_sharing_nonces_in_opposite_orders_do_not_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """One token posted to two replicas at once: their statements lock nonces in the same
+    order, so one waits for the other instead of both being aborted as a deadlock."""
+    async with pool.acquire() as one, pool.acquire() as two:  # both connected already
+        for attempt in range(5):
+            nonces = [f"{uuid.uuid4().hex}-{attempt}-{i}" for i in range(1000)]
+            forward = [record(n) for n in nonces]
+            backward = [record(n) for n in reversed(nonces)]
+            first, second = await asyncio.gather(
+                queries.record_launches(one, forward), queries.record_launches(two, backward)
+            )
+            # Every nonce used up exactly once, by one statement or the other.
+            assert [a != b for a, b in zip(first, reversed(second), strict=True)] == [True] * 1000
+
+
+async def test_a_launch_the_database_refuses_does_not_fail_its_neighbours(
+    pool: asyncpg.Pool,
+) -> None:
+    tag = uuid.uuid4().hex
+    writer = queries.launch_writer(pool)
+    good = [record(f"{tag}-{i}") for i in range(6)]
+    bad = record(f"{tag}-bad")
+    object.__setattr__(bad, "deployment_id", None)  # launches.deployment_id is NOT NULL
+    results = await asyncio.gather(
+        *(writer.write(r) for r in [*good[:3], bad, *good[3:]]), return_exceptions=True
+    )
+    await writer.close()
+    assert results[:3] == [True] * 3 and results[4:] == [True] * 3
+    assert isinstance(results[3], asyncpg.NotNullViolationError)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM launches WHERE id = any($1)", [r.launch_id for r in good]
+        )
+        == 6
+    )

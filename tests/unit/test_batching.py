@@ -4,6 +4,7 @@ arrive during a statement share the next one; every caller gets its own result o
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 
 import pytest
@@ -133,6 +134,7 @@ async def test_close_waits_for_items_handed_over_and_a_cancelled_flusher_frees_i
     await closing
     assert await task == "A"
 
+    writer = GroupWriter(store.write)
     store.gate.clear()
     stuck = [asyncio.create_task(writer.write(x)) for x in "xy"]
     await asyncio.sleep(0)
@@ -146,3 +148,67 @@ async def test_close_waits_for_items_handed_over_and_a_cancelled_flusher_frees_i
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     store.gate.set()
     assert await writer.write("z") == "Z"  # and a later write starts a new flusher
+
+
+async def test_an_exception_in_the_results_goes_to_its_caller_alone() -> None:
+    async def write(items: Sequence[str]) -> list[str | Exception]:
+        return [ValueError(item) if item == "bad" else item.upper() for item in items]
+
+    writer = GroupWriter(write)
+    results = await asyncio.gather(
+        *(writer.write(x) for x in ("a", "bad", "c")), return_exceptions=True
+    )
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], ValueError)
+
+
+async def test_an_unreachable_database_fails_the_queue_at_once() -> None:
+    store = Store()
+    store.gate.clear()
+    writer = GroupWriter(
+        store.write, max_batch=2, fails_queue=lambda exc: isinstance(exc, ConnectionRefusedError)
+    )
+    store.fail_with = ConnectionRefusedError("database down")
+    tasks = [asyncio.create_task(writer.write(x)) for x in "abcde"]
+    await asyncio.sleep(0)
+    store.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, ConnectionRefusedError) for r in results), results
+    assert store.batches == [["a", "b"]]  # the queued three did not each try again
+
+
+async def test_a_key_that_cannot_be_computed_fails_its_caller_not_the_writer() -> None:
+    store = Store()
+    writer = GroupWriter(store.write, key=lambda item: {"a": 1}[item])
+    with pytest.raises(KeyError):
+        await writer.write("zzz")
+    assert await writer.write("a") == "A"
+
+
+async def test_settings_and_closing() -> None:
+    with pytest.raises(ValueError):
+        GroupWriter(Store().write, max_batch=0)
+    store = Store()
+    store.gate.clear()
+    writer = GroupWriter(store.write)
+    stuck = asyncio.create_task(writer.write("a"))
+    await asyncio.sleep(0)
+    await writer.close(timeout_s=0.05)  # a statement that never ends does not hang shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.write("b")
+
+
+async def test_the_flusher_does_not_carry_the_first_callers_context() -> None:
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    seen: list[str] = []
+
+    async def write(items: Sequence[str]) -> list[str]:
+        seen.append(request_id.get())
+        return list(items)
+
+    writer = GroupWriter(write)
+    request_id.set("first-request")
+    await writer.write("a")
+    assert seen == ["-"]

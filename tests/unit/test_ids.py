@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from shared import ids
 from shared.ids import uuid7
 
 
@@ -16,10 +19,15 @@ def test_layout_and_time() -> None:
     assert before <= value.int >> 80 <= after
 
 
-def test_ids_of_later_milliseconds_sort_later_and_ids_do_not_repeat() -> None:
+def test_ids_of_later_milliseconds_sort_later_and_ids_do_not_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_790_000_000_000_000_000]
+    monkeypatch.setattr(ids.time, "time_ns", lambda: now[0])
     first = uuid7()
-    time.sleep(0.002)
+    now[0] += 1_000_000  # one millisecond later
     second = uuid7()
     assert first < second
+    assert first.int >> 80 == 1_790_000_000_000 and second.int >> 80 == 1_790_000_000_001
     many = {uuid7() for _ in range(10_000)}
     assert len(many) == 10_000
