@@ -141,3 +141,42 @@ async def test_registration_event_refreshes_login_and_launch_caches(
                 break
             assert time.monotonic() < deadline, "login cache was not invalidated"
             await asyncio.sleep(0.2)
+
+
+async def test_a_database_that_hangs_answers_503_not_500_and_writes_nothing(
+    infra: Infra, pool: asyncpg.Pool, canvas: FakePlatform
+) -> None:
+    """Postgres up but not answering in time (here: the nonce table locked by a stuck
+    transaction): the launch statement hits the statement timeout; every launch waiting in the
+    group-commit queue gets 503 database_unavailable with Retry-After, nothing is written, and
+    launches work again once the lock is gone."""
+    stack, exits = await start_stack(infra, pool, db_statement_timeout_ms=300)
+    try:
+        client = canvas.add_client(stack.redirect_uris())
+        platform_id = await stack.register(canvas, client)
+        before = await pool.fetchval(
+            "SELECT count(*) FROM launches WHERE platform_id = $1", platform_id
+        )
+        async with pool.acquire() as blocker:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("LOCK TABLE used_nonces IN ACCESS EXCLUSIVE MODE")
+
+            async def one() -> tuple[int, str, str | None]:
+                async with browser() as b:
+                    resp = await full_launch(b, stack.url, canvas, client)
+                    return resp.status, await resp.text(), resp.headers.get("Retry-After")
+
+            results = await asyncio.gather(*(one() for _ in range(4)))
+            await tx.rollback()
+        for status, body, retry_after in results:
+            assert status == 503, body[:300]
+            assert "database_unavailable" in body and retry_after
+        after = await pool.fetchval(
+            "SELECT count(*) FROM launches WHERE platform_id = $1", platform_id
+        )
+        assert after == before  # nothing half-written
+        async with browser() as b:
+            assert (await full_launch(b, stack.url, canvas, client)).status == 303
+    finally:
+        await exits.aclose()
