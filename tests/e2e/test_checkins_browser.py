@@ -4,6 +4,7 @@ the teacher sees the distribution and participation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
+from playwright.async_api import Error as PlaywrightError
 
 from tests.conftest import Infra
 from tests.e2e.conftest import ARTIFACTS
@@ -54,13 +56,35 @@ def course_page(stack: LtiStack, canvas: FakePlatform, client: Client, sub: str,
 
 
 async def signed_in(page: Any, role: str) -> None:
-    status = page.frame_locator("#tool").locator("#status")
-    try:
-        await status.filter(has_text=f"Signed in as a {role}").wait_for(timeout=45_000)
-    except Exception:
-        await page.screenshot(path=str(ARTIFACTS / f"checkins-launch-failed-{role}.png"))
-        text = await status.text_content(timeout=2_000)
-        raise AssertionError(f"{role} launch did not finish: status {text!r}") from None
+    """Wait up to 45 s for the app in the iframe to say who is signed in.
+
+    The tool's frame navigates cross-site three times (login, the LMS's auth endpoint, the
+    launch) and Chromium may swap the frame out of process each time; a locator resolved
+    around a swap has once waited on a frame that was gone while the page showed the signed-in
+    app. So each try resolves the iframe afresh, with a short timeout, and the frames of the
+    page are also read directly.
+    """
+    wanted = f"Signed in as a {role}"
+    deadline = asyncio.get_running_loop().time() + 45
+    text: str | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        status = page.frame_locator("#tool").locator("#status")
+        try:
+            await status.filter(has_text=wanted).wait_for(timeout=2_000)
+            return
+        except PlaywrightError:
+            pass  # not (yet) there, or the frame it resolved was swapped out
+        for frame in page.frames:
+            try:
+                text = await frame.evaluate(
+                    "() => document.querySelector('#status')?.textContent ?? null"
+                )
+            except PlaywrightError:
+                continue  # navigating or detached: the next try sees its successor
+            if text and wanted in text:
+                return
+    await page.screenshot(path=str(ARTIFACTS / f"checkins-launch-failed-{role}.png"))
+    raise AssertionError(f"{role} launch did not finish: status {text!r}")
 
 
 async def test_teacher_creates_students_answer_teacher_sees_results(
