@@ -99,32 +99,34 @@ def cmd_keys(args: argparse.Namespace) -> int:
         _fail(str(exc))
 
 
-def cmd_checkins_erase(args: argparse.Namespace) -> int:
+def _erase(args: argparse.Namespace, module_name: str, service: str) -> int:
+    """Run a service's ``run_erase(args, settings)`` (its data-rights CLI)."""
     import asyncio
 
     settings = _settings(need_kafka=False)
-    configure_logging(
-        service="checkins-cli", level=settings.log_level, fmt="json", stream=sys.stderr
-    )
-    module = importlib.import_module("services.checkins.cli")
+    configure_logging(service=service, level=settings.log_level, fmt="json", stream=sys.stderr)
+    module = importlib.import_module(module_name)
     try:
         result: int = asyncio.run(module.run_erase(args, settings))
     except SettingsError as exc:
         _fail(str(exc))
     return result
+
+
+def cmd_checkins_erase(args: argparse.Namespace) -> int:
+    return _erase(args, "services.checkins.cli", "checkins-cli")
 
 
 def cmd_launches_erase(args: argparse.Namespace) -> int:
-    import asyncio
+    return _erase(args, "services.launch.cli", "launch-cli")
 
-    settings = _settings(need_kafka=False)
-    configure_logging(service="launch-cli", level=settings.log_level, fmt="json", stream=sys.stderr)
-    module = importlib.import_module("services.launch.cli")
-    try:
-        result: int = asyncio.run(module.run_erase(args, settings))
-    except SettingsError as exc:
-        _fail(str(exc))
-    return result
+
+def _erase_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of every ``... erase`` command: one user's or one course's data."""
+    parser.add_argument("--platform-id", type=int, required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--subject", help=f"the LMS user id (sub) whose {what} goes")
+    target.add_argument("--context-id", help=f"the LMS course (context id) whose {what} goes")
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -192,21 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=cmd_dev)
 
-    checkins = sub.add_parser("checkins", help="check-in data operations")
-    checkins_sub = checkins.add_subparsers(dest="checkins_command", required=True)
-    erase = checkins_sub.add_parser(
-        "erase", help="erase one user's (or one course's) check-in data on a platform (audited)"
-    )
-    importlib.import_module("services.checkins.cli").add_arguments(erase)
-    erase.set_defaults(func=cmd_checkins_erase)
-
-    launches = sub.add_parser("launches", help="launch record operations")
-    launches_sub = launches.add_subparsers(dest="launches_command", required=True)
-    launches_erase = launches_sub.add_parser(
-        "erase", help="erase one user's (or one course's) launch records on a platform"
-    )
-    importlib.import_module("services.launch.cli").add_arguments(launches_erase)
-    launches_erase.set_defaults(func=cmd_launches_erase)
+    for name, help_, what, audited, func in (
+        ("checkins", "check-in data operations", "check-in data", " (audited)", cmd_checkins_erase),
+        ("launches", "launch record operations", "launch records", "", cmd_launches_erase),
+    ):
+        group = sub.add_parser(name, help=help_).add_subparsers(
+            dest=f"{name}_command", required=True
+        )
+        erase = group.add_parser(
+            "erase", help=f"erase one user's (or one course's) {what} on a platform{audited}"
+        )
+        _erase_arguments(erase, what)
+        erase.set_defaults(func=func)
 
     # `attune admin ...`: registration administration (tokens, install codes).
     importlib.import_module("services.registration.cli").add_admin_parser(sub)

@@ -17,14 +17,6 @@ from shared.settings import Settings
 from shared.signing import parse_secrets
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``checkins erase`` options, for the ``attune`` parser."""
-    parser.add_argument("--platform-id", type=int, required=True)
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--subject", help="the LMS user id (sub) whose data goes")
-    target.add_argument("--context-id", help="the LMS course (context id) whose data goes")
-
-
 async def run_erase(args: argparse.Namespace, settings: Settings) -> int:
     pool = await create_pool(settings, application_name="checkins-cli")
     try:

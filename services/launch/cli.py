@@ -20,14 +20,6 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``launches erase`` options, for the ``attune`` parser."""
-    parser.add_argument("--platform-id", type=int, required=True)
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--subject", help="the LMS user id (sub) whose launch records go")
-    target.add_argument("--context-id", help="the LMS course (context id) whose launch records go")
-
-
 async def run_erase(args: argparse.Namespace, settings: Settings) -> int:
     pool = await create_pool(settings, application_name="launch-cli")
     try:
