@@ -9,12 +9,12 @@ Only RS256 exists here: the algorithm is fixed by the code, never chosen by a to
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp.web import RequestKey
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jws
 from jose.backends.base import Key
@@ -115,19 +115,9 @@ class UnusableJwk(ValueError):
 
 
 def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims WITHOUT verification. Bounded in size; never trust the claims.
-
-    A launch's id_token is peeked twice in one request (the per-platform rate limit, then the
-    pipeline): the last few results are kept, so it is decoded and parsed once. Callers must
-    not modify the returned dicts.
-    """
+    """Header and claims WITHOUT verification. Bounded in size; never trust the claims."""
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenShapeError("token too large")
-    return _peek(token)
-
-
-@functools.lru_cache(maxsize=64)
-def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise TokenShapeError("not a compact JWS")
@@ -139,6 +129,23 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenShapeError("header or payload is not a JSON object")
     return header, claims
+
+
+# A request key (aiohttp warns about plain strings); any mapping can hold it.
+_PEEKED: RequestKey[tuple[str, tuple[dict[str, Any], dict[str, Any]]]] = RequestKey(
+    "attune_jose_peeked", tuple
+)
+
+
+def peek_once(memo: MutableMapping[Any, Any], token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`peek`, remembered in ``memo`` (the request): a launch's id_token is read by the
+    per-platform rate limit and then by the pipeline, and decoded once per request."""
+    known = memo.get(_PEEKED)
+    if known is not None and known[0] == token:
+        return known[1]  # type: ignore[no-any-return]
+    result = peek(token)
+    memo[_PEEKED] = (token, result)
+    return result
 
 
 def prepare_key(jwk_data: dict[str, Any]) -> Key:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from shared.errors import AttuneError
 from shared.forms import read_form
-from shared.jose import TokenShapeError, peek
+from shared.jose import TokenShapeError, peek_once
 from shared.settings import Settings
 
 LIMITED_PREFIXES = ("/lti/login", "/lti/launch", "/lti/register", "/api/admin", "/admin")
@@ -92,7 +92,7 @@ async def _platform_key(request: web.Request) -> str | None:
         if not isinstance(token, str):
             return None
         try:
-            _, claims = peek(token)
+            _, claims = peek_once(request, token)
         except TokenShapeError:
             return None
         return f"{claims.get('iss')}|{claims.get('aud')}"[:600]

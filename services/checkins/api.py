@@ -17,7 +17,7 @@ from aiohttp import web
 
 from services.checkins import emotions, queries, recurrence
 from services.checkins.auth import identity
-from services.checkins.deployments import deployment_read_only
+from services.checkins.deployments import checks_read_only_itself, deployment_read_only
 from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.queries import Course
 from shared.db import POOL_KEY
@@ -502,6 +502,7 @@ async def delete_checkin(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=NO_STORE)
 
 
+@checks_read_only_itself  # answer_once re-checks read-only in its own statement
 async def answer(request: web.Request) -> web.Response:
     who, course = _learner(request)
     checkin_id = _checkin_id(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -71,9 +72,15 @@ def deployment_read_only() -> Forbidden:
     )
 
 
-def checks_itself(request: web.Request) -> bool:
-    """Answering (the hot write path) reads the read-only state inside its own transaction."""
-    return request.method == "PUT" and request.path.endswith("/response")
+_CHECKS_ITSELF = "_attune_checks_read_only_itself"
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+def checks_read_only_itself(handler: H) -> H:
+    """Mark a write handler whose own statement re-checks the read-only state (answering, the
+    hot write path): the middleware then spends no query on it."""
+    setattr(handler, _CHECKS_ITSELF, True)
+    return handler
 
 
 @web.middleware
@@ -83,7 +90,7 @@ async def read_only_middleware(
     if (
         request.method in WRITE_METHODS
         and (request.path.startswith("/api/checkins/") or request.path == "/app/deep-link")
-        and not checks_itself(request)
+        and not getattr(request.match_info.handler, _CHECKS_ITSELF, False)
     ):
         try:
             who = identity(request, request.app[TOKENS_KEY])

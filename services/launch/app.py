@@ -84,7 +84,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     if isinstance(state, NeedsPlatformStorage):
         return await _platform_storage_page(request, state, form)
     try:
-        verified = await verifier.verify(state, form)
+        verified = await verifier.verify(state, form, request)
     except DeploymentHeld as held:
         await queries.record_held_deployment(app[POOL_KEY], held.platform_id, held.deployment_id)
         log.info("deployment_held", platform_id=held.platform_id, deployment_id=held.deployment_id)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.jose import SignatureError, TokenShapeError, peek, verify_signature
+from shared.jose import SignatureError, TokenShapeError, peek_once, verify_signature
 from shared.lti import claims as C
 from shared.lti import errors
 from shared.lti.login import jwks_endpoint
@@ -144,13 +144,19 @@ class LaunchVerifier:
             return NeedsPlatformStorage(state)
         raise errors.state_not_bound()
 
-    async def verify(self, state: LoginState, form: Mapping[str, str]) -> VerifiedLaunch:
+    async def verify(
+        self,
+        state: LoginState,
+        form: Mapping[str, str],
+        memo: MutableMapping[Any, Any] | None = None,
+    ) -> VerifiedLaunch:
+        """``memo``: the request, where the rate limiter may already have peeked the token."""
         # 2. shape
         id_token = form.get("id_token", "")
         if not id_token or len(id_token) > MAX_ID_TOKEN:
             raise errors.jwt_malformed()
         try:
-            header, unverified = peek(id_token)
+            header, unverified = peek_once({} if memo is None else memo, id_token)
         except TokenShapeError:
             raise errors.jwt_malformed() from None
         issuer = unverified.get("iss")
