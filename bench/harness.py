@@ -41,13 +41,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of one process (0 if it is gone)."""
+def cpu_seconds(pid: int, *, exited_children: bool = False) -> float:
+    """User+system CPU of one process (0 if it is gone); with ``exited_children``, also that
+    of its children that already exited (their time is in its cutime/cstime)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(int(f) for f in fields[11 : 15 if exited_children else 13]) / CLK_TCK
 
 
 def rss_mb(pid: int) -> float:
@@ -79,14 +80,7 @@ def process_tree(root: int) -> list[int]:
 def tree_cpu(root: int) -> float:
     """CPU of a process tree, including children that already exited (a Postgres backend
     that closed, an autovacuum worker): their time is in their parent's cutime/cstime."""
-    total = 0.0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += sum(int(f) for f in fields[11:15]) / CLK_TCK
-    return total
+    return sum(cpu_seconds(pid, exited_children=True) for pid in process_tree(root))
 
 
 def tree_rss_mb(root: int) -> float:

@@ -13,20 +13,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.settings import Settings
 from shared.web import SERVICE_KEY, SETTINGS_KEY, ReadinessCheck, add_readiness_check
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 
-# What a background loop survives (and retries next round) while Postgres is down, restarting,
-# timing out or has just broken a pooled connection.
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-)
+# What a background loop survives (and retries next round): Postgres unavailable, and any
+# error a statement of its own may meet (a lock timeout, a deadlock).
+DB_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresError, *DATABASE_UNAVAILABLE)
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]

@@ -41,11 +41,15 @@ async def read_form(
         ) from None
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body parsed as JSON; ``ValueError`` for anything that is not decodable JSON
+def parse_json(raw: bytes, charset: str | None = None) -> Any:
+    """``raw`` parsed as JSON; ``ValueError`` for anything that is not decodable JSON
     (unknown charset, invalid bytes, nesting too deep, integers too long)."""
-    raw = await request.read()
     try:
-        return json.loads(raw.decode(request.charset or "utf-8"))
+        return json.loads(raw.decode(charset or "utf-8"))
     except (ValueError, LookupError, RecursionError) as exc:
         raise ValueError("the body is not decodable JSON") from exc
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body parsed as JSON (:func:`parse_json`)."""
+    return parse_json(await request.read(), request.charset)

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import jinja2
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.errors import AttuneError
 from shared.logs import get_logger
 from shared.metrics import Metrics
@@ -73,35 +73,18 @@ _STATUS_CODES: dict[int, tuple[str, str, str]] = {
     429: ("rate_limited", "Too many requests", "Too many requests; slow down and retry."),
 }
 
-# Postgres unreachable, starting up, shutting down or gone in the middle of a request (asyncpg
-# then also reports a closed connection, or one left mid-protocol, as Interface/InternalClient
-# errors; a failed connect as a bare refused or reset connection), or up but not answering in
-# time (the server's statement timeout cancels the query; the client's connect, pool or command
-# timeout raises TimeoutError — outbound HTTP timeouts never get here, shared/http.py turns them
-# into their own errors). Not a bug: the request may succeed when retried, and /readyz reports
-# the outage.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.QueryCanceledError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    ConnectionRefusedError,
-    ConnectionResetError,
-    TimeoutError,
-)
-
 
 def _database_unavailable(exc: BaseException) -> bool:
     # aiohttp's own connection errors (outbound HTTP, a peer gone) are not the database's.
     return isinstance(exc, DATABASE_UNAVAILABLE) and not isinstance(exc, aiohttp.ClientError)
 
 
+# Pages with inline styles only: no script, no form target, no base.
+_STATIC_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
 HTML_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": f"{_STATIC_PAGE_CSP}; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -110,10 +93,7 @@ HTML_SECURITY_HEADERS = {
 # or data, so there is nothing to clickjack: any web origin may frame them. Elsewhere
 # (admin, API, unknown paths) errors keep frame-ancestors 'none'.
 _LMS_FACING = ("/lti/", "/app/")
-_FRAMED_ERROR_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors *"
-)
+_FRAMED_ERROR_CSP = f"{_STATIC_PAGE_CSP}; frame-ancestors *"
 
 
 def templates() -> jinja2.Environment:

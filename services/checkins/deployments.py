@@ -18,6 +18,7 @@ from aiohttp import web
 
 from services.checkins.auth import identity
 from services.checkins.keys import TOKENS_KEY
+from services.checkins.queries import read_only_sql
 from shared.db import POOL_KEY
 from shared.errors import AttuneError, Forbidden
 from shared.events import topics
@@ -54,12 +55,7 @@ async def apply_registration(conn: asyncpg.Connection, event: Event) -> None:
 
 async def is_read_only(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> bool:
     return bool(
-        await pool.fetchval(
-            "SELECT read_only FROM checkin_deployment_status "
-            "WHERE platform_id = $1 AND deployment_id = $2",
-            platform_id,
-            deployment_id,
-        )
+        await pool.fetchval(f"SELECT {read_only_sql('$1', '$2')}", platform_id, deployment_id)
     )
 
 

@@ -11,6 +11,16 @@ import asyncpg
 
 from shared.events import outbox
 
+
+def read_only_sql(platform_id: str, deployment_id: str) -> str:
+    """SQL for "is this deployment read-only" (a disabled deployment; unknown ones are not),
+    given the SQL of its platform id and deployment id (parameters like ``$1``)."""
+    return (
+        "coalesce((SELECT s.read_only FROM checkin_deployment_status s"  # noqa: S608
+        f" WHERE s.platform_id = {platform_id} AND s.deployment_id = {deployment_id}), false)"
+    )
+
+
 STATUS = """
 CASE WHEN c.closed_early_at IS NOT NULL OR c.closes_at <= now() THEN 'closed'
      WHEN c.opens_at > now() THEN 'scheduled'
@@ -92,8 +102,7 @@ async def checkin_for_answer(
     row: asyncpg.Record | None = await conn.fetchrow(
         f"""
         SELECT {COLUMNS},
-               coalesce((SELECT s.read_only FROM checkin_deployment_status s
-                         WHERE s.platform_id = $1 AND s.deployment_id = $4), false) AS read_only
+               {read_only_sql("$1", "$4")} AS read_only
         FROM checkins c
         WHERE c.id = $3 AND c.platform_id = $1 AND c.context_id = $2
         """,  # noqa: S608 (only module-constant fragments are interpolated)
@@ -203,8 +212,7 @@ _ANSWER = f"""
 WITH c AS (
     SELECT c.id FROM checkins c
     WHERE c.id = $1 AND c.platform_id = $2 AND c.context_id = $3 AND ({STATUS}) = 'open'
-      AND NOT coalesce((SELECT s.read_only FROM checkin_deployment_status s
-                        WHERE s.platform_id = $2 AND s.deployment_id = $4), false)
+      AND NOT {read_only_sql("$2", "$4")}
 ), r AS (
     INSERT INTO checkin_responses AS r (checkin_id, respondent, emotion, pleasantness, note,
                                         answered_at, updated_at)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.batching import GroupWriter
+from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.events import outbox, topics
 from shared.events.envelope import Event
-from shared.web import DATABASE_UNAVAILABLE
 
 # One statement, one round trip, atomic, for a batch of verified launches (``GroupWriter``:
 # under load, the launches that arrived while the previous statement ran). For each launch:
@@ -160,54 +160,41 @@ async def record_held_deployment(pool: asyncpg.Pool, platform_id: int, deploymen
 PURGE_BATCH = 500
 
 
-async def purge_nonces(pool: asyncpg.Pool) -> int:
-    """Delete one bounded batch of expired nonces; returns how many. Replicas skip each
-    other's rows instead of waiting for them."""
-    result = await pool.execute(
-        "DELETE FROM used_nonces WHERE nonce IN ("
-        " SELECT nonce FROM used_nonces WHERE expires_at < now()"
-        " LIMIT $1 FOR UPDATE SKIP LOCKED)",
-        PURGE_BATCH,
-    )
-    return int(result.split()[-1])
+# One bounded batch each: replicas skip each other's rows instead of waiting for them.
+_PURGE_NONCES = """
+DELETE FROM used_nonces WHERE nonce IN (
+    SELECT nonce FROM used_nonces WHERE expires_at < now() LIMIT $1 FOR UPDATE SKIP LOCKED)
+"""
+_PURGE_LAUNCHES = """
+DELETE FROM launches WHERE id IN (
+    SELECT id FROM launches WHERE created_at < now() - make_interval(days => $2)
+    LIMIT $1 FOR UPDATE SKIP LOCKED)
+"""
 
 
-async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.15) -> int:
-    """Delete every expired nonce in bounded batches (under load more nonces expire per minute
-    than one batch holds), pausing between batches so none holds locks, a connection or the
-    CPU for long. Returns how many were deleted."""
+async def _drain(pool: asyncpg.Pool, sql: str, *args: object, pause_s: float) -> int:
+    """Run a bounded DELETE of ``PURGE_BATCH`` rows until a batch comes back short (under load
+    more rows expire per minute than one batch holds), pausing between batches so none holds
+    locks, a connection or the CPU for long. Returns how many rows were deleted."""
     total = 0
     while True:
-        deleted = await purge_nonces(pool)
+        deleted = int((await pool.execute(sql, PURGE_BATCH, *args)).split()[-1])
         total += deleted
         if deleted < PURGE_BATCH:
             return total
         await asyncio.sleep(pause_s)
 
 
-async def purge_launches(pool: asyncpg.Pool, retention_days: int) -> int:
-    """Delete one bounded batch of launch records older than ``retention_days``."""
-    result = await pool.execute(
-        "DELETE FROM launches WHERE id IN ("
-        " SELECT id FROM launches WHERE created_at < now() - make_interval(days => $1)"
-        " LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        retention_days,
-        PURGE_BATCH,
-    )
-    return int(result.split()[-1])
+async def purge_expired_nonces(pool: asyncpg.Pool, *, pause_s: float = 0.15) -> int:
+    """Delete every used nonce that can no longer stop a replay."""
+    return await _drain(pool, _PURGE_NONCES, pause_s=pause_s)
 
 
 async def purge_expired_launches(
     pool: asyncpg.Pool, retention_days: int, *, pause_s: float = 0.15
 ) -> int:
-    """Delete every launch record past its retention, paced like the nonce purge."""
-    total = 0
-    while True:
-        deleted = await purge_launches(pool, retention_days)
-        total += deleted
-        if deleted < PURGE_BATCH:
-            return total
-        await asyncio.sleep(pause_s)
+    """Delete every launch record older than ``retention_days``."""
+    return await _drain(pool, _PURGE_LAUNCHES, retention_days, pause_s=pause_s)
 
 
 async def erase_launches(

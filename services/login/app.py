@@ -51,8 +51,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response: web.StreamResponse
     if state.storage_target:
         # The page runs in the LMS's frame: only that platform's page origins may frame it.
-        platform = await app[REGISTRATIONS_KEY].get(state.issuer, state.client_id)
-        ancestors = frame_ancestors(platform.frame_ancestors if platform else ())
+        ancestors = frame_ancestors(decision.platform.frame_ancestors)
         html = (
             app[TEMPLATES_KEY]
             .get_template("platform_storage.html")

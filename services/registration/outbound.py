@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from shared.forms import parse_json
 from shared.http import OutboundError, OutboundHttp, is_public_address, read_limited
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -32,10 +33,7 @@ class PlatformReply:
 
     def json(self) -> Any:
         """The parsed body; raises ``ValueError`` when it is not JSON (or nests too deep)."""
-        try:
-            return json.loads(self.body)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        return parse_json(self.body)
 
 
 async def refuse_private_names(url: str, timeout_s: float) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.lti.frame import platform_ancestors
+from shared.lti.frame import MAX_FRAME_ORIGINS, platform_ancestors
 
 Json = dict[str, Any]
 
@@ -42,7 +42,7 @@ INSERT INTO platforms AS p (issuer, client_id, auth_url, jwks_url, token_url, pr
                             requested, granted, platform_config, frame_origins)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
         coalesce($11::jsonb, '{}'::jsonb), coalesce($12::jsonb, '{}'::jsonb),
-        coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:20])
+        coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:$15])
 ON CONFLICT (issuer, client_id) DO UPDATE SET
     auth_url = excluded.auth_url,
     jwks_url = excluded.jwks_url,
@@ -58,7 +58,7 @@ ON CONFLICT (issuer, client_id) DO UPDATE SET
     frame_origins = (array(
         SELECT o FROM unnest(p.frame_origins || coalesce($14::text[], '{}'::text[]))
                       WITH ORDINALITY AS t(o, n)
-        GROUP BY o ORDER BY min(n)))[1:20],
+        GROUP BY o ORDER BY min(n)))[1:$15],
     updated_at = now()
 RETURNING id, (xmax = 0) AS created
 """
@@ -86,23 +86,18 @@ async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tupl
         _dump(rec.granted),
         _dump(rec.platform_config),
         rec.frame_origins,
+        MAX_FRAME_ORIGINS,
     )
     return int(row["id"]), bool(row["created"])
 
 
-async def set_frame_origins(
-    conn: asyncpg.Connection, platform_id: int, origins: list[str]
-) -> list[str]:
-    """Replace the recorded origins; returns the previous ones."""
-    previous = await conn.fetchval(
-        "SELECT frame_origins FROM platforms WHERE id = $1 FOR UPDATE", platform_id
-    )
+async def set_frame_origins(conn: asyncpg.Connection, platform_id: int, origins: list[str]) -> None:
+    """Replace the recorded origins (the caller holds the row: ``lock_platform``)."""
     await conn.execute(
         "UPDATE platforms SET frame_origins = $2, updated_at = now() WHERE id = $1",
         platform_id,
         origins,
     )
-    return list(previous or [])
 
 
 async def ensure_deployment(
@@ -233,7 +228,8 @@ async def get_platform(conn: asyncpg.Connection, platform_id: int) -> Json | Non
 
 async def lock_platform(conn: asyncpg.Connection, platform_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, issuer, client_id FROM platforms WHERE id = $1 FOR UPDATE", platform_id
+        "SELECT id, issuer, client_id, frame_origins FROM platforms WHERE id = $1 FOR UPDATE",
+        platform_id,
     )
 
 

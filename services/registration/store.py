@@ -156,7 +156,8 @@ async def change_frame_origins(
         platform = await queries.lock_platform(conn, platform_id)
         if platform is None:
             raise errors.platform_not_found()
-        previous = await queries.set_frame_origins(conn, platform_id, origins)
+        previous = list(platform["frame_origins"] or [])
+        await queries.set_frame_origins(conn, platform_id, origins)
         data = {
             "issuer": platform["issuer"],
             "client_id": platform["client_id"],

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.db import POOL_KEY
+from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.events import outbox
 from shared.events import topics as all_topics
 from shared.kafka import ensure_topics, make_producer
@@ -49,17 +50,7 @@ DELETE FROM outbox WHERE seq IN (
 """
 
 # Errors that mean "a dependency is unavailable right now": back off and try again.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    KafkaError,
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.QueryCanceledError,
-    asyncpg.exceptions.InternalClientError,
-)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, *DATABASE_UNAVAILABLE)
 
 
 class OutboxRelay:

@@ -39,6 +39,7 @@ class LoginDecision:
     state: LoginState
     auth_url: str  # full URL of the platform's auth endpoint with every parameter
     auth_origin: str  # the platform origin for Platform Storage postMessages
+    platform: Platform  # the registration the login was for
 
 
 def parse_login(params: Mapping[str, str]) -> LoginRequest:
@@ -159,6 +160,7 @@ class LoginFlow:
             state=state,
             auth_url=f"{prefix}&{urlencode(query)}",
             auth_origin=origin,
+            platform=platform,
         )
 
 

@@ -10,6 +10,7 @@ logins cannot turn into a database query each.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -39,9 +40,10 @@ class Platform:
     # Origins the LMS's pages come from (CSP frame-ancestors); see shared.lti.frame.
     frame_origins: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def frame_ancestors(self) -> tuple[str, ...]:
-        """Origins allowed to frame this platform's pages (recorded, else derived)."""
+        """Origins allowed to frame this platform's pages (recorded, else derived); computed
+        once per cached registration, not per request."""
         return platform_ancestors(self.issuer, self.frame_origins)
 
 

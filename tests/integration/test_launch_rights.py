@@ -67,8 +67,7 @@ async def test_records_past_retention_are_purged_in_bounded_batches(pool: asyncp
     old = queries.PURGE_BATCH * 2 + 7
     await add_launches(pool, old, platform_id=p, subject="old", age="91 days")
     await add_launches(pool, 5, platform_id=p, subject="young", age="89 days")
-    assert await queries.purge_launches(pool, 90) == queries.PURGE_BATCH  # one bounded batch
-    assert await queries.purge_expired_launches(pool, 90, pause_s=0) >= old - queries.PURGE_BATCH
+    assert await queries.purge_expired_launches(pool, 90, pause_s=0) >= old  # several batches
     assert await count(pool, p, "old") == 0
     assert await count(pool, p, "young") == 5
 

@@ -5,9 +5,11 @@ Revises: 0009
 Create Date: 2026-11-23
 
 Owner: the launch service. Every launch paid for an entry in ``launches (platform_id,
-context_id)`` (one of the eight index entries a launch writes) and no code ever looked launches
-up by context (bench/launch.py, docs/performance.md). A query that needs it later adds the
-index it needs. Safe with the previous release: it never read by this index either.
+context_id)`` (one of the eight index entries a launch writes) and no request looks launches
+up by context (bench/launch.py, docs/performance.md); the operator's ``attune launches erase
+--context-id`` (added later) scans the table instead, which a rare command can afford. A query
+that needs it later adds the index it needs. Safe with the previous release: it never read by
+this index either.
 """
 
 from alembic import op
