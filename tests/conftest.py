@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -30,6 +30,10 @@ from shared.events import topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tests.fakes.platform import FakePlatform
+    from tests.lti_support import LtiStack
 
 
 def _docker_available() -> bool:
@@ -175,3 +179,38 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
             yield pg
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The LTI fixtures most test files share; a module needing other settings (or a platform with
+# more set up) defines its own under the same name. tests.lti_support imports this module (for
+# ``Infra``), so it is imported where it is used.
+
+
+@pytest.fixture
+async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
+    """The real gateway, login, launch and checkins services, one region, default settings."""
+    from tests.lti_support import start_stack
+
+    s, exits = await start_stack(infra, pool)
+    try:
+        yield s
+    finally:
+        await exits.aclose()
+
+
+@pytest.fixture
+async def canvas() -> AsyncIterator[FakePlatform]:
+    """A fake Canvas of this test's own."""
+    from tests.lti_support import platform_server
+
+    async for p in platform_server("canvas"):
+        yield p
+
+
+@pytest.fixture
+async def moodle() -> AsyncIterator[FakePlatform]:
+    """A fake Moodle of this test's own."""
+    from tests.lti_support import platform_server
+
+    async for p in platform_server("moodle"):
+        yield p

@@ -11,7 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from tests.conftest import Infra
+from tests.lti_support import LtiStack, start_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -53,3 +57,14 @@ def chromium_context() -> Callable[..., Any]:
             shutil.rmtree(profile, ignore_errors=True)
 
     return open_context
+
+
+@pytest.fixture
+async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
+    """The stack on ``localhost``: another site than the fake LMS (127.0.0.1), as a real LMS
+    iframe is."""
+    s, exits = await start_stack(infra, pool, host="localhost")
+    try:
+        yield s
+    finally:
+        await exits.aclose()

@@ -7,35 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg
 import pytest
 from playwright.async_api import Error as PlaywrightError
 
-from tests.conftest import Infra
 from tests.e2e.conftest import ARTIFACTS
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR, LEARNER, learners_in_roster
-from tests.lti_support import LtiStack, platform_server, start_stack
+from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
-    s, exits = await start_stack(infra, pool, host="localhost")
-    try:
-        yield s
-    finally:
-        await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 def course_page(stack: LtiStack, canvas: FakePlatform, client: Client, sub: str, role: str) -> None:
@@ -87,19 +71,47 @@ async def signed_in(page: Any, role: str) -> None:
     raise AssertionError(f"{role} launch did not finish: status {text!r}")
 
 
-async def test_teacher_creates_students_answer_teacher_sees_results(
+async def course_tab(
+    context: Any,
+    stack: LtiStack,
+    canvas: FakePlatform,
+    client: Client,
+    sub: str,
+    role: str,
+    *,
+    narrow: bool = False,
+) -> Any:
+    """A new tab on the fake LMS's course page as ``sub``, once the tool in it is signed in."""
+    course_page(stack, canvas, client, sub, role)
+    page = await context.new_page()
+    if narrow:
+        await page.set_viewport_size({"width": 420, "height": 900})  # a narrow LMS column
+    await page.goto(f"{canvas.base_url}/lms/course")
+    await signed_in(page, "teacher" if role == INSTRUCTOR else "student")
+    return page
+
+
+@asynccontextmanager
+async def teacher_in_course(
     stack: LtiStack, canvas: FakePlatform, chromium_context: Callable[..., Any]
-) -> None:
+) -> AsyncIterator[tuple[Any, Client, Any]]:
+    """A registered course and, third-party cookies blocked, the browser context and the
+    teacher's tab (a narrow LMS column) on its page, signed in."""
     client = canvas.add_client(stack.redirect_uris())
     await stack.register(canvas, client)
     ARTIFACTS.mkdir(exist_ok=True)
     async with chromium_context("third_party_blocked") as context:
-        course_page(stack, canvas, client, "teacher-1", INSTRUCTOR)
-        teacher = await context.new_page()
-        await teacher.set_viewport_size({"width": 420, "height": 900})  # a narrow LMS column
-        await teacher.goto(f"{canvas.base_url}/lms/course")
+        teacher = await course_tab(
+            context, stack, canvas, client, "teacher-1", INSTRUCTOR, narrow=True
+        )
+        yield context, client, teacher
+
+
+async def test_teacher_creates_students_answer_teacher_sees_results(
+    stack: LtiStack, canvas: FakePlatform, chromium_context: Callable[..., Any]
+) -> None:
+    async with teacher_in_course(stack, canvas, chromium_context) as (context, client, teacher):
         t = teacher.frame_locator("#tool")
-        await signed_in(teacher, "teacher")
         await t.get_by_label("Question").fill("How do you feel about the exam?")
         await t.get_by_label("Let students add a note").check()
         await t.get_by_role("button", name="Create check-in").click()
@@ -107,11 +119,8 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
         await teacher.screenshot(path=str(ARTIFACTS / "checkins-teacher-created.png"))
 
         for sub, word in (("student-a", "Nervous"), ("student-b", "Excited")):
-            course_page(stack, canvas, client, sub, LEARNER)
-            page = await context.new_page()
-            await page.goto(f"{canvas.base_url}/lms/course")
+            page = await course_tab(context, stack, canvas, client, sub, LEARNER)
             s = page.frame_locator("#tool")
-            await signed_in(page, "student")
             card = s.get_by_role("article", name="How do you feel about the exam?")
             await card.get_by_role("radio", name=word).check()
             await card.get_by_label("Anything to add?").fill(f"note from {sub}")

@@ -8,36 +8,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.test_checkins_browser import (  # noqa: F401 (fixtures)
-    canvas,
-    course_page,
-    pytestmark,
-    signed_in,
-    stack,
-)
+from tests.e2e.test_checkins_browser import teacher_in_course
 from tests.fakes.platform import FakePlatform
-from tests.integration.test_checkins import INSTRUCTOR
 from tests.lti_support import LtiStack
+
+pytestmark = pytest.mark.integration
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 async def test_teacher_creates_weekly_checkin_and_edits_its_question(
-    stack: LtiStack,  # noqa: F811
-    canvas: FakePlatform,  # noqa: F811
+    stack: LtiStack,
+    canvas: FakePlatform,
     chromium_context: Callable[..., Any],
 ) -> None:
-    client = canvas.add_client(stack.redirect_uris())
-    await stack.register(canvas, client)
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with chromium_context("third_party_blocked") as context:
-        course_page(stack, canvas, client, "teacher-1", INSTRUCTOR)
-        teacher = await context.new_page()
-        await teacher.set_viewport_size({"width": 420, "height": 900})  # a narrow LMS column
-        await teacher.goto(f"{canvas.base_url}/lms/course")
+    async with teacher_in_course(stack, canvas, chromium_context) as (_, _, teacher):
         t = teacher.frame_locator("#tool")
-        await signed_in(teacher, "teacher")
 
         # Create: weekly on Monday and Thursday.
         await t.get_by_label("Question").fill("Weekly mood?")

@@ -6,35 +6,18 @@ unregistered origin frames them (CSP frame-ancestors)."""
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.conftest import Infra
 from tests.e2e.conftest import ARTIFACTS
 from tests.fakes.platform import FakePlatform
-from tests.lti_support import LtiStack, platform_server, start_stack
+from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
-    s, exits = await start_stack(infra, pool, host="localhost")
-    try:
-        yield s
-    finally:
-        await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,35 +17,20 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.checkins import queries
 from shared.events import topics
 from shared.events.envelope import Event
 from shared.logs import configure_logging
 from shared.lti.launch_token import LaunchTokens
 from shared.settings import Settings
 from shared.signing import parse_secrets
-from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform
-from tests.lti_support import LtiStack, browser, full_launch, platform_server, start_stack
+from tests.lti_support import LtiStack, browser, full_launch
 
 pytestmark = pytest.mark.integration
 
 INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
 LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
-
-
-@pytest.fixture
-async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
-    s, exits = await start_stack(infra, pool)
-    try:
-        yield s
-    finally:
-        await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 @pytest.fixture
@@ -479,33 +464,31 @@ async def test_roster_projection_from_launch_events(
     ]
 
 
-async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerable(
-    pool: asyncpg.Pool,
-) -> None:
-    """The answer is read-then-written without a transaction; the write re-checks in the same
-    statement. A check-in closed, or a deployment made read-only, in between gets no answer and
-    no event (the handler then answers 409/403)."""
-    from datetime import UTC, datetime, timedelta
-
-    from services.checkins import queries
-
+async def open_checkin_row(
+    pool: asyncpg.Pool, name: str, *, anonymous: bool
+) -> tuple[queries.Course, int]:
+    """A platform ``https://{name}.example`` and a check-in open for the next hour in its course
+    ``course-{name}``, written straight through the checkins queries (no service involved)."""
+    issuer = f"https://{name}.example"
     platform_id = await pool.fetchval(
         "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url) "
-        "VALUES ('https://race.example', $1, 'https://race.example/a', 'https://race.example/j') "
-        "RETURNING id",
+        "VALUES ($1, $2, $3, $4) RETURNING id",
+        issuer,
         uuid.uuid4().hex,
+        f"{issuer}/a",
+        f"{issuer}/j",
     )
-    course = queries.Course(platform_id, "course-race")
+    course = queries.Course(platform_id, f"course-{name}")
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
         row = await queries.create_checkin(
             conn,
             course,
             {
-                "question": "Race?",
+                "question": f"{name.capitalize()}?",
                 "vocabulary": "full",
                 "allow_note": False,
-                "anonymous": False,
+                "anonymous": anonymous,
                 "opens_at": now - timedelta(minutes=1),
                 "closes_at": now + timedelta(hours=1),
                 "recurrence": None,
@@ -514,11 +497,21 @@ async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerabl
             },
             "teacher-1",
         )
+    return course, int(row["id"])
+
+
+async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerable(
+    pool: asyncpg.Pool,
+) -> None:
+    """The answer is read-then-written without a transaction; the write re-checks in the same
+    statement. A check-in closed, or a deployment made read-only, in between gets no answer and
+    no event (the handler then answers 409/403)."""
+    course, checkin_id = await open_checkin_row(pool, "race", anonymous=False)
 
     async def answer(respondent: str) -> Any:
         event_id = uuid.uuid4()
         stored = await queries.answer_once(
-            pool, course, row["id"], "dep-1", respondent,
+            pool, course, checkin_id, "dep-1", respondent,
             emotion="calm", pleasantness=4, note=None, anonymous=False,
             event=queries.AnswerEvent(
                 id=event_id, topic=topics.CHECKIN, key=b"k", type="checkin.answered",
@@ -536,14 +529,16 @@ async def test_answer_statement_writes_nothing_once_the_checkin_is_not_answerabl
     await pool.execute(
         "INSERT INTO checkin_deployment_status (platform_id, deployment_id, read_only) "
         "VALUES ($1, 'dep-1', true)",
-        platform_id,
+        course.platform_id,
     )
     assert await answer("s2") == (None, 0)
-    await pool.execute("DELETE FROM checkin_deployment_status WHERE platform_id = $1", platform_id)
-    await pool.execute("UPDATE checkins SET closed_early_at = now() WHERE id = $1", row["id"])
+    await pool.execute(
+        "DELETE FROM checkin_deployment_status WHERE platform_id = $1", course.platform_id
+    )
+    await pool.execute("UPDATE checkins SET closed_early_at = now() WHERE id = $1", checkin_id)
     assert await answer("s3") == (None, 0)
     assert await pool.fetchval(
-        "SELECT array_agg(respondent) FROM checkin_responses WHERE checkin_id = $1", row["id"]
+        "SELECT array_agg(respondent) FROM checkin_responses WHERE checkin_id = $1", checkin_id
     ) == ["s1"]
 
 
@@ -552,38 +547,11 @@ async def test_answer_under_a_retired_secret_moves_to_the_current_pseudonym(
 ) -> None:
     """docs/checkins.md: after ATTUNE_SECRET_KEYS is rotated, a student's anonymous answer
     stored under the old secret's pseudonym is found and changed (200, not a second answer)."""
-    from datetime import UTC, datetime, timedelta
-
-    from services.checkins import queries
     from services.checkins.privacy import Pseudonyms
 
     old, new = os.urandom(32), os.urandom(32)
-    platform_id = await pool.fetchval(
-        "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url) "
-        "VALUES ('https://rotate.example', $1, 'https://rotate.example/a', "
-        "'https://rotate.example/j') RETURNING id",
-        uuid.uuid4().hex,
-    )
-    course = queries.Course(platform_id, "course-rotate")
-    now = datetime.now(UTC)
-    async with pool.acquire() as conn:
-        row = await queries.create_checkin(
-            conn,
-            course,
-            {
-                "question": "Rotated?",
-                "vocabulary": "full",
-                "allow_note": False,
-                "anonymous": True,
-                "opens_at": now - timedelta(minutes=1),
-                "closes_at": now + timedelta(hours=1),
-                "recurrence": None,
-                "recurrence_days": [],
-                "recurrence_tz": None,
-            },
-            "teacher-1",
-        )
-    checkin_id = row["id"]
+    course, checkin_id = await open_checkin_row(pool, "rotate", anonymous=True)
+    platform_id = course.platform_id
 
     async def answer(keys: list[bytes], emotion: str) -> Any:
         current, *previous = Pseudonyms(keys).all(platform_id, course.context_id, checkin_id, "s")

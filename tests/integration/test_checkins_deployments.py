@@ -3,35 +3,17 @@ through the real registration event on the broker; re-approving it lifts that.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
 from shared.events import topics
 from shared.events.envelope import Event
 from shared.events.outbox import enqueue
-from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import Api, launch_token, wait_for
-from tests.lti_support import LtiStack, platform_server, start_stack
+from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
-    s, exits = await start_stack(infra, pool)
-    try:
-        yield s
-    finally:
-        await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 async def announce(pool: asyncpg.Pool, kind: str, platform_id: int, client: Client) -> None:

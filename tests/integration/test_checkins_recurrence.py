@@ -11,12 +11,12 @@ import pytest
 
 from services.checkins import recurrence
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import Api, canvas, course, launch_token, stack
+from tests.integration.test_checkins import Api, course, launch_token
 from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["canvas", "course", "stack"]  # fixtures shared with the check-in tests
+__all__ = ["course"]  # a fixture shared with the check-in tests
 
 
 def test_next_opening_keeps_local_time_and_weekdays() -> None:

@@ -18,19 +18,12 @@ from services.checkins.privacy import Pseudonyms
 from shared.signing import parse_secrets
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import (
-    Api,
-    canvas,
-    course,
-    launch_token,
-    learners_in_roster,
-    stack,
-)
+from tests.integration.test_checkins import Api, course, launch_token, learners_in_roster
 from tests.lti_support import LtiStack, browser
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["canvas", "course", "stack"]  # fixtures shared with the check-in tests
+__all__ = ["course"]  # a fixture shared with the check-in tests
 
 
 async def fetch(api: Api, path: str) -> tuple[int, str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from shared.events.envelope import Event
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform, query_of
-from tests.lti_support import LtiStack, browser, full_launch, platform_server, start_stack
+from tests.lti_support import LtiStack, browser, full_launch, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,6 @@ async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
         yield s
     finally:
         await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
-
-
-@pytest.fixture
-async def moodle() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("moodle"):
-        yield p
 
 
 async def launch_rows(pool: asyncpg.Pool, platform_id: int) -> int:

@@ -22,7 +22,6 @@ from tests.lti_support import (
     error_code,
     full_launch,
     login,
-    platform_server,
     post_launch,
     start_stack,
 )
@@ -37,12 +36,6 @@ async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
         yield s
     finally:
         await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 async def test_platform_key_rotation_mid_traffic(stack: LtiStack, canvas: FakePlatform) -> None:

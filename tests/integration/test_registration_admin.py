@@ -29,7 +29,6 @@ from tests.lti_support import (
     browser,
     full_launch,
     login,
-    platform_server,
     start_stack,
 )
 
@@ -65,12 +64,6 @@ async def env(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[Env]:
         await outbox_settled(pool)
         await runner.cleanup()
         await exits.aclose()
-
-
-@pytest.fixture
-async def moodle() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("moodle"):
-        yield p
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:

@@ -22,7 +22,7 @@ from shared.events.envelope import Event
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.fakes.registration_platform import outbox_settled, serve_app
-from tests.lti_support import LtiStack, browser, full_launch, platform_server, start_stack
+from tests.lti_support import LtiStack, browser, full_launch, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -204,18 +204,6 @@ async def env(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[Env]:
         await outbox_settled(pool)
         await runner.cleanup()
         await exits.aclose()
-
-
-@pytest.fixture
-async def moodle() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("moodle"):
-        yield p
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 async def test_moodle_manual_registration_round_trip(env: Env, moodle: FakePlatform) -> None:

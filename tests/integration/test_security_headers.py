@@ -48,7 +48,7 @@ from tests.fakes.registration_platform import (
     registration_platform,
 )
 from tests.integration.test_checkins import INSTRUCTOR
-from tests.lti_support import Browser, LtiStack, _serve, platform_server
+from tests.lti_support import Browser, LtiStack, _serve
 
 pytestmark = pytest.mark.integration
 
@@ -224,12 +224,6 @@ async def _walk(infra: Infra, pool: asyncpg.Pool, *, tls: bool) -> AsyncIterator
         await outbox_settled(pool)
         for runner in reversed(runners):
             await runner.cleanup()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 @pytest.fixture

@@ -26,17 +26,21 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from shared.dev.embedded import EmbeddedBroker
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
 from shared.events.relay import RELAY_LOCK_ID
+from shared.kafka import ensure_topics
 from shared.lti.launch_token import LaunchTokens
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.signing import parse_secrets
+from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform, parse_autopost
 from tests.integration.test_checkins import launch_token
-from tests.lti_support import Browser, LtiStack, login
+from tests.lti_support import Browser, LtiStack, login, start_stack
+from tests.reliability.record import Figures, record
 
 EVENT_TOPICS = (topics.LAUNCH, topics.CHECKIN)
 EMOTION = "calm"
@@ -587,6 +591,78 @@ async def broker_restart_under_load(
         if not load.stopped:
             await load.stop()
         await effects.drop()
+
+
+async def broker_restart_scenario(
+    infra: Infra,
+    pool: asyncpg.Pool,
+    broker: EmbeddedBroker,
+    platform: FakePlatform,
+    *,
+    learners: int,
+    total_s: float,
+    kill_at_s: float,
+    outage_s: float,
+    settle_s: float = 60,
+) -> tuple[BrokerRun, float]:
+    """A stack on ``broker`` (topics created), a course of ``learners``, and
+    :func:`broker_restart_under_load` in it; the run and the seconds from the stack's start to
+    its stop."""
+    overrides = {
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+        "kafka_request_timeout_ms": 1000,
+        "outbox_poll_interval_ms": 100,
+        **LOAD_SETTINGS,
+    }
+    settings = infra.settings(**overrides)
+    await ensure_topics(settings, topics.ALL)
+    stack, exits = await start_stack(infra, pool, **overrides)
+    started = time.monotonic()
+    try:
+        course = await open_course(stack, platform, learners=learners)
+        run = await broker_restart_under_load(
+            course,
+            settings,
+            pool,
+            restart=broker.restart,
+            kill=broker.kill,
+            total_s=total_s,
+            kill_at_s=kill_at_s,
+            outage_s=outage_s,
+            settle_s=settle_s,
+        )
+    finally:
+        await exits.aclose()
+    return run, time.monotonic() - started
+
+
+def load_figures(
+    scenario: str,
+    suite: str,
+    tally: Tally,
+    *,
+    produced: int,
+    applied: int,
+    data_lost: int,
+    seconds: float,
+    note: str,
+) -> Figures:
+    """Record the figures of a scenario under load: what the clients saw, from ``tally``."""
+    figures = Figures(
+        scenario=scenario,
+        suite=suite,
+        requests=tally.requests,
+        errors=tally.errors,
+        server_errors=tally.server_errors,
+        events_produced=produced,
+        events_consumed=applied,
+        events_lost=produced - applied,
+        data_lost=data_lost,
+        seconds=round(seconds, 1),
+        note=note,
+    )
+    record(figures)
+    return figures
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -26,23 +26,22 @@ from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
 from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
-from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import load_settings
 from shared.web import SETTINGS_KEY, base_app
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
-from tests.lti_support import platform_server, start_stack
+from tests.lti_support import start_stack
 from tests.reliability.load import (
     LOAD_SETTINGS,
     Load,
     audit,
-    broker_restart_under_load,
+    broker_restart_scenario,
+    load_figures,
     open_course,
     settle,
     wait_for,
 )
-from tests.reliability.record import Figures, record
 
 pytestmark = pytest.mark.integration
 
@@ -131,12 +130,6 @@ async def test_nonce_purge_survives_database_errors(
         await impatient.close()
 
 
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
-
-
 async def test_broker_restart_under_launches_and_answers(
     infra: Infra, pool: asyncpg.Pool, own_broker: EmbeddedBroker, canvas: FakePlatform
 ) -> None:
@@ -147,51 +140,22 @@ async def test_broker_restart_under_launches_and_answers(
     acknowledged it, or never retried), applied twice (no dedupe), if requests depend on the
     broker, or if an acknowledged launch or answer is missing or half-written.
     """
-    overrides = {
-        "kafka_bootstrap_servers": own_broker.bootstrap_servers,
-        "kafka_request_timeout_ms": 1000,
-        "outbox_poll_interval_ms": 100,
-        **LOAD_SETTINGS,
-    }
-    settings = infra.settings(**overrides)
-    await ensure_topics(settings, topics.ALL)
-    stack, exits = await start_stack(infra, pool, **overrides)
-    started = time.monotonic()
-    try:
-        course = await open_course(stack, canvas, learners=3)
-
-        def restart() -> None:
-            own_broker.restart()
-
-        run = await broker_restart_under_load(
-            course,
-            settings,
-            pool,
-            restart=restart,
-            kill=own_broker.kill,
-            total_s=12,
-            kill_at_s=4,
-            outage_s=3,
-        )
-    finally:
-        await exits.aclose()
+    run, seconds = await broker_restart_scenario(
+        infra, pool, own_broker, canvas, learners=3, total_s=12, kill_at_s=4, outage_s=3
+    )
     tally = run.tally
-    figures = Figures(
-        scenario="broker restart under launches and answers",
-        suite="fault",
-        requests=tally.requests,
-        errors=tally.errors,
-        server_errors=tally.server_errors,
-        events_produced=run.produced,
-        events_consumed=run.applied,
-        events_lost=run.lost,
+    figures = load_figures(
+        "broker restart under launches and answers",
+        "fault",
+        tally,
+        produced=run.produced,
+        applied=run.applied,
         data_lost=run.audit.data_lost,
-        seconds=round(time.monotonic() - started, 1),
+        seconds=seconds,
         note=f"{len(tally.launches)} launches, {len(tally.answers)} answers acknowledged; "
         f"{run.served_during_outage} served while the broker was down; "
         f"duplicate effects {run.duplicates}; phases {run.phases}",
     )
-    record(figures)
     print(figures)
     assert run.lost == 0, f"{run.lost} of {run.produced} events never applied"
     assert run.duplicates == 0, f"{run.duplicates} events applied twice"
@@ -372,21 +336,17 @@ async def test_postgres_restart_under_launches_and_answers(
     finally:
         await exits.aclose()
     tally = load.tally
-    figures = Figures(
-        scenario="postgres restart under launches and answers",
-        suite="fault",
-        requests=tally.requests,
-        errors=tally.errors,
-        server_errors=tally.server_errors,
-        events_produced=produced,
-        events_consumed=applied,
-        events_lost=produced - applied,
+    figures = load_figures(
+        "postgres restart under launches and answers",
+        "fault",
+        tally,
+        produced=produced,
+        applied=applied,
         data_lost=result.data_lost,
-        seconds=round(time.monotonic() - started, 1),
+        seconds=time.monotonic() - started,
         note=f"{result.launches_acked} launches, {result.answers_acked} answers acknowledged; "
         f"ready again {recovered - down:.1f} s after the stop; load {seconds:.1f} s",
     )
-    record(figures)
     print(figures)
     assert result.data_lost == 0, (result.missing[:5], result.half_written[:5])
     assert applied == produced, f"{produced - applied} launch events not applied by the roster"

@@ -28,7 +28,6 @@ from tests.lti_support import (
     auth_params,
     browser,
     full_launch,
-    platform_server,
     post_launch,
     start_stack,
 )
@@ -98,12 +97,6 @@ async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
         yield s
     finally:
         await exits.aclose()
-
-
-@pytest.fixture
-async def canvas() -> AsyncIterator[FakePlatform]:
-    async for p in platform_server("canvas"):
-        yield p
 
 
 @pytest.fixture

@@ -462,34 +462,60 @@ def error_of(status: int, text: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One generated request to the check-in API: the answer, what it wrote, how to name it."""
+
+    status: int
+    text: str
+    written: Writes
+    context: tuple[bytes, str]
+
+
+async def send_counted(
+    course: Course, fig: Figures, method: str, url: str, token: str, body: bytes, content_type: str
+) -> Sent:
+    """Send ``body`` and count it in ``fig`` (the request, its code, the seconds it took)."""
+    timer = Timer()
+    since = await mark(course.pool)
+    status, text = await course.send(method, url, token, body, content_type)
+    tally(fig, status, error_of(status, text))
+    timer.add_to(fig)
+    written = await writes_since(course.pool, since)
+    return Sent(status, text, written, (body[:200], content_type))
+
+
+async def assert_refused_cleanly(
+    fig: Figures, sent: Sent, what: str, unchanged: bool = True
+) -> None:
+    """A refusal with a stable check-in code that left the data ``unchanged`` and wrote
+    nothing (what did not is counted as data lost before it fails)."""
+    await refusal_code(sent.status, sent.text, CHECKIN_CODES, sent.context)
+    if not unchanged or sent.written != NOTHING:
+        fig.data_lost += 1
+    assert unchanged, f"a refused {what} changed the data: {sent.context!r}"
+    assert sent.written == NOTHING, f"a refused {what} wrote: {sent.context!r} {sent.written}"
+
+
 @FUZZ
 @given(body=CHECKIN_BODY, content_type=CONTENT_TYPES)
 async def test_checkin_create_fuzz(
     course: Course, logs: LogWatch, figures: dict[str, Figures], body: bytes, content_type: str
 ) -> None:
     fig = figure(figures, "checkin_create_payloads")
-    timer = Timer()
-    since = await mark(course.pool)
-    status, text = await course.send("POST", course.api, course.teacher, body, content_type)
-    tally(fig, status, error_of(status, text))
-    timer.add_to(fig)
-    written = await writes_since(course.pool, since)
-    context = (body[:200], content_type)
-    if status == 201:
-        created = json.loads(text)
+    sent = await send_counted(course, fig, "POST", course.api, course.teacher, body, content_type)
+    if sent.status == 201:
+        created = json.loads(sent.text)
         stored = await course.pool.fetchval(
             "SELECT question FROM checkins WHERE id = $1", created["id"]
         )
         assert stored == created["question"]
-        assert written == Writes(
+        assert sent.written == Writes(
             frozenset({created["id"]}), (("checkin.created", f"checkin:{created['id']}"),)
-        ), written
+        ), sent.written
     else:
-        await refusal_code(status, text, CHECKIN_CODES, context)
-        if written != NOTHING:
-            fig.data_lost += 1
-        assert written == NOTHING, f"a refused create left rows behind: {context!r} {written}"
-    logs.assert_clean(context)
+        await assert_refused_cleanly(fig, sent, "create")
+    logs.assert_clean(sent.context)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -525,25 +551,16 @@ async def test_checkin_edit_fuzz(
     content_type: str,
 ) -> None:
     fig = figure(figures, "checkin_edit_payloads")
-    timer = Timer()
     url = f"{course.api}/{open_checkin}"
     before_row = await checkin_snapshot(course, open_checkin)
-    since = await mark(course.pool)
-    status, text = await course.send("PATCH", url, course.teacher, body, content_type)
-    tally(fig, status, error_of(status, text))
-    timer.add_to(fig)
-    context = (body[:200], content_type)
-    written = await writes_since(course.pool, since)
-    if status == 200:
-        assert written == Writes(frozenset(), (("checkin.updated", f"checkin:{open_checkin}"),))
+    sent = await send_counted(course, fig, "PATCH", url, course.teacher, body, content_type)
+    if sent.status == 200:
+        event = ("checkin.updated", f"checkin:{open_checkin}")
+        assert sent.written == Writes(frozenset(), (event,))
     else:
-        await refusal_code(status, text, CHECKIN_CODES, context)
         unchanged = await checkin_snapshot(course, open_checkin) == before_row
-        if not unchanged or written != NOTHING:
-            fig.data_lost += 1
-        assert unchanged, f"a refused edit changed the row: {context!r}"
-        assert written == NOTHING, f"a refused edit wrote: {context!r} {written}"
-    logs.assert_clean(context)
+        await assert_refused_cleanly(fig, sent, "edit", unchanged)
+    logs.assert_clean(sent.context)
 
 
 ANSWER_BODY = st.one_of(
@@ -583,29 +600,20 @@ async def test_checkin_answer_fuzz(
     who: int,
 ) -> None:
     fig = figure(figures, "checkin_answer_payloads")
-    timer = Timer()
     url = f"{course.api}/{open_checkin}/response"
     before = await answers(course, open_checkin)
-    since = await mark(course.pool)
-    status, text = await course.send("PUT", url, course.students[who], body, content_type)
-    tally(fig, status, error_of(status, text))
-    timer.add_to(fig)
-    context = (body[:200], content_type)
+    sent = await send_counted(course, fig, "PUT", url, course.students[who], body, content_type)
     after = await answers(course, open_checkin)
-    written = await writes_since(course.pool, since)
     assert set(after) <= {"fuzz-s0", "fuzz-s1"}, after
-    if status in (200, 201):
-        answer = json.loads(text)
+    if sent.status in (200, 201):
+        answer = json.loads(sent.text)
         assert after[f"fuzz-s{who}"][1] == answer["emotion"]
-        assert (status == 201) == (f"fuzz-s{who}" not in before)
-        assert written == Writes(frozenset(), (("checkin.answered", f"checkin:{open_checkin}"),))
+        assert (sent.status == 201) == (f"fuzz-s{who}" not in before)
+        event = ("checkin.answered", f"checkin:{open_checkin}")
+        assert sent.written == Writes(frozenset(), (event,))
     else:
-        await refusal_code(status, text, CHECKIN_CODES, context)
-        if after != before or written != NOTHING:
-            fig.data_lost += 1
-        assert after == before, f"a refused answer changed the data: {context!r}"
-        assert written == NOTHING, f"a refused answer wrote: {context!r} {written}"
-    logs.assert_clean(context)
+        await assert_refused_cleanly(fig, sent, "answer", after == before)
+    logs.assert_clean(sent.context)
 
 
 async def test_checkin_regressions(course: Course, open_checkin: int, logs: LogWatch) -> None:
