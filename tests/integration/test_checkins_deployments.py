@@ -36,6 +36,8 @@ async def test_disabled_deployment_is_read_only(stack: LtiStack, canvas: FakePla
     teacher = Api(stack.url, await launch_token(stack.url, canvas, client, "t1", teacher=True))
     status, created = await teacher.call("POST", "/checkins", {"question": "Before?"})
     assert status == 201, created
+    student = Api(stack.url, await launch_token(stack.url, canvas, client, "s1"))
+    answer = f"/checkins/{created['id']}/response"
 
     await announce(stack.pool, "deployment.disabled", platform_id, client)
 
@@ -46,6 +48,12 @@ async def test_disabled_deployment_is_read_only(stack: LtiStack, canvas: FakePla
     await wait_for(refused, timeout=30)
     status, body = await teacher.call("DELETE", f"/checkins/{created['id']}")
     assert status == 403 and body["error"]["code"] == "deployment_read_only"
+    # Answering checks read-only in its own statement (not the middleware): refused too, and
+    # nothing stored.
+    status, body = await student.call("PUT", answer, {"emotion": "happy"})
+    assert status == 403 and body["error"]["code"] == "deployment_read_only", body
+    stored = "SELECT count(*) FROM checkin_responses WHERE checkin_id = $1"
+    assert await stack.pool.fetchval(stored, created["id"]) == 0
     status, listing = await teacher.call("GET", "/checkins")  # reading still works
     assert status == 200 and "Before?" in [c["question"] for c in listing["checkins"]]
 
@@ -56,3 +64,4 @@ async def test_disabled_deployment_is_read_only(stack: LtiStack, canvas: FakePla
         return status == 201
 
     await wait_for(allowed, timeout=30)
+    assert (await student.call("PUT", answer, {"emotion": "happy"}))[0] == 201
