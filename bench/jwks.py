@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark ``GET /.well-known/jwks.json`` of the real jwks service.
 
-Starts an embedded Postgres and the embedded Kafka-protocol broker (``shared.dev.embedded``),
+Starts an embedded Postgres and the embedded Kafka-protocol broker (``devstack.embedded``),
 migrates, runs ``attune serve jwks`` as its own process on loopback, waits until it is ready,
 then drives the JWKS URL from a separate load process: ``--clients`` concurrent keep-alive
 clients (one aiohttp session) for ``--seconds`` after ``--warmup`` seconds. It prints
@@ -127,7 +127,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) ->
 
 
 def bench_main(args: argparse.Namespace) -> int:
-    from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+    from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
     from shared.migrate import upgrade
 
     tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
@@ -151,7 +151,7 @@ def bench_main(args: argparse.Namespace) -> int:
             log_path = tmp / "jwks.log"
             with log_path.open("wb") as log_file:
                 service = subprocess.Popen(
-                    [sys.executable, "-m", "shared.cli", "serve", "jwks", "--port", str(port)],
+                    [sys.executable, "-m", "attune.cli", "serve", "jwks", "--port", str(port)],
                     cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                     stderr=subprocess.STDOUT,
                 )  # fmt: skip

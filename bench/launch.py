@@ -294,7 +294,7 @@ def main() -> None:
     if args.peer:
         peer_tool.ensure_venv()  # before anything is measured
 
-    from shared.dev.embedded import free_port
+    from devstack.embedded import free_port
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = key.public_key().public_numbers()
@@ -446,7 +446,7 @@ def _start_attune(
 ) -> tuple[Target, dict[str, int]]:
     """Start a login and a launch service (named ``login<suffix>``, ``launch<suffix>``);
     returns the generator's target and the process groups whose CPU is counted."""
-    from shared.dev.embedded import free_port
+    from devstack.embedded import free_port
 
     # The launch URL is the region's base URL; login redirects the platform there.
     base = f"http://127.0.0.1:{free_port()}"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
-from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade

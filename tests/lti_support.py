@@ -19,11 +19,11 @@ import asyncpg
 from aiohttp import web
 from yarl import URL
 
+from devstack.embedded import free_port
+from devstack.gateway import create_gateway
 from services.checkins.app import create_app as checkins_app
 from services.launch.app import create_app as launch_app
 from services.login.app import create_app as login_app
-from shared.dev.embedded import free_port
-from shared.dev.gateway import create_gateway
 from shared.settings import Settings
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform, parse_autopost, query_of

@@ -10,7 +10,7 @@
   for the dynamic registration page.
 
 Every change is written to the registration audit trail with actor ``cli``. Until the command
-is wired into ``shared/cli.py`` the same commands run as ``python -m services.registration.cli
+is wired into ``attune/cli.py`` the same commands run as ``python -m services.registration.cli
 admin ...``.
 """
 

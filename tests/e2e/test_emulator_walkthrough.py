@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from shared.dev.embedded import free_port
+from devstack.embedded import free_port
 from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def dev_stack() -> Iterator[DevStack]:
     log = work / "dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
+            [sys.executable, "-m", "attune.cli", "dev", "--port", str(port),
              "--emulator-port", str(emulator_port), "--data-dir", str(work / "data")],
             env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
-from shared.dev.emulator.keys import SigningKey, new_key
-from shared.dev.emulator.lti import (
+from devstack.emulator.keys import SigningKey, new_key
+from devstack.emulator.lti import (
     CANVAS_ISSUER,
     LEARNER,
     Client,

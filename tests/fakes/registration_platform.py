@@ -32,7 +32,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from shared.dev.emulator.lti import (
+from devstack.emulator.lti import (
     AGS_SCOPES,
     CANVAS_PLACEMENTS,
     CANVAS_PRIVACY,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.dev.embedded import free_port
-from shared.dev.supervisor import make_plan, mask_url, read_dev_secrets, write_dev_secrets
+from devstack.embedded import free_port
+from devstack.supervisor import make_plan, mask_url, read_dev_secrets, write_dev_secrets
 from shared.routes import SERVICES
 from shared.settings import SettingsError
 
@@ -47,7 +47,7 @@ def _dev_env(**extra: str) -> dict[str, str]:
 
 def _dev_argv(port: int, data_dir: Path) -> list[str]:
     # The emulator's own free port: its default (port + 1) may be taken on a busy machine.
-    return [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
+    return [sys.executable, "-m", "attune.cli", "dev", "--port", str(port),
             "--emulator-port", str(free_port()), "--data-dir", str(data_dir)]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The development LMS emulator (shared/dev/emulator) on its own, in-process: its pages, its
+"""The development LMS emulator (devstack/emulator) on its own, in-process: its pages, its
 dynamic registration endpoints and their rules (Canvas and Moodle), its OIDC authentication
 endpoint (Moodle's single-use message hint, 60-second id_tokens, pending tools), the token
 endpoint and paged NRPS, the deep-linking return verified with the tool's JWKS, state kept
@@ -21,12 +21,12 @@ import pytest
 from aiohttp import web
 from jose import jwt
 
-from shared.cli import build_parser
-from shared.dev.embedded import free_port
-from shared.dev.emulator.app import BANNER, create_emulator
-from shared.dev.emulator.keys import SigningKey, new_key
-from shared.dev.emulator.lti import TOOL_CONFIG
-from shared.dev.supervisor import make_plan
+from attune.cli import build_parser
+from devstack.embedded import free_port
+from devstack.emulator.app import BANNER, create_emulator
+from devstack.emulator.keys import SigningKey, new_key
+from devstack.emulator.lti import TOOL_CONFIG
+from devstack.supervisor import make_plan
 from shared.lti import claims as C
 from tests.fakes.platform import parse_autopost
 
@@ -385,7 +385,7 @@ def test_dev_refuses_a_taken_emulator_port(tmp_path: Path) -> None:
         taken.listen()
         busy = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "dev", "--port", str(port),
+            [sys.executable, "-m", "attune.cli", "dev", "--port", str(port),
              "--emulator-port", str(busy), "--data-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip

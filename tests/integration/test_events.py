@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.dev.embedded import EmbeddedBroker
+from devstack.embedded import EmbeddedBroker
 from shared.events.consumer import EventConsumer, RetriableError
 from shared.events.envelope import Event
 from shared.events.outbox import OutboxMisuse, enqueue

@@ -74,7 +74,7 @@ async def _migrate_command(url: str) -> tuple[int, bytes, bytes]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "attune.cli",
         "migrate",
         env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
         stdout=asyncio.subprocess.PIPE,

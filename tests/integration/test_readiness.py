@@ -6,8 +6,8 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient
 
-from shared.cli import app_factory
-from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from attune.cli import app_factory
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.routes import SERVICES
 from tests.conftest import Infra
 

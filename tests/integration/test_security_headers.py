@@ -30,6 +30,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from devstack.embedded import free_port
 from services.checkins.app import create_app as checkins_app
 from services.jwks.app import create_app as jwks_app
 from services.launch.app import create_app as launch_app
@@ -37,7 +38,6 @@ from services.login.app import create_app as login_app
 from services.registration.app import create_app as registration_app
 from services.registration.cli import create_install_code, create_token
 from services.registration.queries import PlatformRecord, set_frame_origins, upsert_platform
-from shared.dev.embedded import free_port
 from shared.settings import Settings
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform, parse_autopost

@@ -30,9 +30,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from devstack.embedded import EmbeddedPostgres, free_port
 from services.jwks.app import JWKS_PATH, KEYS_KEY, create_app
 from shared.app import service_app
-from shared.dev.embedded import EmbeddedPostgres, free_port
 from shared.errors import Unavailable
 from shared.events import topics
 from shared.events.envelope import Event
@@ -149,7 +149,7 @@ def attune(
     env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "attune.cli", *args],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
         check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
@@ -157,7 +157,7 @@ def attune(
 
 async def attune_async(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", *args, cwd=REPO, env={**os.environ, **env},
+        sys.executable, "-m", "attune.cli", *args, cwd=REPO, env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
@@ -167,7 +167,7 @@ async def attune_async(env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 async def serve_jwks(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    argv = [sys.executable, "-m", "shared.cli", "serve", "jwks", "--port", str(port)]
+    argv = [sys.executable, "-m", "attune.cli", "serve", "jwks", "--port", str(port)]
     return await asyncio.create_subprocess_exec(
         *argv,
         cwd=REPO,

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from shared.dev.embedded import EmbeddedBroker
+from devstack.embedded import EmbeddedBroker
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event

@@ -20,11 +20,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.checkins.roster import CONSUMER_NAME as ROSTER
 from services.launch import app as launch_service
 from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
-from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
 from shared.migrate import upgrade
 from shared.settings import load_settings

@@ -1,6 +1,6 @@
 """The checkins service SIGKILLed while students' answers are in flight, then restarted.
 
-The service runs as a real process (``python -m shared.cli serve checkins``, as deployed) on
+The service runs as a real process (``python -m attune.cli serve checkins``, as deployed) on
 the session's Postgres and broker. Students answer one check-in concurrently and retry on a
 refused connection or a reset, as the app's page does; the process is killed twice mid-load and
 started again on the same port. Whatever the timing:
@@ -34,7 +34,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from shared.dev.embedded import free_port, pdeathsig_preexec
+from devstack.embedded import free_port, pdeathsig_preexec
 from shared.events import topics
 from shared.lti.launch_token import LaunchTokens
 from shared.signing import parse_secrets
@@ -74,7 +74,7 @@ class Service:
         self.starts += 1
         log = (self.log_dir / f"checkins-{self.starts}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", "checkins", "--port", str(self.port)],
+            [sys.executable, "-m", "attune.cli", "serve", "checkins", "--port", str(self.port)],
             env=self.env,
             cwd=ROOT,
             stdout=log,

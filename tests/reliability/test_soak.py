@@ -11,7 +11,7 @@ import os
 import asyncpg
 import pytest
 
-from shared.dev.embedded import EmbeddedBroker
+from devstack.embedded import EmbeddedBroker
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.reliability.load import broker_restart_scenario, load_figures

@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.dev import embedded
-from shared.dev.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port
+from devstack import embedded
+from devstack.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, free_port
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -200,7 +200,7 @@ def test_servers_die_when_the_starting_process_is_killed(traversable_dir: pathli
     script = textwrap.dedent(
         f"""
         import json, pathlib, time
-        from shared.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+        from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
         pg = EmbeddedPostgres(pathlib.Path({str(traversable_dir / "pgdata")!r}))
         pg.start()
         broker = EmbeddedBroker()

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from shared.dev.gateway import MAX_BODY_BYTES, create_gateway
+from devstack.gateway import MAX_BODY_BYTES, create_gateway
 from shared.routes import SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

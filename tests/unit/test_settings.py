@@ -104,7 +104,7 @@ def test_every_setting_is_documented() -> None:
 def test_cli_bad_configuration_exits_2_with_one_line() -> None:
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "not a url", "KAFKA_BOOTSTRAP_SERVERS": "k:1"}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "login"],
+        [sys.executable, "-m", "attune.cli", "serve", "login"],
         env=env,
         capture_output=True,
         text=True,
@@ -120,7 +120,7 @@ def test_cli_bad_configuration_exits_2_with_one_line() -> None:
 
 def test_cli_migrate_missing_database_url_exits_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "migrate"],
+        [sys.executable, "-m", "attune.cli", "migrate"],
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -134,7 +134,7 @@ def test_cli_migrate_missing_database_url_exits_2() -> None:
 def test_cli_service_specific_setting_exits_2() -> None:
     env = {"PATH": "/usr/bin:/bin", **BASE}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "login"],
+        [sys.executable, "-m", "attune.cli", "serve", "login"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""The code stays lint-clean and type-checks strictly (mypy --strict: shared/, services/)."""
+"""The code stays lint-clean and type-checks strictly (mypy --strict: every package)."""
 
 import subprocess
 import sys
@@ -19,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "shared", "services", "tests", "bench")
+    result = run("ruff", "check", "shared", "services", "attune", "devstack", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

