@@ -1,6 +1,7 @@
 """The check-in product in a real headless Chromium, the tool in a cross-site iframe of a fake
 LMS page with third-party cookies blocked: a teacher creates a check-in, two students answer,
-the teacher sees the distribution and participation."""
+the teacher sees the distribution and participation; an anonymous check-in's results appear in
+groups."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from tests.e2e.conftest import ARTIFACTS
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import INSTRUCTOR, LEARNER, learners_in_roster
+from tests.integration.test_checkins import INSTRUCTOR, LEARNER, Api, learners_in_roster, minted
 from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
@@ -146,4 +147,62 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
         await t.locator("#insights-body figure").first.wait_for()
         await teacher.screenshot(
             path=str(ARTIFACTS / "checkins-teacher-results.png"), full_page=True
+        )
+
+
+async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
+    stack: LtiStack, canvas: FakePlatform, chromium_context: Callable[..., Any]
+) -> None:
+    """The teacher's page of an anonymous check-in shows only how many answered until a group
+    of ATTUNE_CHECKIN_MIN_CLASS_SIZE (5) answers is in, says how many more are needed, and
+    updates by itself (the 4 s poll) when the group completes."""
+    async with teacher_in_course(stack, canvas, chromium_context) as (_, client, teacher):
+        t = teacher.frame_locator("#tool")
+        await t.get_by_label("Question").fill("Anonymous pulse")
+        anonymous = t.get_by_role("checkbox", name="Anonymous")
+        label = await t.locator("label").filter(has=anonymous).inner_text()
+        assert "shows no one, you included, who answered what" in label
+        assert "groups of at least 5 answers" in label
+        await anonymous.check()
+        await t.get_by_label("Let students add a note").check()
+        await t.get_by_role("button", name="Create check-in").click()
+        await t.locator("#teacher-list li h3").filter(has_text="Anonymous pulse").wait_for()
+        checkin_id = await stack.pool.fetchval(
+            "SELECT id FROM checkins WHERE question = 'Anonymous pulse'"
+        )
+        platform_id = await stack.pool.fetchval(
+            "SELECT id FROM platforms WHERE client_id = $1", client.client_id
+        )
+        settings = stack.settings["us-east-1"]
+        students = [
+            Api(stack.url, minted(settings, platform_id=platform_id, subject=f"anon-kid-{i}"))
+            for i in range(5)
+        ]
+
+        async def answer(i: int, word: str) -> None:
+            body = {"emotion": word, "note": f"note {i}"}
+            status, _ = await students[i].call("PUT", f"/checkins/{checkin_id}/response", body)
+            assert status == 201
+
+        await answer(0, "calm")
+        item = t.locator(f"#teacher-list li[data-checkin='{checkin_id}']")
+        await item.get_by_role("button", name="View results").click()
+        state = t.locator("#results-state")
+        await state.filter(has_text="Results appear once 5 students have answered").wait_for()
+        await state.filter(has_text="4 more to go").wait_for()
+        assert await t.locator("#results svg").count() == 0
+        assert "note 0" not in await t.locator("#results").inner_text()
+
+        for i, word in enumerate(("happy", "sad", "calm", "proud"), start=1):
+            await answer(i, word)
+        await state.filter(has_text="These results cover 5 answers").wait_for(timeout=30_000)
+        await state.filter(has_text="when 5 more students answer").wait_for()
+        chart = t.locator("#results svg[role=img]").first
+        label = await chart.get_attribute("aria-label")
+        assert label is not None and "Neutral 2" in label and "Very pleasant 2" in label
+        notes = t.get_by_role("heading", name="Notes, in alphabetical order")
+        await notes.wait_for()
+        assert "note 4" in await t.locator("#results").inner_text()
+        await teacher.screenshot(
+            path=str(ARTIFACTS / "checkins-teacher-anonymous-results.png"), full_page=True
         )
