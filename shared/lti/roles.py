@@ -15,8 +15,8 @@ identified answers. Roles match exactly, never by suffix.
 | learner | ``membership#Learner`` |
 | mentor | ``membership#Mentor`` |
 
-Teachers are instructor, ta and admin (``LaunchIdentity.is_teacher``). Other context roles
-(``ContentDeveloper``, a Canvas designer; ``Member``; ``Manager``) get no kind.
+Teachers are instructor, ta and admin (``TEACHER_KINDS``, ``LaunchIdentity.is_teacher``). Other
+context roles (``ContentDeveloper``, a Canvas designer; ``Member``; ``Manager``) get no kind.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     f"{MEMBERSHIP}#Learner": "learner",
     f"{MEMBERSHIP}#Mentor": "mentor",
 }
+TEACHER_KINDS = frozenset({"instructor", "ta", "admin"})
 
 
 def role_kinds(roles: Iterable[str]) -> list[str]:
