@@ -124,9 +124,14 @@ EN: dict[str, str] = {
         "These results cover {answers} answers. They update when {next} more students answer: "
         "always in groups of at least {group}, so that no one's answer stands alone."
     ),
+    "teacher.results_final": "These results cover {answers} answers.",
+    "teacher.results_none": (
+        "No results: fewer than {group} students answered, and showing their answers would "
+        "single them out."
+    ),
     "teacher.results_left_out": (
-        "{not_shown} later answers are not included: fewer than {group} came after the last "
-        "update, and showing them would single them out."
+        "Answers not included: {not_shown}. Fewer than {group} came after the last update, and "
+        "showing them would single them out."
     ),
     "teacher.who": "Who answered",
     "chart.emotions": "Emotions",

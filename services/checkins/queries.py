@@ -354,18 +354,26 @@ WITH due AS (
         FROM (SELECT r.emotion, count(*) AS n FROM checkin_responses r
               WHERE r.checkin_id = d.id GROUP BY r.emotion) w
     ) e
-    ON CONFLICT (checkin_id) DO UPDATE
-        SET answers = excluded.answers, pleasantness = excluded.pleasantness,
-            emotions = excluded.emotions, notes = excluded.notes,
-            released_at = excluded.released_at
-        WHERE res.answers + $2 <= excluded.answers
+    ON CONFLICT (checkin_id) DO UPDATE SET
+        -- A concurrent reader may have released meanwhile: then its row stays, and is returned.
+        answers = CASE WHEN res.answers + $2 <= excluded.answers
+                       THEN excluded.answers ELSE res.answers END,
+        pleasantness = CASE WHEN res.answers + $2 <= excluded.answers
+                            THEN excluded.pleasantness ELSE res.pleasantness END,
+        emotions = CASE WHEN res.answers + $2 <= excluded.answers
+                        THEN excluded.emotions ELSE res.emotions END,
+        notes = CASE WHEN res.answers + $2 <= excluded.answers
+                     THEN excluded.notes ELSE res.notes END,
+        released_at = CASE WHEN res.answers + $2 <= excluded.answers
+                           THEN excluded.released_at ELSE res.released_at END
     RETURNING res.checkin_id, res.answers, res.pleasantness, res.emotions, res.notes
 )
 SELECT * FROM fresh
 UNION ALL
 SELECT res.checkin_id, res.answers, res.pleasantness, res.emotions, res.notes
-FROM checkin_results res
-WHERE res.checkin_id = any($1::bigint[]) AND res.checkin_id NOT IN (SELECT checkin_id FROM fresh)
+FROM checkin_results res JOIN checkins c ON c.id = res.checkin_id
+WHERE res.checkin_id = any($1::bigint[]) AND c.platform_id = $3 AND c.context_id = $4
+  AND res.checkin_id NOT IN (SELECT checkin_id FROM fresh)
 """
 
 
@@ -379,7 +387,7 @@ async def released_results(
     here: one release covers at least ``group`` answers and the next at least ``group`` more,
     so two releases never differ by one answer (and a changed answer waits for the next
     group). One statement: the count and the figures come from the same snapshot, and of two
-    readers releasing at once the second finds the first's row and keeps it."""
+    readers releasing at once the second finds the first's row, keeps it and returns it."""
     if not checkin_ids:
         return {}
     rows = await conn.fetch(_RELEASE, checkin_ids, group, course.platform_id, course.context_id)

@@ -176,7 +176,7 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
         settings = stack.settings["us-east-1"]
         students = [
             Api(stack.url, minted(settings, platform_id=platform_id, subject=f"anon-kid-{i}"))
-            for i in range(5)
+            for i in range(6)
         ]
 
         async def answer(i: int, word: str) -> None:
@@ -203,6 +203,13 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
         notes = t.get_by_role("heading", name="Notes, in alphabetical order")
         await notes.wait_for()
         assert "note 4" in await t.locator("#results").inner_text()
+
+        # A sixth answer, then the check-in closes: it is never shown (it would stand alone).
+        await answer(5, "devastated")
+        await item.get_by_role("button", name="Close now").click()
+        await state.filter(has_text="These results cover 5 answers.").wait_for(timeout=30_000)
+        await t.locator("#results").filter(has_text="Answers not included: 1.").wait_for()
+        assert "note 5" not in await t.locator("#results").inner_text()
         await teacher.screenshot(
             path=str(ARTIFACTS / "checkins-teacher-anonymous-results.png"), full_page=True
         )

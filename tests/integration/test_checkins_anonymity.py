@@ -11,17 +11,20 @@ identified check-in. Nothing may be attributable to one student.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+import asyncpg
 import pytest
 
+from services.checkins import queries
 from services.checkins.emotions import FULL, PLEASANTNESS
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import Api, course, minted
+from tests.integration.test_checkins import Api, course, minted, open_checkin_row
 from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
@@ -334,3 +337,48 @@ async def test_student_class_picture_moves_in_groups_for_identified_checkins_too
     _, view = await room.teacher.call("GET", f"/checkins/{cid}")
     assert len(view["responses"]) == GROUP + 2
     assert sum(view["distribution"]["pleasantness"]) == GROUP + 2
+
+
+async def test_concurrent_readers_release_one_group(pool: asyncpg.Pool) -> None:
+    """Releases happen on read: many readers at once release the group once, and a reader
+    never releases fewer than GROUP answers more than the last release."""
+    course, checkin_id = await open_checkin_row(pool, "release", anonymous=True)
+
+    async def answer(n: int) -> None:
+        await pool.execute(
+            "INSERT INTO checkin_responses (checkin_id, respondent, emotion, pleasantness, note)"
+            " SELECT $1, 'p1:' || $2 || '-' || i, 'calm', 3, 'n' || i"
+            " FROM generate_series(1, $3) i",
+            checkin_id,
+            uuid.uuid4().hex,
+            n,
+        )
+
+    async def read_all() -> list[Any]:
+        async def one() -> Any:
+            async with pool.acquire() as conn:
+                return (await queries.released_results(conn, course, [checkin_id], GROUP)).get(
+                    checkin_id
+                )
+
+        return list(await asyncio.gather(*(one() for _ in range(8))))
+
+    await answer(GROUP - 1)
+    assert await read_all() == [None] * 8
+    await answer(1)
+    first = await read_all()
+    assert {r["answers"] for r in first} == {GROUP} and len({tuple(r["notes"]) for r in first}) == 1
+    released_at = await pool.fetchval(
+        "SELECT released_at FROM checkin_results WHERE checkin_id = $1", checkin_id
+    )
+    await answer(GROUP - 1)
+    assert {r["answers"] for r in await read_all()} == {GROUP}
+    assert released_at == await pool.fetchval(
+        "SELECT released_at FROM checkin_results WHERE checkin_id = $1", checkin_id
+    )
+    await answer(1)
+    assert {r["answers"] for r in await read_all()} == {2 * GROUP}
+    # Another course's reader cannot release (or read) this check-in's results.
+    other = queries.Course(course.platform_id, "another-course")
+    async with pool.acquire() as conn:
+        assert await queries.released_results(conn, other, [checkin_id], GROUP) == {}

@@ -335,8 +335,10 @@
       // Anonymous: released results only, in groups (the server never sends more).
       var r = c.results;
       if (r) {
-        body.appendChild(el("p", { id: "results-state", text: c.distribution ? fmt("teacher.results_cover", { answers: r.answers, next: r.next_in }) : fmt("teacher.results_waiting", { next: r.next_in }) }));
-        if (c.status === "closed" && r.not_shown) {
+        var closed = c.status === "closed";
+        var state = c.distribution ? (closed ? "teacher.results_final" : "teacher.results_cover") : (closed ? "teacher.results_none" : "teacher.results_waiting");
+        body.appendChild(el("p", { id: "results-state", text: fmt(state, { answers: r.answers, next: r.next_in }) }));
+        if (closed && c.distribution && r.not_shown) {
           body.appendChild(el("p", { class: "muted", text: fmt("teacher.results_left_out", r) }));
         }
       }
