@@ -158,8 +158,9 @@ EN: dict[str, str] = {
         "{group} more have."
     ),
     "student.anonymous_note": (
-        "This check-in is anonymous: your teacher never sees your answer with your name or on "
-        "its own, only results of at least {group} answers together."
+        "This check-in is anonymous: your teacher sees feelings only as results of at least "
+        "{group} answers together, never yours alone or with your name, and reads notes "
+        "without names."
     ),
     "student.anonymous_note_hint": (
         "Your teacher reads notes without names: leave yours out if you want to stay anonymous."

@@ -155,8 +155,9 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
 ) -> None:
     """The teacher's page of an anonymous check-in shows only how many answered until a group
     of ATTUNE_CHECKIN_MIN_CLASS_SIZE (5) answers is in, says how many more are needed, and
-    updates by itself (the 4 s poll) when the group completes."""
-    async with teacher_in_course(stack, canvas, chromium_context) as (_, client, teacher):
+    updates by itself (the 4 s poll) when the group completes; the student's page says what
+    the teacher sees."""
+    async with teacher_in_course(stack, canvas, chromium_context) as (context, client, teacher):
         t = teacher.frame_locator("#tool")
         await t.get_by_label("Question").fill("Anonymous pulse")
         anonymous = t.get_by_role("checkbox", name="Anonymous")
@@ -174,17 +175,34 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
             "SELECT id FROM platforms WHERE client_id = $1", client.client_id
         )
         settings = stack.settings["us-east-1"]
-        students = [
-            Api(stack.url, minted(settings, platform_id=platform_id, subject=f"anon-kid-{i}"))
-            for i in range(6)
-        ]
+        students = {  # the others answer through the API: faster
+            i: Api(stack.url, minted(settings, platform_id=platform_id, subject=f"anon-kid-{i}"))
+            for i in range(1, 6)
+        }
 
         async def answer(i: int, word: str) -> None:
             body = {"emotion": word, "note": f"note {i}"}
             status, _ = await students[i].call("PUT", f"/checkins/{checkin_id}/response", body)
             assert status == 201
 
-        await answer(0, "calm")
+        # The first student answers in the browser: the page's promise and the note's hint.
+        page = await course_tab(context, stack, canvas, client, "anon-kid-browser", LEARNER)
+        s = page.frame_locator("#tool")
+        card = s.get_by_role("article", name="Anonymous pulse")
+        await card.filter(has_text="never yours alone or with your name").wait_for()
+        assert "results of at least 5 answers together" in await card.inner_text()
+        note = card.get_by_label("Anything to add?")
+        assert "reads notes without names" in await note.evaluate(
+            "n => document.getElementById(n.getAttribute('aria-describedby')).textContent"
+        )
+        await card.get_by_role("radio", name="Calm").check()
+        await note.fill("note 0")
+        await card.get_by_role("button", name="Send my answer").click()
+        await s.get_by_text("Thanks, your answer was saved").wait_for()
+        await card.filter(
+            has_text="The class picture appears once 5 students have answered"
+        ).wait_for()
+        await page.close()
         item = t.locator(f"#teacher-list li[data-checkin='{checkin_id}']")
         await item.get_by_role("button", name="View results").click()
         state = t.locator("#results-state")
