@@ -11,14 +11,13 @@ what; so does every student's class picture (docs/checkins.md, *Anonymity*).
 from __future__ import annotations
 
 import dataclasses
-import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from services.checkins import emotions, queries, recurrence
+from services.checkins import emotions, queries, recurrence, results
 from services.checkins.auth import identity
 from services.checkins.deployments import checks_read_only_itself, deployment_read_only
 from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
@@ -31,7 +30,6 @@ from shared.forms import read_json
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
 from shared.storable import storable_text
-from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
 
@@ -291,79 +289,6 @@ async def _own_answers(
     return await queries.own_responses(conn, pairs)
 
 
-def _group_size(request: web.Request) -> int:
-    """ATTUNE_CHECKIN_MIN_CLASS_SIZE: the fewest answers a release of results covers, and the
-    fewest new answers the next release needs."""
-    return request.app[SETTINGS_KEY].checkin_min_class_size
-
-
-async def _released(
-    request: web.Request, conn: asyncpg.Connection, course: Course, ids: list[int]
-) -> dict[int, asyncpg.Record]:
-    return await queries.released_results(conn, course, ids, _group_size(request))
-
-
-def _emotions_json(counts: dict[str, int]) -> list[dict[str, Any]]:
-    """Emotions with their band and count, most chosen first."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [
-        {"emotion": e, "pleasantness": emotions.PLEASANTNESS[e], "count": n} for e, n in ordered
-    ]
-
-
-def _distribution(counts: dict[str, int]) -> dict[str, Any]:
-    bands = [0] * len(emotions.BANDS)
-    for e, n in counts.items():
-        bands[emotions.PLEASANTNESS[e] - 1] += n
-    return {"pleasantness": bands, "emotions": _emotions_json(counts)}
-
-
-def released_emotions(released: asyncpg.Record) -> dict[str, int]:
-    counts: dict[str, int] = json.loads(released["emotions"])
-    return counts
-
-
-def _results_state(released: asyncpg.Record | None, answers: int, group: int) -> dict[str, Any]:
-    """What the released results cover: ``answers`` of them, ``not_shown`` newer ones (a
-    changed answer shows with the next release too), ``next_in`` more answers release them."""
-    shown = released["answers"] if released is not None else 0
-    return {
-        "answers": shown,
-        "group_size": group,
-        "next_in": max(shown + group - answers, 1),
-        "not_shown": max(answers - shown, 0),
-    }
-
-
-def _class_view(released: asyncpg.Record | None, answered: bool) -> dict[str, Any] | None:
-    """The class picture for a student: after answering, from the released results only."""
-    if not answered or released is None:
-        return None
-    return {"pleasantness": list(released["pleasantness"]), "total": released["answers"]}
-
-
-def _trend(
-    identified: list[asyncpg.Record],
-    anonymous: list[asyncpg.Record],
-    released: dict[int, asyncpg.Record],
-) -> list[dict[str, Any]]:
-    """Daily average pleasantness: identified answers on the day they were given, anonymous
-    check-ins' released results on the day the check-in opened (so the figures move only when
-    a group is released)."""
-    days: dict[date, list[int]] = {p["day"]: [p["total"], p["n"]] for p in identified}
-    for r in anonymous:
-        res = released.get(r["id"])
-        if res is None or not res["answers"]:
-            continue
-        day = days.setdefault(r["opens_at"].astimezone(UTC).date(), [0, 0])
-        day[0] += sum(band * n for band, n in enumerate(res["pleasantness"], start=1))
-        day[1] += res["answers"]
-    return [
-        {"day": d.isoformat(), "average": round(total / n, 2), "answers": n}
-        for d, (total, n) in sorted(days.items())
-    ]
-
-
 # --- handlers --------------------------------------------------------------------------------
 
 
@@ -381,7 +306,7 @@ async def me(request: web.Request) -> web.Response:
             "is_learner": "learner" in who.roles,
             "message_type": who.message_type,
             "expires_at": who.expires_at,
-            "min_class_size": _group_size(request),
+            "min_class_size": results.group_size(request),
             # A deep-linking launch: the page opens in "choose a check-in" mode.
             "deep_linking": who.deep_link is not None and who.is_teacher,
             # A deep-linked resource link: the check-in it points at.
@@ -410,7 +335,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
         rows = await queries.list_checkins(conn, course, only_open=True)
         mine = await _own_answers(request, conn, who, course, rows)
-        released = await _released(request, conn, course, list(mine))
+        released = await results.read(request, conn, course, list(mine))
     items = []
     for r in rows:
         answer = mine.get(r["id"])
@@ -418,7 +343,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             {
                 **_checkin_json(r),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(released.get(r["id"]), answer is not None),
+                "class": results.class_view(released.get(r["id"]), answer is not None),
             }
         )
     return web.json_response({"view": "student", "checkins": items}, headers=NO_STORE)
@@ -466,11 +391,11 @@ async def get_checkin(request: web.Request) -> web.Response:
                     "Only the course's students can answer check-ins.", code="learner_only"
                 )
             answer = (await _own_answers(request, conn, who, course, [row])).get(checkin_id)
-            released = await _released(request, conn, course, [checkin_id] if answer else [])
+            released = await results.read(request, conn, course, [checkin_id] if answer else [])
             body = {
                 **_checkin_json(row),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(released.get(checkin_id), answer is not None),
+                "class": results.class_view(released.get(checkin_id), answer is not None),
             }
             return web.json_response(body, headers=NO_STORE)
         learners = await queries.learner_count(conn, course)
@@ -480,15 +405,15 @@ async def get_checkin(request: web.Request) -> web.Response:
         }
         if row["anonymous"]:
             # Released results only: never the answers as they stand (docs/checkins.md).
-            res = (await _released(request, conn, course, [checkin_id])).get(checkin_id)
+            res = (await results.read(request, conn, course, [checkin_id])).get(checkin_id)
             result["distribution"] = (
-                _distribution(released_emotions(res)) if res is not None else None
+                results.distribution(results.released_emotions(res)) if res is not None else None
             )
             result["notes"] = list(res["notes"]) if res is not None else []
-            result["results"] = _results_state(res, row["responses"], _group_size(request))
+            result["results"] = results.state(res, row["responses"], results.group_size(request))
         else:
             counts = await queries.identified_emotions(conn, course, checkin_id)
-            result["distribution"] = _distribution(counts)
+            result["distribution"] = results.distribution(counts)
             result["responses"] = [
                 {
                     "subject": r["subject"],
@@ -664,12 +589,12 @@ async def history(request: web.Request) -> web.Response:
         rows = [r for r in await queries.list_checkins(conn, course) if r["status"] != "scheduled"]
         mine = await _own_answers(request, conn, who, course, rows)
         answered = [r for r in rows if r["id"] in mine]
-        released = await _released(request, conn, course, [r["id"] for r in answered])
+        released = await results.read(request, conn, course, [r["id"] for r in answered])
     items = [
         {
             **_checkin_json(r),
             "my_answer": _answer_json(mine[r["id"]]),
-            "class": _class_view(released.get(r["id"]), True),
+            "class": results.class_view(released.get(r["id"]), True),
         }
         for r in answered
     ]
@@ -687,7 +612,7 @@ async def insights(request: web.Request) -> web.Response:
         rows = await queries.list_checkins(conn, course)
         learners = await queries.learner_count(conn, course)
         anonymous = [r for r in rows if r["anonymous"] and r["opens_at"] > since]
-        released = await _released(request, conn, course, [r["id"] for r in anonymous])
+        released = await results.read(request, conn, course, [r["id"] for r in anonymous])
     answered = sum(r["responses"] for r in rows if r["status"] != "scheduled")
     asked = sum(1 for r in rows if r["status"] != "scheduled")
     return web.json_response(
@@ -696,7 +621,7 @@ async def insights(request: web.Request) -> web.Response:
             "average_participation": (
                 min(1.0, answered / (asked * learners)) if asked and learners else None
             ),
-            "trend": _trend(points, anonymous, released),
+            "trend": results.trend(points, anonymous, released),
             "may_need_conversation": [
                 {"subject": r["subject"], "name": r["name"], "low": r["low"], "of": r["answers"]}
                 for r in low

@@ -27,15 +27,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.checkins import queries
-from services.checkins.api import (
-    _emotions_json,
-    _group_size,
-    _learner,
-    _own_answers,
-    _teacher,
-    released_emotions,
-)
+from services.checkins import queries, results
+from services.checkins.api import _learner, _own_answers, _teacher
 from services.checkins.privacy import Pseudonyms
 from services.checkins.queries import Course
 from shared.db import DB_ERRORS, POOL_KEY
@@ -176,7 +169,7 @@ async def course_rows(
         rows += [
             {**checkin, "emotion": e["emotion"], "pleasantness": e["pleasantness"],
              "note": None, "count": e["count"]}
-            for e in _emotions_json(released_emotions(res))
+            for e in results.emotions_json(results.released_emotions(res))
         ]  # fmt: skip
         rows += [
             {**checkin, "emotion": None, "pleasantness": None, "note": note, "count": None}
@@ -189,7 +182,7 @@ async def export_course(request: web.Request) -> web.Response:
     who, course = _teacher(request)
     fmt = _format(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        rows, answers = await course_rows(conn, course, _group_size(request))
+        rows, answers = await course_rows(conn, course, results.group_size(request))
         await audit(
             conn,
             "export.course",
