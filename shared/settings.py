@@ -284,10 +284,11 @@ class Settings(BaseModel):
     # --- check-ins ---
     checkin_min_class_size: int = _env(
         "ATTUNE_CHECKIN_MIN_CLASS_SIZE",
-        "A student sees the class picture of a check-in only when at least this many "
-        "classmates answered.",
+        "Results of a check-in (anonymous ones for teachers, every class picture for "
+        "students) appear once this many students answered and then change only when this "
+        "many more did, so no single answer ever shows on its own (at least 3).",
         default=5,
-        ge=1,
+        ge=3,
     )
     checkin_retention_days: int | None = _env(
         "ATTUNE_CHECKIN_RETENTION_DAYS",

@@ -3,7 +3,9 @@
 Authenticated by the launch token on every request; the course is the token's
 (platform_id, context_id), so an id from the client only ever selects within that course.
 Bearer header and no cookies: a cross-site request cannot carry the credential (CSRF-safe by
-construction). Anonymous check-ins expose aggregates and sorted notes only, never who answered.
+construction). Anonymous check-ins expose released results only (counts and notes in text
+order, in groups of at least ``ATTUNE_CHECKIN_MIN_CLASS_SIZE`` answers), never who answered
+what; so does every student's class picture (docs/checkins.md, *Anonymity*).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.checkins import emotions, queries, recurrence
+from services.checkins import emotions, queries, recurrence, results
 from services.checkins.auth import identity
 from services.checkins.deployments import checks_read_only_itself, deployment_read_only
 from services.checkins.keys import PSEUDONYMS_KEY, TOKENS_KEY
@@ -28,7 +30,6 @@ from shared.forms import read_json
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
 from shared.storable import storable_text
-from shared.web import SETTINGS_KEY
 
 log = get_logger(__name__)
 
@@ -41,6 +42,7 @@ MAX_OPEN_DAYS = 366
 LOW_BAND_MAX = 1
 LOW_WINDOW = 3
 LOW_AT_LEAST = 2
+TREND_DAYS = 90
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -287,19 +289,6 @@ async def _own_answers(
     return await queries.own_responses(conn, pairs)
 
 
-def _min_class_size(request: web.Request) -> int:
-    """ATTUNE_CHECKIN_MIN_CLASS_SIZE: classmates needed before a student sees the class."""
-    return request.app[SETTINGS_KEY].checkin_min_class_size
-
-
-def _class_view(counts: list[int], answered: bool, min_size: int) -> dict[str, Any] | None:
-    """The class picture for a student: after answering, and only with enough classmates."""
-    others = sum(counts) - (1 if answered else 0)
-    if not answered or others < min_size:
-        return None
-    return {"pleasantness": counts, "total": sum(counts)}
-
-
 # --- handlers --------------------------------------------------------------------------------
 
 
@@ -317,7 +306,7 @@ async def me(request: web.Request) -> web.Response:
             "is_learner": "learner" in who.roles,
             "message_type": who.message_type,
             "expires_at": who.expires_at,
-            "min_class_size": _min_class_size(request),
+            "min_class_size": results.group_size(request),
             # A deep-linking launch: the page opens in "choose a check-in" mode.
             "deep_linking": who.deep_link is not None and who.is_teacher,
             # A deep-linked resource link: the check-in it points at.
@@ -346,7 +335,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
         rows = await queries.list_checkins(conn, course, only_open=True)
         mine = await _own_answers(request, conn, who, course, rows)
-        counts = await queries.pleasantness_counts(conn, [r["id"] for r in rows])
+        released = await results.read(request, conn, course, list(mine))
     items = []
     for r in rows:
         answer = mine.get(r["id"])
@@ -354,7 +343,7 @@ async def list_checkins(request: web.Request) -> web.Response:
             {
                 **_checkin_json(r),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(counts[r["id"]], answer is not None, _min_class_size(request)),
+                "class": results.class_view(released.get(r["id"]), answer is not None),
             }
         )
     return web.json_response({"view": "student", "checkins": items}, headers=NO_STORE)
@@ -396,35 +385,35 @@ async def get_checkin(request: web.Request) -> web.Response:
         row = await queries.get_checkin(conn, course, checkin_id)
         if row is None or (not who.is_teacher and row["status"] == "scheduled"):
             raise _not_found()
-        counts = (await queries.pleasantness_counts(conn, [checkin_id]))[checkin_id]
         if not who.is_teacher:
             if "learner" not in who.roles:
                 raise Forbidden(
                     "Only the course's students can answer check-ins.", code="learner_only"
                 )
             answer = (await _own_answers(request, conn, who, course, [row])).get(checkin_id)
+            released = await results.read(request, conn, course, [checkin_id] if answer else [])
             body = {
                 **_checkin_json(row),
                 "my_answer": _answer_json(answer) if answer else None,
-                "class": _class_view(counts, answer is not None, _min_class_size(request)),
+                "class": results.class_view(released.get(checkin_id), answer is not None),
             }
             return web.json_response(body, headers=NO_STORE)
         learners = await queries.learner_count(conn, course)
-        by_emotion = await queries.emotion_counts(conn, checkin_id)
         result: dict[str, Any] = {
             **_checkin_json(row),
             "participation": _participation(row["responses"], learners),
-            "distribution": {
-                "pleasantness": counts,
-                "emotions": [
-                    {"emotion": e["emotion"], "pleasantness": e["pleasantness"], "count": e["n"]}
-                    for e in by_emotion
-                ],
-            },
         }
         if row["anonymous"]:
-            result["notes"] = await queries.notes(conn, checkin_id)
+            # Released results only: never the answers as they stand (docs/checkins.md).
+            res = (await results.read(request, conn, course, [checkin_id])).get(checkin_id)
+            result["distribution"] = (
+                results.distribution(results.released_emotions(res)) if res is not None else None
+            )
+            result["notes"] = list(res["notes"]) if res is not None else []
+            result["results"] = results.state(res, row["responses"], results.group_size(request))
         else:
+            counts = await queries.identified_emotions(conn, course, checkin_id)
+            result["distribution"] = results.distribution(counts)
             result["responses"] = [
                 {
                     "subject": r["subject"],
@@ -534,14 +523,11 @@ async def answer(request: web.Request) -> web.Response:
     assert isinstance(emotion, str)
     pleasantness = emotions.PLEASANTNESS[emotion]
     current, *previous = _respondent_keys(request, who, course, row)
-    data: dict[str, Any] = {
-        "emotion": emotion,
-        "pleasantness": pleasantness,
-        "changed": False,
-        "anonymous": row["anonymous"],
-    }
+    data: dict[str, Any] = {"changed": False, "anonymous": row["anonymous"]}
     if not row["anonymous"]:
-        data["respondent"] = who.subject
+        # An anonymous answer's event says only that one came: with its time to the second,
+        # its emotion would be what polling an identified check-in beside it pairs with a name.
+        data.update(emotion=emotion, pleasantness=pleasantness, respondent=who.subject)
     event = _event("checkin.answered", course, checkin_id, data)
     fields = {
         "emotion": emotion,
@@ -603,12 +589,12 @@ async def history(request: web.Request) -> web.Response:
         rows = [r for r in await queries.list_checkins(conn, course) if r["status"] != "scheduled"]
         mine = await _own_answers(request, conn, who, course, rows)
         answered = [r for r in rows if r["id"] in mine]
-        counts = await queries.pleasantness_counts(conn, [r["id"] for r in answered])
+        released = await results.read(request, conn, course, [r["id"] for r in answered])
     items = [
         {
             **_checkin_json(r),
             "my_answer": _answer_json(mine[r["id"]]),
-            "class": _class_view(counts[r["id"]], True, _min_class_size(request)),
+            "class": results.class_view(released.get(r["id"]), True),
         }
         for r in answered
     ]
@@ -617,13 +603,16 @@ async def history(request: web.Request) -> web.Response:
 
 async def insights(request: web.Request) -> web.Response:
     _, course = _teacher(request)
+    since = datetime.now(UTC) - timedelta(days=TREND_DAYS)
     async with request.app[POOL_KEY].acquire() as conn:
-        points = await queries.trend(conn, course)
+        points = await queries.identified_trend(conn, course, TREND_DAYS)
         low = await queries.repeatedly_low(
             conn, course, low_max=LOW_BAND_MAX, window=LOW_WINDOW, at_least=LOW_AT_LEAST
         )
         rows = await queries.list_checkins(conn, course)
         learners = await queries.learner_count(conn, course)
+        anonymous = [r for r in rows if r["anonymous"] and r["opens_at"] > since]
+        released = await results.read(request, conn, course, [r["id"] for r in anonymous])
     answered = sum(r["responses"] for r in rows if r["status"] != "scheduled")
     asked = sum(1 for r in rows if r["status"] != "scheduled")
     return web.json_response(
@@ -632,10 +621,7 @@ async def insights(request: web.Request) -> web.Response:
             "average_participation": (
                 min(1.0, answered / (asked * learners)) if asked and learners else None
             ),
-            "trend": [
-                {"day": p["day"].isoformat(), "average": p["average"], "answers": p["n"]}
-                for p in points
-            ],
+            "trend": results.trend(points, anonymous, released),
             "may_need_conversation": [
                 {"subject": r["subject"], "name": r["name"], "low": r["low"], "of": r["answers"]}
                 for r in low

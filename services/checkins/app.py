@@ -56,7 +56,7 @@ API = "/api/checkins"
 
 
 async def app_page(request: web.Request) -> web.Response:
-    strings = emotions.catalogue()
+    strings = emotions.catalogue(group=request.app[SETTINGS_KEY].checkin_min_class_size)
     # A JSON data block is never executed, so it passes `script-src 'self'`; "<" is escaped so
     # no string can end the block.
     data = json.dumps(

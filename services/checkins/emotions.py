@@ -55,7 +55,10 @@ EN: dict[str, str] = {
     "teacher.vocabulary": "Feeling words",
     "teacher.vocabulary.full": "Full (about 50 words)",
     "teacher.vocabulary.simple": "Simple (10 words, for younger students)",
-    "teacher.anonymous": "Anonymous: nobody, including you, can see who answered what",
+    "teacher.anonymous": (
+        "Anonymous: Attune shows no one, you included, who answered what; results appear only "
+        "in groups of at least {group} answers"
+    ),
     "teacher.allow_note": "Let students add a note",
     "teacher.opens_at": "Opens",
     "teacher.closes_at": "Closes",
@@ -112,6 +115,24 @@ EN: dict[str, str] = {
     ),
     "teacher.attention_none": "Nobody right now.",
     "teacher.notes": "Notes",
+    "teacher.notes_anonymous": "Notes, in alphabetical order, without names or feelings",
+    "teacher.results_waiting": (
+        "Results appear once {group} students have answered: {next} more to go. Until then "
+        "only the number of answers shows, so that no one's answer stands alone."
+    ),
+    "teacher.results_cover": (
+        "These results cover {answers} answers. They update when {next} more students answer: "
+        "always in groups of at least {group}, so that no one's answer stands alone."
+    ),
+    "teacher.results_final": "These results cover {answers} answers.",
+    "teacher.results_none": (
+        "No results: fewer than {group} students answered, and showing their answers would "
+        "single them out."
+    ),
+    "teacher.results_left_out": (
+        "Answers not included: {not_shown}. Fewer than {group} came after the last update, and "
+        "showing them would single them out."
+    ),
     "teacher.who": "Who answered",
     "chart.emotions": "Emotions",
     "chart.pleasantness": "Pleasantness",
@@ -132,8 +153,18 @@ EN: dict[str, str] = {
     "student.history": "My check-ins",
     "student.no_history": "You have not answered any check-in yet.",
     "student.class": "How the class feels",
-    "student.class_hidden": "The class picture appears once enough classmates have answered.",
-    "student.anonymous_note": "This check-in is anonymous: your teacher cannot see your answer.",
+    "student.class_hidden": (
+        "The class picture appears once {group} students have answered, and changes only when "
+        "{group} more have."
+    ),
+    "student.anonymous_note": (
+        "This check-in is anonymous: your teacher sees feelings only as results of at least "
+        "{group} answers together, never yours alone or with your name, and reads notes "
+        "without names."
+    ),
+    "student.anonymous_note_hint": (
+        "Your teacher reads notes without names: leave yours out if you want to stay anonymous."
+    ),
     "dl.heading": "Choose the check-in to add to your course",
     "dl.intro": "Pick an existing check-in, or create one: it is added to the course at once.",
     "dl.choose": "Add to course",
@@ -149,11 +180,15 @@ CATALOGUES: dict[str, dict[str, str]] = {
 DEFAULT_LOCALE = "en"
 
 
-def catalogue(locale: str = DEFAULT_LOCALE) -> dict[str, str]:
-    """Strings for ``locale`` (a language tag), English filling any gap."""
+def catalogue(locale: str = DEFAULT_LOCALE, *, group: int | None = None) -> dict[str, str]:
+    """Strings for ``locale`` (a language tag), English filling any gap; ``{group}`` is the
+    results group size (ATTUNE_CHECKIN_MIN_CLASS_SIZE) when given."""
     base = CATALOGUES[DEFAULT_LOCALE]
     chosen = CATALOGUES.get(locale.split("-")[0].lower(), base)
-    return {**base, **chosen}
+    strings = {**base, **chosen}
+    if group is None:
+        return strings
+    return {k: v.replace("{group}", str(group)) for k, v in strings.items()}
 
 
 def vocabulary_payload(locale: str = DEFAULT_LOCALE) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from shared.db import DB_ERRORS, POOL_KEY
 from shared.http import HTTP_KEY, OutboundError, OutboundHttp
 from shared.keys.signer import SIGNER_KEY, ToolSigner
 from shared.logs import get_logger
-from shared.lti.launch import role_kinds
+from shared.lti.roles import role_kinds
 from shared.tasks import repeat, stop_task
 from shared.web import SETTINGS_KEY
 

@@ -305,33 +305,93 @@ async def own_responses(
     return {r["checkin_id"]: r for r in rows}
 
 
-async def pleasantness_counts(
-    conn: asyncpg.Connection, checkin_ids: list[int]
-) -> dict[int, list[int]]:
-    """Answers per pleasantness band (index 0 = band 1) for each check-in."""
+async def identified_emotions(
+    conn: asyncpg.Connection, course: Course, checkin_id: int
+) -> dict[str, int]:
+    """Answers per emotion of an identified check-in as they stand now, for its teacher (who
+    sees every answer with its name anyway); nothing for an anonymous check-in, whose figures
+    come from ``released_results`` only."""
     rows = await conn.fetch(
         """
-        SELECT checkin_id, pleasantness, count(*) AS n FROM checkin_responses
-        WHERE checkin_id = any($1::bigint[]) GROUP BY checkin_id, pleasantness
+        SELECT r.emotion, count(*) AS n
+        FROM checkin_responses r JOIN checkins c ON c.id = r.checkin_id AND NOT c.anonymous
+        WHERE r.checkin_id = $3 AND c.platform_id = $1 AND c.context_id = $2
+        GROUP BY r.emotion
         """,
-        checkin_ids,
-    )
-    out: dict[int, list[int]] = {cid: [0] * 5 for cid in checkin_ids}
-    for r in rows:
-        out[r["checkin_id"]][r["pleasantness"] - 1] = r["n"]
-    return out
-
-
-async def emotion_counts(conn: asyncpg.Connection, checkin_id: int) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """
-        SELECT emotion, min(pleasantness) AS pleasantness, count(*) AS n
-        FROM checkin_responses WHERE checkin_id = $1
-        GROUP BY emotion ORDER BY n DESC, emotion
-        """,
+        course.platform_id,
+        course.context_id,
         checkin_id,
     )
-    return rows
+    return {r["emotion"]: r["n"] for r in rows}
+
+
+_RELEASE = """
+WITH due AS (
+    SELECT c.id, c.anonymous
+    FROM checkins c LEFT JOIN checkin_results res ON res.checkin_id = c.id
+    WHERE c.id = any($1::bigint[]) AND c.platform_id = $3 AND c.context_id = $4
+      AND (SELECT count(*) FROM checkin_responses r WHERE r.checkin_id = c.id)
+          >= coalesce(res.answers, 0) + $2
+), fresh AS (
+    INSERT INTO checkin_results AS res (checkin_id, answers, pleasantness, emotions, notes,
+                                        released_at)
+    SELECT d.id, a.n, a.pleasantness, e.emotions,
+           CASE WHEN d.anonymous THEN a.notes ELSE '{}'::text[] END, now()
+    FROM due d,
+    LATERAL (
+        SELECT count(*)::int AS n,
+               ARRAY[count(*) FILTER (WHERE r.pleasantness = 1),
+                     count(*) FILTER (WHERE r.pleasantness = 2),
+                     count(*) FILTER (WHERE r.pleasantness = 3),
+                     count(*) FILTER (WHERE r.pleasantness = 4),
+                     count(*) FILTER (WHERE r.pleasantness = 5)]::int[] AS pleasantness,
+               coalesce(array_agg(r.note ORDER BY r.note) FILTER (WHERE r.note <> ''),
+                        '{}'::text[]) AS notes
+        FROM checkin_responses r WHERE r.checkin_id = d.id
+    ) a,
+    LATERAL (
+        SELECT coalesce(jsonb_object_agg(w.emotion, w.n), '{}'::jsonb) AS emotions
+        FROM (SELECT r.emotion, count(*) AS n FROM checkin_responses r
+              WHERE r.checkin_id = d.id GROUP BY r.emotion) w
+    ) e
+    ON CONFLICT (checkin_id) DO UPDATE SET
+        -- A concurrent reader may have released meanwhile: then its row stays, and is returned.
+        answers = CASE WHEN res.answers + $2 <= excluded.answers
+                       THEN excluded.answers ELSE res.answers END,
+        pleasantness = CASE WHEN res.answers + $2 <= excluded.answers
+                            THEN excluded.pleasantness ELSE res.pleasantness END,
+        emotions = CASE WHEN res.answers + $2 <= excluded.answers
+                        THEN excluded.emotions ELSE res.emotions END,
+        notes = CASE WHEN res.answers + $2 <= excluded.answers
+                     THEN excluded.notes ELSE res.notes END,
+        released_at = CASE WHEN res.answers + $2 <= excluded.answers
+                           THEN excluded.released_at ELSE res.released_at END
+    RETURNING res.checkin_id, res.answers, res.pleasantness, res.emotions, res.notes
+)
+SELECT * FROM fresh
+UNION ALL
+SELECT res.checkin_id, res.answers, res.pleasantness, res.emotions, res.notes
+FROM checkin_results res JOIN checkins c ON c.id = res.checkin_id
+WHERE res.checkin_id = any($1::bigint[]) AND c.platform_id = $3 AND c.context_id = $4
+  AND res.checkin_id NOT IN (SELECT checkin_id FROM fresh)
+"""
+
+
+async def released_results(
+    conn: asyncpg.Connection, course: Course, checkin_ids: list[int], group: int
+) -> dict[int, asyncpg.Record]:
+    """The released results of these check-ins (by id; none yet: absent), releasing new ones
+    first where a check-in has at least ``group`` more answers than its last release covered.
+
+    Everything anyone but a teacher of an identified check-in sees about answers comes from
+    here: one release covers at least ``group`` answers and the next at least ``group`` more,
+    so two releases never differ by one answer (and a changed answer waits for the next
+    group). One statement: the count and the figures come from the same snapshot, and of two
+    readers releasing at once the second finds the first's row, keeps it and returns it."""
+    if not checkin_ids:
+        return {}
+    rows = await conn.fetch(_RELEASE, checkin_ids, group, course.platform_id, course.context_id)
+    return {r["checkin_id"]: r for r in rows}
 
 
 async def identified_responses(
@@ -356,18 +416,6 @@ async def identified_responses(
     return rows
 
 
-async def notes(conn: asyncpg.Connection, checkin_id: int) -> list[str]:
-    """Notes alone, in text order (no time, no emotion): safe for anonymous check-ins."""
-    rows = await conn.fetch(
-        """
-        SELECT note FROM checkin_responses
-        WHERE checkin_id = $1 AND note IS NOT NULL AND note <> '' ORDER BY note
-        """,
-        checkin_id,
-    )
-    return [r["note"] for r in rows]
-
-
 async def learner_count(conn: asyncpg.Connection, course: Course) -> int:
     """Learners of the course: those the LMS lists (NRPS) when it listed any, otherwise
     everyone who launched as a learner."""
@@ -385,13 +433,17 @@ async def learner_count(conn: asyncpg.Connection, course: Course) -> int:
     return n
 
 
-async def trend(conn: asyncpg.Connection, course: Course, days: int = 90) -> list[asyncpg.Record]:
+async def identified_trend(
+    conn: asyncpg.Connection, course: Course, days: int = 90
+) -> list[asyncpg.Record]:
+    """Per UTC day of answering: the sum of pleasantness and the number of identified answers
+    (anonymous ones count through their released results only)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT date_trunc('day', r.answered_at AT TIME ZONE 'UTC')::date AS day,
-               round(avg(r.pleasantness), 2)::float8 AS average, count(*) AS n
+               sum(r.pleasantness)::bigint AS total, count(*) AS n
         FROM checkin_responses r JOIN checkins c ON c.id = r.checkin_id
-        WHERE c.platform_id = $1 AND c.context_id = $2
+        WHERE c.platform_id = $1 AND c.context_id = $2 AND NOT c.anonymous
           AND r.answered_at > now() - make_interval(days => $3)
         GROUP BY 1 ORDER BY 1
         """,

@@ -1,9 +1,10 @@
 """Data rights: exports, erasure and retention, every action audited (``checkin_audit``).
 
 - ``GET /api/checkins/export?format=csv|json`` (teacher): every check-in of the course with its
-  answers. Identified check-ins carry subject, name and times; anonymous ones carry the answer
-  alone (emotion, pleasantness, note), never a pseudonym or a time, sorted by content so the
-  order cannot be joined with anything either.
+  answers. Identified check-ins carry subject, name and times, one row per answer; anonymous
+  ones carry their released results only (the same groups the teacher's page shows): one row
+  per emotion with its ``count``, then one row per note with no emotion, never a pseudonym, a
+  time or an order of arrival.
 - ``GET /api/checkins/history/export?format=csv|json`` (learner): the student's own answers in
   the course, anonymous ones included (found with the student's own pseudonyms).
 - ``erase_subject`` / ``erase_course`` (operator, from ``services.checkins.cli``): one user's
@@ -26,7 +27,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from services.checkins import queries
+from services.checkins import queries, results
 from services.checkins.api import _learner, _own_answers, _teacher
 from services.checkins.privacy import Pseudonyms
 from services.checkins.queries import Course
@@ -52,6 +53,7 @@ COURSE_COLUMNS = (
     "note",
     "answered_at",
     "updated_at",
+    "count",
 )
 OWN_COLUMNS = (
     "checkin_id",
@@ -64,6 +66,8 @@ OWN_COLUMNS = (
     "updated_at",
 )
 PURGE_INTERVAL_S = 3600.0
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 async def audit(
@@ -111,10 +115,10 @@ def _render(
     writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        # Defuse spreadsheet formulas: a cell starting with = + - @ is prefixed with '.
+        # Defuse spreadsheet formulas: such a cell is prefixed with '.
         writer.writerow(
             {
-                k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v)
+                k: ("'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
                 for k, v in row.items()
             }
         )
@@ -123,12 +127,15 @@ def _render(
     )
 
 
-async def course_rows(conn: asyncpg.Connection, course: Course) -> list[dict[str, Any]]:
+async def course_rows(
+    conn: asyncpg.Connection, course: Course, group: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The course export's rows and how many answers they cover."""
     identified = await conn.fetch(
         """
         SELECT c.id AS checkin_id, c.question, c.anonymous, c.opens_at, c.closes_at,
                r.respondent AS subject, ro.name, r.emotion, r.pleasantness, r.note,
-               r.answered_at, r.updated_at
+               r.answered_at, r.updated_at, 1 AS count
         FROM checkins c JOIN checkin_responses r ON r.checkin_id = c.id
         LEFT JOIN course_roster ro
           ON ro.platform_id = c.platform_id AND ro.context_id = c.context_id
@@ -141,43 +148,50 @@ async def course_rows(conn: asyncpg.Connection, course: Course) -> list[dict[str
     )
     anonymous = await conn.fetch(
         """
-        SELECT c.id AS checkin_id, c.question, c.anonymous, c.opens_at, c.closes_at,
-               r.emotion, r.pleasantness, r.note
-        FROM checkins c JOIN checkin_responses r ON r.checkin_id = c.id
-        WHERE c.platform_id = $1 AND c.context_id = $2 AND c.anonymous
-        ORDER BY c.opens_at, c.id, r.pleasantness, r.emotion, r.note NULLS FIRST
+        SELECT c.id AS checkin_id, c.question, c.anonymous, c.opens_at, c.closes_at
+        FROM checkins c WHERE c.platform_id = $1 AND c.context_id = $2 AND c.anonymous
+        ORDER BY c.opens_at, c.id
         """,
         course.platform_id,
         course.context_id,
     )
+    ids = [c["checkin_id"] for c in anonymous]
+    released = await queries.released_results(conn, course, ids, group)
     rows = [{k: _iso(v) for k, v in r.items()} for r in identified]
-    rows += [
-        {
-            **{k: _iso(v) for k, v in r.items()},
-            "subject": None,
-            "name": None,
-            "answered_at": None,
-            "updated_at": None,
-        }
-        for r in anonymous
-    ]
-    return rows
+    answers = len(rows)
+    blank = dict.fromkeys(("subject", "name", "answered_at", "updated_at"))
+    for c in anonymous:
+        res = released.get(c["checkin_id"])
+        if res is None:
+            continue
+        checkin = {**{k: _iso(v) for k, v in c.items()}, **blank}
+        answers += res["answers"]
+        rows += [
+            {**checkin, "emotion": e["emotion"], "pleasantness": e["pleasantness"],
+             "note": None, "count": e["count"]}
+            for e in results.emotions_json(results.released_emotions(res))
+        ]  # fmt: skip
+        rows += [
+            {**checkin, "emotion": None, "pleasantness": None, "note": note, "count": None}
+            for note in res["notes"]
+        ]
+    return rows, answers
 
 
 async def export_course(request: web.Request) -> web.Response:
     who, course = _teacher(request)
     fmt = _format(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        rows = await course_rows(conn, course)
+        rows, answers = await course_rows(conn, course, results.group_size(request))
         await audit(
             conn,
             "export.course",
             str(who.subject),
             platform_id=course.platform_id,
             context_id=course.context_id,
-            details={"format": fmt, "answers": len(rows)},
+            details={"format": fmt, "answers": answers},
         )
-    log.info("checkins_exported", scope="course", answers=len(rows))
+    log.info("checkins_exported", scope="course", answers=answers)
     return _render(fmt, rows, COURSE_COLUMNS, "checkins-course")
 
 
@@ -241,18 +255,18 @@ async def erase_subject(
             platform_id,
             subject,
         )
-        anon = await conn.fetchval(
+        gone = await conn.fetch(
             """
-            WITH gone AS (
-                DELETE FROM checkin_responses r
-                USING unnest($1::bigint[], $2::text[]) AS k(checkin_id, respondent)
-                WHERE r.checkin_id = k.checkin_id AND r.respondent = k.respondent
-                RETURNING 1
-            ) SELECT count(*) FROM gone
+            DELETE FROM checkin_responses r
+            USING unnest($1::bigint[], $2::text[]) AS k(checkin_id, respondent)
+            WHERE r.checkin_id = k.checkin_id AND r.respondent = k.respondent
+            RETURNING r.checkin_id, r.note
             """,
             [p[0] for p in pairs],
             [p[1] for p in pairs],
         )
+        anon = len(gone)
+        await _forget_released_notes(conn, [(r["checkin_id"], r["note"]) for r in gone])
         roster = await conn.fetchval(
             """
             WITH gone AS (
@@ -287,6 +301,29 @@ async def erase_subject(
         )
     log.info("checkins_subject_erased", platform_id=platform_id, **counts)
     return counts
+
+
+async def _forget_released_notes(
+    conn: asyncpg.Connection, notes: list[tuple[int, str | None]]
+) -> None:
+    """Take erased anonymous answers' notes (one occurrence each) out of released results; the
+    released counts are aggregates of at least a group and stay."""
+    notes = [(cid, note) for cid, note in notes if note]
+    if not notes:
+        return
+    await conn.execute(
+        """
+        UPDATE checkin_results res SET notes = coalesce((
+            SELECT array_agg(u.n ORDER BY u.n) FROM unnest(res.notes) WITH ORDINALITY u(n, i)
+            WHERE u.i <> (SELECT min(v.i) FROM unnest(res.notes) WITH ORDINALITY v(n, i)
+                          WHERE v.n = g.note)
+        ), '{}'::text[])
+        FROM unnest($1::bigint[], $2::text[]) AS g(checkin_id, note)
+        WHERE res.checkin_id = g.checkin_id AND g.note = any(res.notes)
+        """,
+        [n[0] for n in notes],
+        [n[1] for n in notes],
+    )
 
 
 async def erase_course(pool: asyncpg.Pool, platform_id: int, context_id: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
 from shared.logs import get_logger
+from shared.lti.roles import KINDS
 from shared.tasks import stop_task
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
@@ -28,7 +29,7 @@ log = get_logger(__name__)
 
 CONSUMER_NAME = "checkins-roster"
 GROUP_ID = "attune.checkins-roster"
-ROLE_KINDS = frozenset({"instructor", "ta", "admin", "learner", "mentor"})
+ROLE_KINDS = frozenset(KINDS.values())
 
 
 DEFAULT_NRPS_REFRESH_S = 3600

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.lti.roles import TEACHER_KINDS
 from shared.signing import InvalidToken, TokenSigner
 
 PURPOSE = "attune/launch-token/v1"
@@ -44,7 +45,7 @@ class LaunchIdentity:
 
     @property
     def is_teacher(self) -> bool:
-        return bool({"instructor", "ta", "admin"} & set(self.roles))
+        return not TEACHER_KINDS.isdisjoint(self.roles)
 
 
 class LaunchTokens:

@@ -1,6 +1,7 @@
 """The check-in product in a real headless Chromium, the tool in a cross-site iframe of a fake
 LMS page with third-party cookies blocked: a teacher creates a check-in, two students answer,
-the teacher sees the distribution and participation."""
+the teacher sees the distribution and participation; an anonymous check-in's results appear in
+groups."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from tests.e2e.conftest import ARTIFACTS
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import INSTRUCTOR, LEARNER, learners_in_roster
+from tests.integration.test_checkins import INSTRUCTOR, LEARNER, Api, learners_in_roster, minted
 from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
@@ -146,4 +147,87 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
         await t.locator("#insights-body figure").first.wait_for()
         await teacher.screenshot(
             path=str(ARTIFACTS / "checkins-teacher-results.png"), full_page=True
+        )
+
+
+async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
+    stack: LtiStack, canvas: FakePlatform, chromium_context: Callable[..., Any]
+) -> None:
+    """The teacher's page of an anonymous check-in shows only how many answered until a group
+    of ATTUNE_CHECKIN_MIN_CLASS_SIZE (5) answers is in, says how many more are needed, and
+    updates by itself (the 4 s poll) when the group completes; the student's page says what
+    the teacher sees."""
+    async with teacher_in_course(stack, canvas, chromium_context) as (context, client, teacher):
+        t = teacher.frame_locator("#tool")
+        await t.get_by_label("Question").fill("Anonymous pulse")
+        anonymous = t.get_by_role("checkbox", name="Anonymous")
+        label = await t.locator("label").filter(has=anonymous).inner_text()
+        assert "shows no one, you included, who answered what" in label
+        assert "groups of at least 5 answers" in label
+        await anonymous.check()
+        await t.get_by_label("Let students add a note").check()
+        await t.get_by_role("button", name="Create check-in").click()
+        await t.locator("#teacher-list li h3").filter(has_text="Anonymous pulse").wait_for()
+        checkin_id = await stack.pool.fetchval(
+            "SELECT id FROM checkins WHERE question = 'Anonymous pulse'"
+        )
+        platform_id = await stack.pool.fetchval(
+            "SELECT id FROM platforms WHERE client_id = $1", client.client_id
+        )
+        settings = stack.settings["us-east-1"]
+        students = {  # the others answer through the API: faster
+            i: Api(stack.url, minted(settings, platform_id=platform_id, subject=f"anon-kid-{i}"))
+            for i in range(1, 6)
+        }
+
+        async def answer(i: int, word: str) -> None:
+            body = {"emotion": word, "note": f"note {i}"}
+            status, _ = await students[i].call("PUT", f"/checkins/{checkin_id}/response", body)
+            assert status == 201
+
+        # The first student answers in the browser: the page's promise and the note's hint.
+        page = await course_tab(context, stack, canvas, client, "anon-kid-browser", LEARNER)
+        s = page.frame_locator("#tool")
+        card = s.get_by_role("article", name="Anonymous pulse")
+        await card.filter(has_text="never yours alone or with your name").wait_for()
+        assert "results of at least 5 answers together" in await card.inner_text()
+        note = card.get_by_label("Anything to add?")
+        assert "reads notes without names" in await note.evaluate(
+            "n => document.getElementById(n.getAttribute('aria-describedby')).textContent"
+        )
+        await card.get_by_role("radio", name="Calm").check()
+        await note.fill("note 0")
+        await card.get_by_role("button", name="Send my answer").click()
+        await s.get_by_text("Thanks, your answer was saved").wait_for()
+        await card.filter(
+            has_text="The class picture appears once 5 students have answered"
+        ).wait_for()
+        await page.close()
+        item = t.locator(f"#teacher-list li[data-checkin='{checkin_id}']")
+        await item.get_by_role("button", name="View results").click()
+        state = t.locator("#results-state")
+        await state.filter(has_text="Results appear once 5 students have answered").wait_for()
+        await state.filter(has_text="4 more to go").wait_for()
+        assert await t.locator("#results svg").count() == 0
+        assert "note 0" not in await t.locator("#results").inner_text()
+
+        for i, word in enumerate(("happy", "sad", "calm", "proud"), start=1):
+            await answer(i, word)
+        await state.filter(has_text="These results cover 5 answers").wait_for(timeout=30_000)
+        await state.filter(has_text="when 5 more students answer").wait_for()
+        chart = t.locator("#results svg[role=img]").first
+        label = await chart.get_attribute("aria-label")
+        assert label is not None and "Neutral 2" in label and "Very pleasant 2" in label
+        notes = t.get_by_role("heading", name="Notes, in alphabetical order")
+        await notes.wait_for()
+        assert "note 4" in await t.locator("#results").inner_text()
+
+        # A sixth answer, then the check-in closes: it is never shown (it would stand alone).
+        await answer(5, "devastated")
+        await item.get_by_role("button", name="Close now").click()
+        await state.filter(has_text="These results cover 5 answers.").wait_for(timeout=30_000)
+        await t.locator("#results").filter(has_text="Answers not included: 1.").wait_for()
+        assert "note 5" not in await t.locator("#results").inner_text()
+        await teacher.screenshot(
+            path=str(ARTIFACTS / "checkins-teacher-anonymous-results.png"), full_page=True
         )

@@ -198,9 +198,12 @@ async def test_teacher_and_students_identified_flow(
     assert {"checkin.closed", "checkin.updated", "checkin.deleted"} <= set(kinds)
 
 
-async def test_class_picture_needs_enough_classmates(
+async def test_class_picture_needs_enough_answers(
     stack: LtiStack, canvas: FakePlatform, course: Client
 ) -> None:
+    """A student sees the class picture after answering, once ATTUNE_CHECKIN_MIN_CLASS_SIZE
+    (5) students answered; it then changes only with 5 more (tests/integration/
+    test_checkins_anonymity.py has the attacks)."""
     teacher = Api(stack.url, await launch_token(stack.url, canvas, course, "t-1", teacher=True))
     _, c = await teacher.call("POST", "/checkins", {"question": "Q", "vocabulary": "simple"})
     settings = stack.settings["us-east-1"]
@@ -217,13 +220,19 @@ async def test_class_picture_needs_enough_classmates(
         "PUT", f"/checkins/{c['id']}/response", {"emotion": "devastated"}
     )
     assert status == 422 and body["error"]["fields"] == {"emotion": "invalid_choice"}
-    for s in students[1:5]:
+    for s in students[1:4]:
         await s.call("PUT", f"/checkins/{c['id']}/response", {"emotion": "happy"})
     _, listed = await students[0].call("GET", "/checkins")
-    assert listed["checkins"][0]["class"] is None  # 4 classmates answered
+    assert listed["checkins"][0]["class"] is None  # 4 answers
+    await students[4].call("PUT", f"/checkins/{c['id']}/response", {"emotion": "happy"})
+    _, listed = await students[0].call("GET", "/checkins")
+    shown = {"pleasantness": [0, 1, 0, 0, 4], "total": 5}
+    assert listed["checkins"][0]["class"] == shown
     await students[5].call("PUT", f"/checkins/{c['id']}/response", {"emotion": "okay"})
     _, listed = await students[0].call("GET", "/checkins")
-    assert listed["checkins"][0]["class"] == {"pleasantness": [0, 1, 1, 0, 4], "total": 6}
+    assert listed["checkins"][0]["class"] == shown  # one more answer would stand alone
+    _, seen = await students[5].call("GET", f"/checkins/{c['id']}")
+    assert seen["class"] == shown
 
 
 async def test_validation_errors_have_field_codes(
@@ -303,6 +312,51 @@ async def test_learners_cannot_manage_or_see_others(
         assert "secret" not in json.dumps(body) and "s-alice" not in json.dumps(body)
 
 
+async def test_teacher_rights_come_from_context_roles_only(
+    stack: LtiStack, canvas: FakePlatform, course: Client
+) -> None:
+    """A staff member enrolled as a learner (institution or system roles beside
+    membership#Learner) is a learner: no classmate's identified answer, no insights, no
+    export. Roles match exactly (docs/checkins.md, *Who is a teacher*)."""
+    teacher = Api(stack.url, await launch_token(stack.url, canvas, course, "t-1", teacher=True))
+    _, c = await teacher.call("POST", "/checkins", {"question": "Named", "allow_note": True})
+    alice = Api(stack.url, await launch_token(stack.url, canvas, course, "s-alice"))
+    await alice.call("PUT", f"/checkins/{c['id']}/response", {"emotion": "sad", "note": "mine"})
+
+    lis = "http://purl.imsglobal.org/vocab/lis/v2"
+    cases = {
+        "staff": ([f"{lis}/membership#Learner", f"{lis}/institution/person#Administrator",
+                   f"{lis}/system/person#Administrator", f"{lis}/institution/person#Faculty"],
+                  ["learner"]),
+        "sysadmin": ([f"{lis}/system/person#SysAdmin", f"{lis}/institution/person#Administrator"],
+                     []),
+        "lookalike": (["https://evil.example/lis/v2/membership#Instructor",
+                       f"{lis}/institution/membership#Administrator",
+                       f"{lis}/membership#Learner"], ["learner"]),
+        "designer": ([f"{lis}/membership#ContentDeveloper"], []),
+        "ta": ([f"{lis}/membership/Instructor#TeachingAssistant"], ["ta"]),
+        "course-admin": ([f"{lis}/membership#Administrator"], ["admin"]),
+    }  # fmt: skip
+    for sub, (roles, kinds) in cases.items():
+        async with browser() as b:
+            resp = await full_launch(
+                b, stack.url, canvas, course, login_hint=sub,
+                lti_message_hint=json.dumps({"roles": roles}),
+            )  # fmt: skip
+            assert resp.status == 303, await resp.text()
+            api = Api(stack.url, resp.headers["Location"].split("#lt=", 1)[1])
+        _, me = await api.call("GET", "/me")
+        assert (me["roles"], me["is_teacher"]) == (kinds, sub in ("ta", "course-admin")), sub
+        status, seen = await api.call("GET", f"/checkins/{c['id']}")
+        if me["is_teacher"]:
+            assert status == 200 and [r["subject"] for r in seen["responses"]] == ["s-alice"]
+            continue
+        assert "responses" not in json.dumps(seen) and "mine" not in json.dumps(seen), sub
+        for path in ("/insights", "/export"):
+            status, err = await api.call("GET", path)
+            assert (status, err["error"]["code"]) == (403, "teacher_only"), (sub, path)
+
+
 async def test_course_scoping_and_tokens(
     stack: LtiStack, canvas: FakePlatform, course: Client
 ) -> None:
@@ -370,14 +424,15 @@ async def test_anonymous_answers_leave_no_identity(
         "PUT", f"/checkins/{cid}/response", {"emotion": "hopeful", "note": "better now"}
     )
     assert status == 200 and mine["emotion"] == "hopeful"
-    # The student still sees their own answer; the teacher sees aggregates and notes only.
+    # The student still sees their own answer; the teacher sees that one student answered,
+    # and nothing of the answer (one answer is below the group size).
     _, listed = await student.call("GET", "/checkins")
     assert listed["checkins"][0]["my_answer"]["emotion"] == "hopeful"
     _, hist = await student.call("GET", "/history")
     assert [h["id"] for h in hist["history"]] == [cid]
     _, results = await teacher.call("GET", f"/checkins/{cid}")
-    assert "responses" not in results and results["notes"] == ["better now"]
-    assert results["distribution"]["pleasantness"] == [0, 0, 0, 1, 0]
+    assert "responses" not in results and results["participation"]["answered"] == 1
+    assert results["notes"] == [] and results["distribution"] is None
     _, insights = await teacher.call("GET", "/insights")
     everything = json.dumps([listed, hist, results, insights])
     assert subject not in everything
@@ -396,6 +451,8 @@ async def test_anonymous_answers_leave_no_identity(
         data = json.loads(bytes(v["value"]))["data"]
         assert subject.encode() not in bytes(v["value"])
         assert "respondent" not in data and data["anonymous"] is True
+        # Nor the answer: sent the second it came, it would pair with an identified answer.
+        assert "emotion" not in data and "pleasantness" not in data
     logs = json_logs.getvalue()
     assert "checkin_answered" in logs
     assert subject not in logs and "better now" not in logs

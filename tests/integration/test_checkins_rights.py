@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import json
+import uuid
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from services.checkins.privacy import Pseudonyms
 from shared.signing import parse_secrets
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform
-from tests.integration.test_checkins import Api, course, launch_token, learners_in_roster
+from tests.integration.test_checkins import Api, course, launch_token, learners_in_roster, minted
 from tests.lti_support import LtiStack, browser
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,31 @@ async def fetch(api: Api, path: str) -> tuple[int, str, Any]:
             f"{api.base}/api/checkins{path}", headers={"Authorization": f"Bearer {api.token}"}
         )
         return resp.status, await resp.text(), resp.headers
+
+
+async def classroom(
+    stack: LtiStack, canvas: FakePlatform, client: Client, n: int
+) -> tuple[Api, int, list[Student]]:
+    """A teacher and ``n`` students of the course (launch tokens as the launch service signs
+    them)."""
+    platform_id = await stack.pool.fetchval(
+        "SELECT id FROM platforms WHERE client_id = $1", client.client_id
+    )
+    settings = stack.settings["us-east-1"]
+    teacher = Api(stack.url, minted(settings, platform_id=platform_id, roles=("instructor",)))
+    students = []
+    for i in range(n):
+        subject = f"kid-{uuid.uuid4().hex[:6]}-{i}"
+        students.append(
+            Student(stack.url, minted(settings, platform_id=platform_id, subject=subject), subject)
+        )
+    return teacher, platform_id, students
+
+
+class Student(Api):
+    def __init__(self, base: str, token: str, subject: str) -> None:
+        super().__init__(base, token)
+        self.subject = subject
 
 
 async def setup_course(
@@ -64,22 +90,17 @@ async def test_exports_and_their_audit(
     assert status == 200 and headers["Cache-Control"] == "no-store"
     assert "attachment" in headers["Content-Disposition"]
     rows = json.loads(body)["rows"]
-    assert len(rows) == 4
-    by_checkin = {cid: [r for r in rows if r["checkin_id"] == cid] for cid in (named, anon)}
-    assert {r["subject"] for r in by_checkin[named]} == {"s-alice", "s-bob"}
-    assert all(r["answered_at"] for r in by_checkin[named])
-    for r in by_checkin[anon]:
-        assert r["subject"] is None and r["name"] is None
-        assert r["answered_at"] is None and r["updated_at"] is None
-    assert "p1:" not in body  # no pseudonym anywhere
-    assert sorted(r["note"] for r in by_checkin[anon]) == ["n-calm", "n-tired"]
+    # Two anonymous answers are fewer than a group (ATTUNE_CHECKIN_MIN_CLASS_SIZE): not there.
+    assert len(rows) == 2 and {r["checkin_id"] for r in rows} == {named}
+    assert {r["subject"] for r in rows} == {"s-alice", "s-bob"}
+    assert all(r["answered_at"] and r["count"] == 1 for r in rows)
+    assert "p1:" not in body and "n-calm" not in body  # no pseudonym, no anonymous note
 
     status, body, headers = await fetch(teacher, "/export?format=csv")
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(body)))
-    assert len(table) == 4 and "p1:" not in body
+    assert len(table) == 2 and "p1:" not in body
     assert {r["note"] for r in table if r["subject"] == "s-alice"} == {"'=HYPERLINK(1)"}
-    assert all(r["subject"] == "" for r in table if r["anonymous"] == "True")
 
     status, body, _ = await fetch(alice, "/history/export?format=json")
     assert status == 200
@@ -106,7 +127,81 @@ async def test_exports_and_their_audit(
         ("export.own", "s-alice"),
         ("export.own", "s-alice"),
     ]
-    assert json.loads(audit[0]["details"]) == {"format": "json", "answers": 4}
+    assert json.loads(audit[0]["details"]) == {"format": "json", "answers": 2}
+
+
+async def test_export_of_an_anonymous_checkin_is_its_released_groups(
+    stack: LtiStack, canvas: FakePlatform, course: Client, pool: asyncpg.Pool
+) -> None:
+    """One row per emotion with its count and one row per note with no emotion, from the
+    released results: exporting again after one more answer shows the same rows."""
+    teacher, platform_id, students = await classroom(stack, canvas, course, 6)
+    _, anon = await teacher.call(
+        "POST", "/checkins", {"question": "Anon?", "anonymous": True, "allow_note": True}
+    )
+    answers = [("calm", "zebra"), ("calm", None), ("sad", "apple"), ("happy", None),
+               ("calm", "mango")]  # fmt: skip
+    for student, (word, note) in zip(students, answers, strict=False):
+        body = {"emotion": word, **({"note": note} if note else {})}
+        assert (await student.call("PUT", f"/checkins/{anon['id']}/response", body))[0] == 201
+
+    status, body, _ = await fetch(teacher, "/export?format=json")
+    assert status == 200
+    rows = [r for r in json.loads(body)["rows"] if r["checkin_id"] == anon["id"]]
+    assert [(r["emotion"], r["pleasantness"], r["note"], r["count"]) for r in rows] == [
+        ("calm", 3, None, 3),
+        ("happy", 5, None, 1),
+        ("sad", 2, None, 1),
+        (None, None, "apple", None),
+        (None, None, "mango", None),
+        (None, None, "zebra", None),
+    ]
+    assert all(r["subject"] is None and r["answered_at"] is None for r in rows)
+    _, body, _ = await fetch(teacher, "/export?format=csv")
+    table = [r for r in csv.DictReader(io.StringIO(body)) if r["checkin_id"] == str(anon["id"])]
+    assert [(r["emotion"], r["note"], r["count"]) for r in table][:2] == [
+        ("calm", "", "3"),
+        ("happy", "", "1"),
+    ]
+
+    # One more answer (with a note) is not a group: the export does not move.
+    await students[5].call(
+        "PUT", f"/checkins/{anon['id']}/response", {"emotion": "sad", "note": "kiwi"}
+    )
+    _, again, _ = await fetch(teacher, "/export?format=json")
+    assert [r for r in json.loads(again)["rows"] if r["checkin_id"] == anon["id"]] == rows
+
+    # Erasing a student takes their note out of the released results; the counts stay.
+    settings = stack.settings["us-east-1"]
+    pseudonyms = Pseudonyms(parse_secrets(settings.secret_keys))
+    counts = await rights.erase_subject(pool, pseudonyms, platform_id, students[0].subject)
+    assert counts["anonymous_answers"] == 1
+    _, after, _ = await fetch(teacher, "/export?format=json")
+    notes = [r["note"] for r in json.loads(after)["rows"] if r["checkin_id"] == anon["id"]]
+    assert [n for n in notes if n] == ["apple", "mango"]
+
+
+async def test_csv_cells_that_a_spreadsheet_reads_as_formulas_are_defused(
+    stack: LtiStack, canvas: FakePlatform, course: Client, pool: asyncpg.Pool
+) -> None:
+    """OWASP CSV injection: = + - @ and also TAB and CR start a formula in some spreadsheets
+    (names come from the LMS unchecked; notes and questions are trimmed)."""
+    teacher, platform_id, students = await classroom(stack, canvas, course, 6)
+    _, named = await teacher.call("POST", "/checkins", {"question": "Named?"})
+    starts = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1"]
+    for student, start in zip(students, starts, strict=True):
+        await pool.execute(
+            "INSERT INTO course_roster (platform_id, context_id, subject, name, role_kinds,"
+            " last_seen) VALUES ($1, 'course-1', $2, $3, '{learner}', now())",
+            platform_id,
+            student.subject,
+            start,
+        )
+        await student.call("PUT", f"/checkins/{named['id']}/response", {"emotion": "calm"})
+    status, body, _ = await fetch(teacher, "/export?format=csv")
+    assert status == 200
+    names = {r["name"] for r in csv.DictReader(io.StringIO(body, newline=""))}
+    assert names == {"'" + s for s in starts}
 
 
 async def test_erase_a_user_and_a_course(

@@ -61,6 +61,8 @@ def test_empty_value_counts_as_missing() -> None:
         ("DATABASE_URL", "mysql://root:hunter2@db/attune"),
         ("ATTUNE_LOG_LEVEL", "LOUD"),
         ("ATTUNE_DB_POOL_MAX", "0"),
+        # A group of 2 is one answer beside one the teacher can give (docs/checkins.md).
+        ("ATTUNE_CHECKIN_MIN_CLASS_SIZE", "2"),
     ],
 )
 def test_malformed_value_is_named(var: str, value: str) -> None:

@@ -332,6 +332,20 @@
       $("results-heading").textContent = T["teacher.responses"] + ": " + c.question;
       var body = clear($("results-body"));
       body.appendChild(el("p", { id: "results-participation", text: T["teacher.participation"] + ": " + fmt("teacher.of_learners", c.participation) }));
+      // Anonymous: released results only, in groups (the server never sends more).
+      var r = c.results;
+      if (r) {
+        var closed = c.status === "closed";
+        var state = c.distribution ? (closed ? "teacher.results_final" : "teacher.results_cover") : (closed ? "teacher.results_none" : "teacher.results_waiting");
+        body.appendChild(el("p", { id: "results-state", text: fmt(state, { answers: r.answers, next: r.next_in }) }));
+        if (closed && c.distribution && r.not_shown) {
+          body.appendChild(el("p", { class: "muted", text: fmt("teacher.results_left_out", r) }));
+        }
+      }
+      if (!c.distribution) {
+        if (focus) { $("results").focus(); }
+        return;
+      }
       body.appendChild(pleasantnessChart(c.distribution.pleasantness));
       var emo = c.distribution.emotions;
       if (emo.length) {
@@ -347,7 +361,7 @@
         body.appendChild(el("h3", { text: T["teacher.who"] }));
         body.appendChild(list);
       } else if (c.notes && c.notes.length) {
-        body.appendChild(el("h3", { text: T["teacher.notes"] }));
+        body.appendChild(el("h3", { text: T["teacher.notes_anonymous"] }));
         body.appendChild(el("ul", {}, c.notes.map(function (n) { return el("li", { text: n }); })));
       }
       if (focus) { $("results").focus(); }
@@ -393,9 +407,10 @@
     });
     if (c.allow_note) {
       var nid = "note-" + c.id;
-      var ta = el("textarea", { id: nid, name: "note", maxlength: "500" });
+      var hint = c.anonymous ? el("p", { id: nid + "-hint", class: "muted", text: T["student.anonymous_note_hint"] }) : null;
+      var ta = el("textarea", { id: nid, name: "note", maxlength: "500", "aria-describedby": hint ? nid + "-hint" : null });
       ta.value = (c.my_answer && c.my_answer.note) || "";
-      form.appendChild(el("div", { class: "field" }, [el("label", { for: nid, text: T["student.note"] }), ta]));
+      form.appendChild(el("div", { class: "field" }, [el("label", { for: nid, text: T["student.note"] }), ta, hint]));
     }
     var msg = el("p", { class: "saved", role: "status" });
     form.appendChild(el("button", { type: "submit", text: c.my_answer ? T["student.change"] : T["student.submit"] }));
