@@ -297,12 +297,20 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
 async def test_reregistration_updates_instead_of_duplicating(
     env: Env, moodle: RegistrationPlatform
 ) -> None:
+    """Moodle's "Update" re-registers the same client_id, with a re-registration code the
+    admin issued for that platform."""
     moodle.fixed_client_id = "moodle-client-1"
     first, body = await register(env, moodle, ["deep_linking"])
     assert first.status == 200, body
     first_deployment = moodle.client.deployment_id
+    platform_id = await env.pool.fetchval(
+        "SELECT id FROM platforms WHERE issuer = $1", moodle.issuer
+    )
     moodle.new_token()  # Moodle issues a new registration token for the new attempt
-    second, body = await register(env, moodle, [])
+    code, _ = await create_install_code(
+        env.pool, label="update", ttl_s=3600, for_platform_id=platform_id
+    )
+    second, body = await register(env, moodle, [], code=code)
     assert second.status == 200, body
     assert "re-registered" in body
     rows = await env.pool.fetch("SELECT id FROM platforms WHERE issuer = $1", moodle.issuer)
