@@ -17,10 +17,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.emulator.keys import SigningKey, new_key
+from devstack.emulator.keys import SigningKey, new_key, private_pem
 from devstack.emulator.lti import (
     CANVAS_ISSUER,
     LEARNER,
@@ -50,11 +49,7 @@ def weak_key(bits: int = 1024) -> SigningKey:
     kid = f"weak-{bits}-{secrets.token_hex(4)}"
     return SigningKey(
         kid=kid,
-        private_pem=private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        private_pem=private_pem(private),
         public_jwk={
             "kty": "RSA",
             "kid": kid,

@@ -336,6 +336,30 @@ async def submit_install(
     )
 
 
+async def install(
+    session: aiohttp.ClientSession,
+    registration_url: str,
+    platform: RegistrationPlatform,
+    *,
+    placements: list[str],
+    credential: tuple[str, str],
+    json_errors: bool = False,
+) -> tuple[aiohttp.ClientResponse, str]:
+    """The whole dynamic registration as the LMS admin does it: the LMS opens the install
+    page, the admin presses "Register". The install page must open."""
+    page, text = await open_install_page(session, registration_url, platform)
+    assert page.status == 200, text
+    done = await submit_install(
+        session,
+        registration_url,
+        form_value(text),
+        placements=placements,
+        credential=credential,
+        json_errors=json_errors,
+    )
+    return done, await done.text()
+
+
 async def outbox_settled(pool: Any, timeout: float = 5.0) -> None:
     """Wait until every outbox row is published, then a moment more, before stopping apps.
 

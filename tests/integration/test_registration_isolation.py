@@ -25,24 +25,26 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
-from services.registration.app import FORM_PURPOSE, create_app
+from services.registration.app import FORM_PURPOSE
 from services.registration.cli import create_install_code, create_token
-from shared.settings import Settings
 from shared.signing import TokenSigner, parse_secrets
 from tests.conftest import Infra
 from tests.fakes.platform import CANVAS_ISSUER, Client, FakePlatform, new_key, weak_key
 from tests.fakes.registration_platform import (
     RegistrationPlatform,
-    form_value,
+    install,
     open_install_page,
-    outbox_settled,
     registration_platform,
-    serve_app,
     submit_install,
 )
-from tests.lti_support import LtiStack, browser, full_launch, platform_server, start_stack
+from tests.lti_support import (
+    RegistrationEnv,
+    browser,
+    full_launch,
+    platform_server,
+    registration_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +56,7 @@ DOCUMENTED = {
 }
 
 
-@dataclass
-class Env:
-    stack: LtiStack
-    url: str  # the registration service
-    settings: Settings
-    pool: asyncpg.Pool
-    session: aiohttp.ClientSession
-
+class Env(RegistrationEnv):
     def sign(self, payload: dict[str, object]) -> str:
         return TokenSigner(parse_secrets(self.settings.secret_keys), FORM_PURPOSE).sign(payload)
 
@@ -77,18 +72,8 @@ class Env:
 
 
 async def _env(infra: Infra, pool: asyncpg.Pool, **update: object) -> AsyncIterator[Env]:
-    stack, exits = await start_stack(infra, pool)
-    runner: web.AppRunner | None = None
-    try:
-        settings = stack.settings["us-east-1"].model_copy(update=update)
-        runner, url = await serve_app(create_app(settings))
-        async with aiohttp.ClientSession() as session:
-            yield Env(stack, url, settings, pool, session)
-    finally:
-        await outbox_settled(pool)
-        if runner is not None:
-            await runner.cleanup()
-        await exits.aclose()
+    async for e in registration_env(infra, pool, **update):
+        yield Env(e.stack, e.url, e.settings, e.pool, e.session)
 
 
 @pytest.fixture
@@ -237,16 +222,7 @@ async def test_attack_with_an_existing_client_id_is_refused_and_audited(
     code, code_id = await env.code("school B")
     before = await counts(env.pool)
 
-    page, text = await open_install_page(env.session, env.url, attacker)
-    assert page.status == 200, text
-    resp = await submit_install(
-        env.session,
-        env.url,
-        form_value(text),
-        placements=["course_navigation"],
-        credential=("install_code", code),
-    )
-    shown = await resp.text()
+    resp, shown = await _register(env, attacker, code)
     assert resp.status == 409, shown
     assert "registration_collision" in shown and "text/html" in resp.headers["Content-Type"]
     # Nothing of school A's registration reaches the page.
@@ -300,32 +276,27 @@ async def test_attack_with_an_existing_client_id_is_refused_and_audited(
 async def _register(
     env: Env, platform: RegistrationPlatform, code: str, placements: list[str] | None = None
 ) -> tuple[aiohttp.ClientResponse, str]:
-    page, text = await open_install_page(env.session, env.url, platform)
-    assert page.status == 200, text
-    done = await submit_install(
+    return await install(
         env.session,
         env.url,
-        form_value(text),
+        platform,
         placements=placements if placements is not None else ["course_navigation"],
         credential=("install_code", code),
     )
-    return done, await done.text()
 
 
 async def _json_register(
     env: Env, platform: RegistrationPlatform, code: str
 ) -> tuple[int, dict[str, Any]]:
-    page, text = await open_install_page(env.session, env.url, platform)
-    assert page.status == 200, text
-    done = await submit_install(
+    done, text = await install(
         env.session,
         env.url,
-        form_value(text),
+        platform,
         placements=[],
         credential=("install_code", code),
         json_errors=True,
     )
-    return done.status, await done.json() if done.status >= 400 else {}
+    return done.status, json.loads(text) if done.status >= 400 else {}
 
 
 async def test_reregistration_code_updates_its_platform_only(
@@ -437,15 +408,10 @@ async def test_admin_token_reregistration_is_audited_with_its_changes(
                 "token_endpoint": moodle.lms.token_url + moved,
             }
             moodle.new_token()
-            _, text = await open_install_page(env.session, env.url, moodle)
-            done = await submit_install(
-                env.session,
-                env.url,
-                form_value(text),
-                placements=[],
-                credential=("admin_token", token),
+            done, text = await install(
+                env.session, env.url, moodle, placements=[], credential=("admin_token", token)
             )
-            assert done.status == 200, await done.text()
+            assert done.status == 200, text
         rows = await env.pool.fetch(
             "SELECT actor, action, details FROM registration_audit WHERE issuer = $1 ORDER BY id",
             moodle.issuer,
