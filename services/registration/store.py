@@ -44,8 +44,9 @@ class InstallCode:
 
 
 class Refused(Exception):
-    """A change the credential does not allow: ``error`` for the caller, ``audit`` for the
-    trail (written after the refused transaction rolled back)."""
+    """A change the credential does not allow: ``error`` for the caller; ``platform_id`` (the
+    registration it would have changed) and ``reason`` for the audit row written after the
+    refused transaction rolled back."""
 
     def __init__(self, error: AttuneError, *, platform_id: int | None, reason: str) -> None:
         super().__init__(error.code)
