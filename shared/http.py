@@ -38,10 +38,37 @@ class OutboundError(Exception):
         self.reason = reason
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits and reach that IPv4 host: NAT64
+# (RFC 6052's well-known prefix: a DNS64 resolver answers 64:ff9b::7f00:1 for 127.0.0.1),
+# IPv4-translated (RFC 2765) and the deprecated IPv4-compatible form. IPv4-mapped addresses
+# (::ffff:0:0/96) are judged through ``ipv4_mapped``.
+_IPV4_CARRIERS = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")
+)
+# NAT64 local-use prefixes (RFC 8215) embed IPv4 at an operator-chosen length: never public.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, NAT64, translated, compatible)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if any(ip in net for net in _IPV4_CARRIERS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_public_address(address: str) -> bool:
+    """True for a global unicast address. An IPv6 address that carries an IPv4 one is judged
+    as that IPv4 address; tunnel forms (6to4, Teredo, NAT64 local-use) are never public.
+    Raises ``ValueError`` when ``address`` is not a literal address."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.sixtofour is not None or ip.teredo is not None or ip in _NAT64_LOCAL:
+            return False
+        carried = embedded_ipv4(ip)
+        if carried is not None:
+            return carried.is_global and not carried.is_multicast
     return ip.is_global and not ip.is_multicast
 
 

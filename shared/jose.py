@@ -114,6 +114,21 @@ class UnusableJwk(ValueError):
     """A JWK that cannot be used as an RS256 public verification key."""
 
 
+class WeakJwk(UnusableJwk):
+    """An RSA JWK whose modulus is shorter than ``MIN_RSA_BITS``."""
+
+
+def jwk_rsa_bits(jwk_data: dict[str, Any]) -> int:
+    """The modulus length of an RSA JWK in bits; ``UnusableJwk`` when ``n`` is not base64url."""
+    n = jwk_data.get("n")
+    if not isinstance(n, str) or not n or len(n) > 4096:
+        raise UnusableJwk("RSA modulus missing or too long")
+    try:
+        return int.from_bytes(b64url_decode(n), "big").bit_length()
+    except (ValueError, UnicodeEncodeError):
+        raise UnusableJwk("RSA modulus is not base64url") from None
+
+
 def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims WITHOUT verification. Bounded in size; never trust the claims."""
     if len(token) > MAX_TOKEN_BYTES:
@@ -149,13 +164,19 @@ def peek_once(memo: MutableMapping[Any, Any], token: str) -> tuple[dict[str, Any
 
 
 def prepare_key(jwk_data: dict[str, Any]) -> Key:
-    """Build the verification key once; reuse it for every token signed with this ``kid``."""
+    """Build the verification key once; reuse it for every token signed with this ``kid``.
+
+    Raises ``UnusableJwk`` for anything but an RS256 signature key, and its subclass
+    ``WeakJwk`` for an RSA modulus under ``MIN_RSA_BITS``."""
     if jwk_data.get("kty") != "RSA" or not jwk_data.get("n") or not jwk_data.get("e"):
         raise UnusableJwk("not an RSA public key")
     if jwk_data.get("alg") not in (None, RS256):
         raise UnusableJwk(f"key is for {jwk_data.get('alg')}, not RS256")
     if jwk_data.get("use") not in (None, "sig"):
         raise UnusableJwk("key is not for signatures")
+    bits = jwk_rsa_bits(jwk_data)
+    if bits < MIN_RSA_BITS:
+        raise WeakJwk(f"RSA key of {bits} bits; at least {MIN_RSA_BITS} required")
     public = {k: jwk_data[k] for k in ("kty", "n", "e")}
     try:
         key: Key = jwk.construct(public, algorithm=RS256)

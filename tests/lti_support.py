@@ -24,9 +24,11 @@ from devstack.gateway import create_gateway
 from services.checkins.app import create_app as checkins_app
 from services.launch.app import create_app as launch_app
 from services.login.app import create_app as login_app
+from services.registration.app import create_app as registration_app
 from shared.settings import Settings
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform, parse_autopost, query_of
+from tests.fakes.registration_platform import outbox_settled, serve_app
 
 
 @dataclass
@@ -274,3 +276,35 @@ async def platform_server(flavour: str) -> AsyncIterator[FakePlatform]:
         yield platform
     finally:
         await platform.stop()
+
+
+@dataclass
+class RegistrationEnv:
+    """The stack plus the registration service (with the first region's settings)."""
+
+    stack: LtiStack
+    url: str  # the registration service
+    settings: Settings
+    pool: asyncpg.Pool
+    session: aiohttp.ClientSession
+
+
+async def registration_env(
+    infra: Infra,
+    pool: asyncpg.Pool,
+    region_names: tuple[str, ...] = ("us-east-1",),
+    **update: object,
+) -> AsyncIterator[RegistrationEnv]:
+    """For fixtures: ``update`` changes the registration service's settings only."""
+    stack, exits = await start_stack(infra, pool, region_names)
+    runner: web.AppRunner | None = None
+    try:
+        settings = stack.settings[region_names[0]].model_copy(update=update)
+        runner, url = await serve_app(registration_app(settings))
+        async with aiohttp.ClientSession() as session:
+            yield RegistrationEnv(stack, url, settings, pool, session)
+    finally:
+        await outbox_settled(pool)
+        if runner is not None:
+            await runner.cleanup()
+        await exits.aclose()

@@ -31,15 +31,17 @@ class SigningKey:
         )
 
 
+def private_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def _from_private(key: rsa.RSAPrivateKey, kid: str) -> SigningKey:
     return SigningKey(
-        kid=kid,
-        private_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        public_jwk=public_jwk(key.public_key(), kid),
+        kid=kid, private_pem=private_pem(key), public_jwk=public_jwk(key.public_key(), kid)
     )
 
 

@@ -228,26 +228,47 @@ async def create_install_code(request: web.Request) -> web.Response:
     body = await _json_body(request)
     label = body.get("label")
     ttl = body.get("ttl_s", settings.install_code_ttl_s)
+    platform_id = body.get("platform_id")
     problems: dict[str, str] = {}
     if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL):
         problems["label"] = f"must be text of at most {MAX_LABEL} characters"
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not MIN_CODE_TTL_S <= ttl <= 90 * 86400:
         problems["ttl_s"] = f"must be whole seconds between {MIN_CODE_TTL_S} and 7776000"
+    if platform_id is not None and (
+        not isinstance(platform_id, int) or isinstance(platform_id, bool) or platform_id < 1
+    ):
+        problems["platform_id"] = "must be the id of a registered platform"
     if problems:
         return _field_errors(request, problems)
     assert isinstance(ttl, int)
     result = await issue_install_code(
-        request.app, admin, label=label if isinstance(label, str) else None, ttl_s=ttl
+        request.app,
+        admin,
+        label=label if isinstance(label, str) else None,
+        ttl_s=ttl,
+        for_platform_id=platform_id if isinstance(platform_id, int) else None,
     )
     return _no_store(result, status=201)
 
 
 async def issue_install_code(
-    app: web.Application, admin: Admin, *, label: str | None, ttl_s: int
+    app: web.Application,
+    admin: Admin,
+    *,
+    label: str | None,
+    ttl_s: int,
+    for_platform_id: int | None = None,
 ) -> dict[str, Any]:
+    """A single-use install code (shown once); with ``for_platform_id`` a re-registration code
+    for that platform (404 ``platform_not_found`` when there is none)."""
     code = credentials.new_install_code()
     result = await store.create_install_code(
-        app[POOL_KEY], credentials.digest(code), label=label, ttl_s=ttl_s, actor=admin.actor
+        app[POOL_KEY],
+        credentials.digest(code),
+        label=label,
+        ttl_s=ttl_s,
+        actor=admin.actor,
+        for_platform_id=for_platform_id,
     )
     return {**result, "install_code": code}
 

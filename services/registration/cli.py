@@ -6,8 +6,10 @@
   is stored). One active token per name.
 - ``attune admin revoke-token NAME``: revoke the active token of that name.
 - ``attune admin list-tokens``: names and times, never a token.
-- ``attune admin create-install-code [--label L] [--ttl-s N]``: print a single-use install code
-  for the dynamic registration page.
+- ``attune admin create-install-code [--label L] [--ttl-s N] [--platform-id N]``: print a
+  single-use install code for the dynamic registration page. An install code creates a
+  registration; with ``--platform-id`` it is a re-registration code, which may update that
+  registration only (the LMS's "Update" / re-register of an existing registration).
 
 Every change is written to the registration audit trail with actor ``cli``. Until the command
 is wired into ``attune/cli.py`` the same commands run as ``python -m services.registration.cli
@@ -26,6 +28,7 @@ import asyncpg
 
 from services.registration import credentials, queries, store
 from shared.db import create_pool
+from shared.errors import AttuneError
 from shared.logs import configure_logging
 from shared.settings import Settings, SettingsError, load_settings
 
@@ -74,12 +77,20 @@ async def revoke_token(pool: asyncpg.Pool, name: str) -> int:
 
 
 async def create_install_code(
-    pool: asyncpg.Pool, *, label: str | None, ttl_s: int
+    pool: asyncpg.Pool, *, label: str | None, ttl_s: int, for_platform_id: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     code = credentials.new_install_code()
-    result = await store.create_install_code(
-        pool, credentials.digest(code), label=label, ttl_s=ttl_s, actor=ACTOR
-    )
+    try:
+        result = await store.create_install_code(
+            pool,
+            credentials.digest(code),
+            label=label,
+            ttl_s=ttl_s,
+            actor=ACTOR,
+            for_platform_id=for_platform_id,
+        )
+    except AttuneError as exc:  # platform_not_found
+        raise CommandFailed(f"no registered platform has id {for_platform_id}") from exc
     return code, result
 
 
@@ -114,10 +125,18 @@ async def run_admin_command(args: argparse.Namespace, settings: Settings) -> int
             ttl = args.ttl_s if args.ttl_s is not None else settings.install_code_ttl_s
             if ttl < 300:
                 raise CommandFailed("--ttl-s must be at least 300")
-            code, result = await create_install_code(pool, label=args.label, ttl_s=ttl)
+            code, result = await create_install_code(
+                pool, label=args.label, ttl_s=ttl, for_platform_id=args.platform_id
+            )
             print(code, flush=True)
+            kind = (
+                f"re-registration code for platform {args.platform_id} (it updates that "
+                "registration only)"
+                if args.platform_id is not None
+                else "install code"
+            )
             print(
-                f"attune: single-use install code created; valid until {result['expires_at']}",
+                f"attune: single-use {kind} created; valid until {result['expires_at']}",
                 file=sys.stderr,
             )
         else:  # argparse only offers the commands above
@@ -161,6 +180,12 @@ def add_admin_parser(subparsers: Any) -> None:
     code.add_argument("--label", help="a note for the audit trail, e.g. the school's name")
     code.add_argument(
         "--ttl-s", type=int, default=None, help="validity in seconds (ATTUNE_INSTALL_CODE_TTL_S)"
+    )
+    code.add_argument(
+        "--platform-id",
+        type=int,
+        default=None,
+        help="a re-registration code: it may update this registered platform only",
     )
     admin.set_defaults(func=cmd_admin)
 

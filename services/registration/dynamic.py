@@ -4,9 +4,15 @@
 platform's configuration and shows the install page: placements to choose and the install code
 (or admin token) that guards it. ``POST /lti/register`` carries a signed, short-lived form value
 binding the configuration URL and the registration token; it re-fetches and re-validates the
-configuration (a hidden field is never trusted for a URL), checks the credential, posts the
-registration to the platform and stores the result in one transaction with its event, its audit
-row and the use of the install code. A platform refusing the registration stores nothing.
+configuration (a hidden field is never trusted for a URL), checks the credential and the
+platform's keys, posts the registration to the platform and stores the result in one
+transaction with its event, its audit row and the use of the install code. A platform refusing
+the registration stores nothing.
+
+A dynamic registration creates a registration. It updates an existing (issuer, client_id) only
+with a re-registration code an admin issued for that platform, or with the admin token; any
+other collision is refused (``registration_collision``), audited, and changes nothing — the
+caller never sees the other registration's data (``store.save_registration``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import html
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from services.registration import credentials, errors, outbound, store
+from services.registration import credentials, errors, outbound, platform_jwks, store
 from services.registration.auth import authenticate
 from services.registration.platform_config import PlatformConfiguration, validate
 from services.registration.queries import PlatformRecord
@@ -177,14 +184,21 @@ async def finish(request: web.Request) -> web.Response:
     return response
 
 
-async def _credential(request: web.Request, form: Any) -> tuple[str, bytes | None]:
-    """(audit actor, install code hash to use up) — or a refusal."""
+@dataclass(frozen=True)
+class Credential:
+    actor: str  # for the audit trail
+    code_hash: bytes | None = None  # the install code to use up; None: an admin token
+    code: store.InstallCode | None = None
+
+
+async def _credential(request: web.Request, form: Any) -> Credential:
+    """Who registers: an admin (admin token) or the holder of an install code — or a refusal."""
     app = request.app
     pool = app[POOL_KEY]
     if app[SETTINGS_KEY].registration_auth == "admin_token":
         value = form.get("admin_token")
         admin = await authenticate(pool, value.strip() if isinstance(value, str) else None)
-        return admin.actor, None
+        return Credential(admin.actor)
     code = form.get("install_code")
     code = code.strip() if isinstance(code, str) else ""
     if not code:
@@ -192,8 +206,36 @@ async def _credential(request: web.Request, form: Any) -> tuple[str, bytes | Non
     if not credentials.well_formed(code):
         raise errors.install_code_invalid()
     code_hash = credentials.digest(code)
-    await store.check_install_code(pool, code_hash)
-    return "install-code", code_hash
+    checked = await store.check_install_code(pool, code_hash)
+    return Credential("install-code", code_hash, checked)
+
+
+async def _check_keys(request: web.Request, config: PlatformConfiguration) -> dict[str, Any]:
+    """Refuse a platform without a usable signing key before registering with it; what to
+    note in the audit otherwise. Hosted Canvas's key set is Instructure's documented one."""
+    if config.hosted_canvas:
+        return {}
+    settings = request.app[SETTINGS_KEY]
+    found = await platform_jwks.check(
+        request.app[HTTP_KEY],
+        config.jwks_uri,
+        allow_insecure=settings.allow_insecure_urls,
+        timeout_s=settings.http_timeout_s,
+    )
+    if found.problem == "private_address":
+        raise errors.openid_configuration_private_address()
+    if found.problem == "weak_keys_only":
+        raise errors.platform_key_too_weak()
+    if found.problem == "not_jwks":
+        raise errors.platform_jwks_unusable("they are not a JSON Web Key Set")
+    if found.problem == "no_rs256_key":
+        raise errors.platform_jwks_unusable("there is no RS256 signing key")
+    noted: dict[str, Any] = {}
+    if found.warning is not None:
+        noted["jwks_warning"] = found.warning
+    if found.weak_kids:
+        noted["weak_keys_ignored"] = found.weak_kids
+    return noted
 
 
 async def _finish(request: web.Request) -> web.Response:
@@ -212,13 +254,22 @@ async def _finish(request: web.Request) -> web.Response:
         raise errors.registration_form_invalid()
     config_url, token = _check_params(config_url, token)
 
-    actor, code_hash = await _credential(request, form)
+    who = await _credential(request, form)
     config = await fetch_configuration(app, config_url, token)
     chosen = [v for v in form.getall("placement", []) if isinstance(v, str)]
     try:
         chosen = validate_choice(config.product, chosen)
     except ValueError as exc:
         raise errors.placements_invalid(str(exc)) from None
+    origin = {
+        "openid_configuration": config_url,
+        "registration_endpoint": config.registration_endpoint,
+    }
+    if who.code is not None:
+        await store.check_reregistration(
+            app[POOL_KEY], who.code, config.issuer, actor=who.actor, details=origin
+        )
+    noted = await _check_keys(request, config)
 
     body = registration_request(app[URLS_KEY], settings, config.product, chosen)
     granted_raw = await _post_registration(request, config, token, body)
@@ -246,9 +297,9 @@ async def _finish(request: web.Request) -> web.Response:
         app[POOL_KEY],
         record,
         deployment_ids,
-        actor=actor,
-        install_code_hash=code_hash,
-        details={"placements": chosen, "not_granted": diff},
+        actor=who.actor,
+        install_code_hash=who.code_hash,
+        details={**origin, "placements": chosen, "not_granted": diff, **noted},
     )
     log.info(
         "registration_stored",

@@ -99,6 +99,15 @@ def openid_configuration_issuer_mismatch() -> RegistrationError:
     )
 
 
+def openid_configuration_canvas_mismatch(detail: str) -> RegistrationError:
+    return err(
+        "openid_configuration_canvas_mismatch",
+        f"The LMS's configuration claims hosted Canvas's issuer, but {detail}.",
+        "Hosted Canvas registrations use exactly the endpoints Instructure documents for the "
+        "issuer's environment. A self-hosted Canvas uses its own issuer.",
+    )
+
+
 def registration_form_invalid() -> RegistrationError:
     return err(
         "registration_form_invalid",
@@ -131,6 +140,45 @@ def registration_response_invalid(detail: str) -> RegistrationError:
         "registration_response_invalid",
         f"The LMS answered the registration with something Attune cannot use: {detail}.",
         "Nothing was stored in Attune. Try again; if it persists, register manually.",
+    )
+
+
+def registration_collision() -> RegistrationError:
+    return err(
+        "registration_collision",
+        "The LMS answered with an issuer and client ID that are already registered in Attune "
+        "as another registration. An install code can only create a registration, so nothing "
+        "was changed and the install code was not used.",
+        "To re-register an LMS that is already registered, ask the person running Attune for "
+        "a re-registration code for it (`attune admin create-install-code --platform-id N`).",
+        409,
+    )
+
+
+def reregistration_mismatch(detail: str) -> RegistrationError:
+    return err(
+        "reregistration_mismatch",
+        f"This re-registration code was issued for another registration: {detail}. Nothing "
+        "was changed and the code was not used.",
+        "Use the re-registration code issued for this LMS, or an install code to register a "
+        "new one.",
+        409,
+    )
+
+
+def platform_key_too_weak() -> RegistrationError:
+    return err(
+        "platform_key_too_weak",
+        "The LMS signs with RSA keys shorter than 2048 bits, which Attune does not accept.",
+        "Give the LMS a signing key of at least 2048 bits, then start the registration again.",
+    )
+
+
+def platform_jwks_unusable(detail: str) -> RegistrationError:
+    return err(
+        "platform_jwks_unusable",
+        f"The LMS's public keys (jwks_uri) are not usable: {detail}.",
+        "The LMS must publish at least one RS256 signing key.",
     )
 
 

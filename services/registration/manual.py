@@ -2,33 +2,26 @@
 
 Moodle's "Tool configuration details" (Platform ID, Client ID, Public keyset URL,
 Authentication request URL, Access token URL, Deployment ID), or a Canvas developer key's
-client_id (Canvas endpoints are filled in). Every problem is reported against its field; the
-platform's JWKS is fetched when reachable and must hold a usable RS256 key.
+client_id (hosted Canvas: its documented endpoints are filled in, and no others are accepted).
+Every problem is reported against its field; the platform's JWKS is fetched when reachable and
+must hold a usable RS256 key of at least 2048 bits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
-from services.registration import outbound
+from services.registration import platform_jwks
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import Product
-from shared.http import OutboundError, OutboundHttp, is_public_address
+from shared.http import OutboundHttp, is_public_address
+from shared.lti.canvas import hosted_canvas
 from shared.lti.frame import MAX_FRAME_ORIGINS, derived_origins, normalize_origins
 
 MAX_URL = 2048
-MAX_JWKS_BYTES = 128 * 1024
 _IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
-
-CANVAS_ISSUERS = {
-    "https://canvas.instructure.com": ("production", "sso.canvaslms.com"),
-    "https://canvas.beta.instructure.com": ("beta", "sso.beta.canvaslms.com"),
-    "https://canvas.test.instructure.com": ("test", "sso.test.canvaslms.com"),
-}
 
 FIELDS = (
     "product",
@@ -95,21 +88,6 @@ def _identifier(value: object) -> str | None:
     return None
 
 
-def usable_rs256_keys(jwks: object) -> int:
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-        return -1
-    return sum(
-        1
-        for k in jwks["keys"]
-        if isinstance(k, dict)
-        and k.get("kty") == "RSA"
-        and k.get("alg") in (None, "RS256")
-        and k.get("use") in (None, "sig")
-        and isinstance(k.get("n"), str)
-        and isinstance(k.get("e"), str)
-    )
-
-
 def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
     """Check the shape of every field; raises ``FieldErrors``."""
     if not isinstance(body, dict):
@@ -119,10 +97,10 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
         if name not in FIELDS:
             problems[str(name)[:50]] = "is not a known field"
     issuer = body.get("issuer")
+    canvas = hosted_canvas(issuer) if isinstance(issuer, str) else None
     product_raw = body.get("product")
     if product_raw is None:
-        known_canvas = isinstance(issuer, str) and issuer.strip().rstrip("/") in CANVAS_ISSUERS
-        product_raw = "canvas" if known_canvas else "generic"
+        product_raw = "canvas" if canvas is not None else "generic"
     product: Product = "generic"
     if product_raw == "canvas":
         product = "canvas"
@@ -130,6 +108,8 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
         product = "moodle"
     elif product_raw != "generic":
         problems["product"] = "must be canvas, moodle or generic"
+    if canvas is not None and product != "canvas":
+        problems["product"] = "must be canvas for hosted Canvas's issuer"
 
     problem = url_problem(issuer, allow_insecure=allow_insecure, issuer=True)
     if problem:
@@ -151,15 +131,11 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
     elif product == "moodle":
         problems["deployment_id"] = "Deployment ID is required for Moodle"
 
-    environment = "production"
-    defaults: dict[str, str] = {}
-    if product == "canvas" and issuer_text.rstrip("/") in CANVAS_ISSUERS:
-        environment, sso = CANVAS_ISSUERS[issuer_text.rstrip("/")]
-        defaults = {
-            "auth_url": f"https://{sso}/api/lti/authorize_redirect",
-            "jwks_url": f"https://{sso}/api/lti/security/jwks",
-            "token_url": f"https://{sso}/login/oauth2/token",
-        }
+    # Hosted Canvas: the endpoints Instructure documents for the issuer's environment, and no
+    # others (a registration of the shared issuer with endpoints of its own could receive the
+    # tool's signed assertions or vouch for keys that are not Instructure's).
+    environment = canvas.environment if canvas is not None else "production"
+    defaults = canvas.endpoints() if canvas is not None else {}
     urls: dict[str, str | None] = {}
     labels = {
         "auth_url": "Authentication request URL",
@@ -176,6 +152,8 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
         problem = url_problem(value, allow_insecure=allow_insecure)
         if problem:
             problems[name] = f"{label} {problem}"
+        elif name in defaults and str(value).strip() != defaults[name]:
+            problems[name] = f"{label} must be {defaults[name]} for hosted Canvas (or left out)"
         else:
             urls[name] = str(value).strip()
 
@@ -222,33 +200,25 @@ def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:
 async def check_jwks(
     http: OutboundHttp, reg: ManualRegistration, *, allow_insecure: bool, timeout_s: float
 ) -> None:
-    """Fetch the platform's JWKS when reachable: no usable RS256 key is a field error; an
-    unreachable JWKS is only a warning (launches fetch it again)."""
-    url = reg.record.jwks_url
-    try:
-        if not allow_insecure:
-            await outbound.refuse_private_names(url, timeout_s)
-        jwks: Any = await asyncio.wait_for(
-            http.get_json(url, max_bytes=MAX_JWKS_BYTES), timeout_s + 1
-        )
-    except TimeoutError:
-        reg.warnings["jwks_url"] = "could not be fetched now (timeout); checked again at launch"
-        return
-    except OutboundError as exc:
-        if exc.reason == "private_address":
-            raise FieldErrors(
-                {"jwks_url": "Public keyset URL points at a private or loopback address"}
-            ) from None
-        if exc.reason in ("not_json", "too_large"):
-            raise FieldErrors(
-                {"jwks_url": "Public keyset URL does not serve a JSON Web Key Set"}
-            ) from None
+    """Fetch the platform's JWKS when reachable: no usable RS256 key (of 2048 bits or more) is
+    a field error; an unreachable JWKS is only a warning (launches fetch it again)."""
+    found = await platform_jwks.check(
+        http, reg.record.jwks_url, allow_insecure=allow_insecure, timeout_s=timeout_s
+    )
+    if found.problem is not None:
+        raise FieldErrors({"jwks_url": JWKS_PROBLEMS[found.problem]})
+    if found.warning is not None:
+        reg.warnings["jwks_url"] = found.warning
+    elif found.weak_kids:
         reg.warnings["jwks_url"] = (
-            f"could not be fetched now ({exc.reason}); checked again at launch"
+            f"keys shorter than 2048 bits are never used: {', '.join(found.weak_kids)}"
         )
-        return
-    count = usable_rs256_keys(jwks)
-    if count < 0:
-        raise FieldErrors({"jwks_url": "Public keyset URL does not serve a JSON Web Key Set"})
-    if count == 0:
-        raise FieldErrors({"jwks_url": "Public keyset URL has no usable RS256 key"})
+
+
+JWKS_PROBLEMS: dict[platform_jwks.Problem, str] = {
+    "private_address": "Public keyset URL points at a private or loopback address",
+    "not_jwks": "Public keyset URL does not serve a JSON Web Key Set",
+    "no_rs256_key": "Public keyset URL has no usable RS256 key",
+    "weak_keys_only": "Public keyset URL has only RSA keys shorter than 2048 bits, which "
+    "Attune does not accept",
+}

@@ -2,9 +2,10 @@
 
 Only ``validate`` builds a ``PlatformConfiguration``: the issuer shares scheme, host and port
 with the URL the configuration came from (hosted Canvas excepted: its shared issuer is
-Instructure's while the configuration comes from the school's domain, so there the auth endpoint
-and JWKS must be on Instructure's hosts instead), every endpoint is an acceptable outbound URL,
-and the platform supports what LTI 1.3 needs (id_token, RS256, private_key_jwt).
+Instructure's while the configuration comes from the school's domain, so there the auth, JWKS
+and token endpoints must be exactly the ones Instructure documents for the issuer's environment,
+and the product Canvas), every endpoint is an acceptable outbound URL, and the platform supports
+what LTI 1.3 needs (id_token, RS256, private_key_jwt).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.registration.toolconfig import (
     product_of,
 )
 from shared.http import OutboundError
+from shared.lti.canvas import HOSTED_CANVAS, HostedCanvas
 
 MAX_URL = 2048
 ENDPOINTS = ("authorization_endpoint", "registration_endpoint", "jwks_uri", "token_endpoint")
@@ -43,13 +45,12 @@ class PlatformConfiguration:
 
     @property
     def environment(self) -> str:
-        host = urlsplit(self.issuer).hostname or ""
-        if self.product == "canvas" and host.endswith(".instructure.com"):
-            if host.startswith("canvas.beta.") or ".beta." in host:
-                return "beta"
-            if host.startswith("canvas.test.") or ".test." in host:
-                return "test"
-        return "production"
+        canvas = HOSTED_CANVAS.get(self.issuer)
+        return canvas.environment if canvas is not None else "production"
+
+    @property
+    def hosted_canvas(self) -> bool:
+        return self.issuer in HOSTED_CANVAS
 
     @property
     def name(self) -> str:
@@ -117,21 +118,22 @@ def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-HOSTED_CANVAS_ISSUERS = frozenset(
-    {
-        "https://canvas.instructure.com",
-        "https://canvas.beta.instructure.com",
-        "https://canvas.test.instructure.com",
+def _check_hosted_canvas(canvas: HostedCanvas, endpoints: dict[str, str], family: str) -> None:
+    """Hosted Canvas serves its configuration from the school's own domain while its issuer is
+    Instructure's, so the origin rule cannot hold; instead the keys, the auth endpoint and the
+    token endpoint must be exactly Instructure's, or anyone could claim the shared issuer with
+    endpoints of their own (and, through an existing client_id, point another school's token
+    and JWKS calls at them)."""
+    expected = {
+        "authorization_endpoint": canvas.auth_url,
+        "jwks_uri": canvas.jwks_url,
+        "token_endpoint": canvas.token_url,
     }
-)
-
-
-def _instructure_host(url: str) -> bool:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return parts.scheme == "https" and (
-        host.endswith(".canvaslms.com") or host.endswith(".instructure.com")
-    )
+    for name, url in expected.items():
+        if endpoints[name] != url:
+            raise errors.openid_configuration_canvas_mismatch(f"its {name} is not {url}")
+    if product_of(family) != "canvas":
+        raise errors.openid_configuration_canvas_mismatch("its product_family_code is not canvas")
 
 
 def validate(doc: object, url: str, check_url: Callable[[str], None]) -> PlatformConfiguration:
@@ -150,8 +152,8 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
         or issuer_parts.fragment
     ):
         raise errors.openid_configuration_malformed("issuer is not an https URL without query")
-    hosted_canvas = issuer in HOSTED_CANVAS_ISSUERS
-    if not hosted_canvas and origin(issuer) != origin(url):
+    canvas = HOSTED_CANVAS.get(issuer)
+    if canvas is None and origin(issuer) != origin(url):
         raise errors.openid_configuration_issuer_mismatch()
     try:
         check_url(issuer)
@@ -160,14 +162,6 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
             f"issuer is not an acceptable URL ({exc.reason})"
         ) from None
     endpoints = {name: _url(doc, name, check_url) for name in ENDPOINTS}
-    if hosted_canvas and not all(
-        _instructure_host(endpoints[name]) for name in ("authorization_endpoint", "jwks_uri")
-    ):
-        # Hosted Canvas serves its configuration from the school's own domain while its issuer
-        # is Instructure's, so the origin rule cannot hold; instead the keys and the auth
-        # endpoint must be Instructure's, or anyone could claim the shared Canvas issuer with
-        # keys of their own.
-        raise errors.openid_configuration_issuer_mismatch()
     _supports(doc, "response_types_supported", "id_token")
     _supports(doc, "id_token_signing_alg_values_supported", "RS256")
     _supports(doc, "token_endpoint_auth_methods_supported", "private_key_jwt")
@@ -177,6 +171,8 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
     family = platform.get("product_family_code")
     if not isinstance(family, str) or not family or len(family) > 100:
         raise errors.openid_configuration_malformed("product_family_code is missing")
+    if canvas is not None:
+        _check_hosted_canvas(canvas, endpoints, family)
     version = platform.get("version")
     account = platform.get(CANVAS_ACCOUNT_NAME_KEY)
     return PlatformConfiguration(

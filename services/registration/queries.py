@@ -36,31 +36,38 @@ class PlatformRecord:
     frame_origins: list[str] | None = None
 
 
-_UPSERT_PLATFORM = """
-INSERT INTO platforms AS p (issuer, client_id, auth_url, jwks_url, token_url, product,
-                            deployment_policy, environment, name, registration_method,
-                            requested, granted, platform_config, frame_origins)
+_INSERT_PLATFORM = """
+INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, token_url, product,
+                       deployment_policy, environment, name, registration_method,
+                       requested, granted, platform_config, frame_origins)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
         coalesce($11::jsonb, '{}'::jsonb), coalesce($12::jsonb, '{}'::jsonb),
         coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:$15])
-ON CONFLICT (issuer, client_id) DO UPDATE SET
-    auth_url = excluded.auth_url,
-    jwks_url = excluded.jwks_url,
-    token_url = excluded.token_url,
-    product = excluded.product,
-    deployment_policy = excluded.deployment_policy,
-    environment = excluded.environment,
-    name = coalesce(excluded.name, p.name),
-    registration_method = excluded.registration_method,
-    requested = coalesce($11::jsonb, p.requested),
-    granted = coalesce($12::jsonb, p.granted),
-    platform_config = coalesce($13::jsonb, p.platform_config),
+ON CONFLICT (issuer, client_id) DO NOTHING
+RETURNING id
+"""
+
+# $1 is the platform id; the other parameters as for the insert ($2 issuer and $3 client_id
+# name the row only in the WHERE clause, so an update can never move a registration's key).
+_UPDATE_PLATFORM = """
+UPDATE platforms AS p SET
+    auth_url = $4,
+    jwks_url = $5,
+    token_url = $6,
+    product = $7,
+    deployment_policy = $8,
+    environment = $9,
+    name = coalesce($10, p.name),
+    registration_method = $11,
+    requested = coalesce($12::jsonb, p.requested),
+    granted = coalesce($13::jsonb, p.granted),
+    platform_config = coalesce($14::jsonb, p.platform_config),
     frame_origins = (array(
-        SELECT o FROM unnest(p.frame_origins || coalesce($14::text[], '{}'::text[]))
+        SELECT o FROM unnest(p.frame_origins || coalesce($15::text[], '{}'::text[]))
                       WITH ORDINALITY AS t(o, n)
-        GROUP BY o ORDER BY min(n)))[1:$15],
+        GROUP BY o ORDER BY min(n)))[1:$16],
     updated_at = now()
-RETURNING id, (xmax = 0) AS created
+WHERE p.id = $1 AND p.issuer = $2 AND p.client_id = $3
 """
 
 
@@ -68,10 +75,8 @@ def _dump(value: Json | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tuple[int, bool]:
-    """Insert, or update the registration of the same (issuer, client_id). (id, created)."""
-    row = await conn.fetchrow(
-        _UPSERT_PLATFORM,
+def _values(rec: PlatformRecord) -> tuple[Any, ...]:
+    return (
         rec.issuer,
         rec.client_id,
         rec.auth_url,
@@ -88,7 +93,46 @@ async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tupl
         rec.frame_origins,
         MAX_FRAME_ORIGINS,
     )
-    return int(row["id"]), bool(row["created"])
+
+
+async def lock_platform_by_key(
+    conn: asyncpg.Connection, issuer: str, client_id: str
+) -> asyncpg.Record | None:
+    """The registration of (issuer, client_id), locked until the transaction ends."""
+    return await conn.fetchrow(
+        "SELECT id, auth_url, jwks_url, token_url, product, deployment_policy, environment, "
+        "name, registration_method, frame_origins FROM platforms "
+        "WHERE issuer = $1 AND client_id = $2 FOR UPDATE",
+        issuer,
+        client_id,
+    )
+
+
+async def insert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> int | None:
+    """Create the registration; None when (issuer, client_id) exists (it is never touched)."""
+    value = await conn.fetchval(_INSERT_PLATFORM, *_values(rec))
+    return int(value) if value is not None else None
+
+
+async def update_platform(conn: asyncpg.Connection, platform_id: int, rec: PlatformRecord) -> None:
+    """Update the registration ``platform_id`` (which must hold rec's issuer and client_id):
+    endpoints, product and policy replaced, name/requested/granted/config kept when not
+    given, frame origins added to the recorded ones."""
+    await conn.execute(_UPDATE_PLATFORM, platform_id, *_values(rec))
+
+
+async def upsert_platform(conn: asyncpg.Connection, rec: PlatformRecord) -> tuple[int, bool]:
+    """Insert, or update the registration of the same (issuer, client_id). (id, created).
+    For admins only: a dynamic registration decides itself (``store.save_registration``)."""
+    for _ in range(3):  # a concurrent delete between the insert and the lock: try again
+        platform_id = await insert_platform(conn, rec)
+        if platform_id is not None:
+            return platform_id, True
+        existing = await lock_platform_by_key(conn, rec.issuer, rec.client_id)
+        if existing is not None:
+            await update_platform(conn, int(existing["id"]), rec)
+            return int(existing["id"]), False
+    raise RuntimeError("platform row appeared and vanished three times")
 
 
 async def set_frame_origins(conn: asyncpg.Connection, platform_id: int, origins: list[str]) -> None:
@@ -297,23 +341,34 @@ async def list_audit(
 
 
 async def create_install_code(
-    conn: asyncpg.Connection, code_hash: bytes, *, label: str | None, created_by: str, ttl_s: int
+    conn: asyncpg.Connection,
+    code_hash: bytes,
+    *,
+    label: str | None,
+    created_by: str,
+    ttl_s: int,
+    for_platform_id: int | None = None,
 ) -> tuple[int, datetime]:
     row = await conn.fetchrow(
-        "INSERT INTO install_codes (code_hash, label, created_by, expires_at) "
-        "VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id, expires_at",
+        "INSERT INTO install_codes (code_hash, label, created_by, expires_at, for_platform_id) "
+        "VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5) RETURNING id, expires_at",
         code_hash,
         label,
         created_by,
         float(ttl_s),
+        for_platform_id,
     )
     return int(row["id"]), row["expires_at"]
 
 
-async def install_code(conn: asyncpg.Connection, code_hash: bytes) -> asyncpg.Record | None:
+async def install_code(
+    conn: asyncpg.Connection, code_hash: bytes, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The code (id, used_at, expired, for_platform_id); ``lock``: until the transaction ends,
+    so a concurrent use of the same code waits for this one."""
     return await conn.fetchrow(
-        "SELECT id, code_hash, used_at, expires_at <= now() AS expired FROM install_codes "
-        "WHERE code_hash = $1",
+        "SELECT id, code_hash, used_at, expires_at <= now() AS expired, for_platform_id "
+        "FROM install_codes WHERE code_hash = $1" + (" FOR UPDATE" if lock else ""),
         code_hash,
     )
 
@@ -333,8 +388,8 @@ async def consume_install_code(
 
 async def list_install_codes(conn: asyncpg.Connection) -> list[Json]:
     rows = await conn.fetch(
-        "SELECT id, label, created_by, created_at, expires_at, used_at, platform_id "
-        "FROM install_codes ORDER BY id DESC LIMIT 200"
+        "SELECT id, label, created_by, created_at, expires_at, used_at, platform_id, "
+        "for_platform_id FROM install_codes ORDER BY id DESC LIMIT 200"
     )
     return [
         {
@@ -345,6 +400,8 @@ async def list_install_codes(conn: asyncpg.Connection) -> list[Json]:
             "expires_at": r["expires_at"].isoformat(),
             "used_at": r["used_at"].isoformat() if r["used_at"] else None,
             "platform_id": r["platform_id"],
+            # a re-registration code: it may update this platform only
+            "for_platform_id": r["for_platform_id"],
         }
         for r in rows
     ]

@@ -3,6 +3,12 @@
 Every change commits together with an ``attune.registration.v1`` event in the outbox, whose
 data names the ``issuer`` and ``client_id`` (what login and launch key their caches on), so
 their caches drop the entry within seconds. Events never carry a token or an install code.
+
+Who may change which registration: an install code creates one; it updates an existing
+(issuer, client_id) only when an admin issued it for that platform (a re-registration code).
+An admin (the admin API, or the admin token on the install page) may create or update any.
+A refused change writes nothing — the install code stays unused — except its audit row,
+committed in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from services.registration import errors, queries
+from shared.errors import AttuneError
 from shared.events import topics
 from shared.events.envelope import Event
 from shared.events.outbox import enqueue
@@ -26,6 +33,26 @@ class Saved:
     created: bool
     deployment_ids: list[str]
     new_deployment_ids: list[str]
+
+
+@dataclass(frozen=True)
+class InstallCode:
+    """A usable install code as checked before the registration is sent to the platform."""
+
+    id: int
+    for_platform_id: int | None  # a re-registration code: it may update this platform only
+
+
+class Refused(Exception):
+    """A change the credential does not allow: ``error`` for the caller; ``platform_id`` (the
+    registration it would have changed) and ``reason`` for the audit row written after the
+    refused transaction rolled back."""
+
+    def __init__(self, error: AttuneError, *, platform_id: int | None, reason: str) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.platform_id = platform_id
+        self.reason = reason
 
 
 def _event(kind: str, platform_id: int, data: dict[str, Any]) -> Event:
@@ -48,13 +75,129 @@ async def _install_code_refusal(conn: asyncpg.Connection, code_hash: bytes) -> E
     return errors.install_code_used()  # lost a race with a concurrent use
 
 
-async def check_install_code(pool: asyncpg.Pool, code_hash: bytes) -> None:
+async def check_install_code(pool: asyncpg.Pool, code_hash: bytes) -> InstallCode:
     """Refuse an unknown, used or expired code before anything is sent to the platform.
     (It is used up later, atomically, in the transaction that stores the registration.)"""
     async with pool.acquire() as conn:
         row = await queries.install_code(conn, code_hash)
         if row is None or row["used_at"] is not None or row["expired"]:
             raise await _install_code_refusal(conn, code_hash)
+    return InstallCode(int(row["id"]), row["for_platform_id"])
+
+
+async def check_reregistration(
+    pool: asyncpg.Pool, code: InstallCode, issuer: str, *, actor: str, details: dict[str, Any]
+) -> None:
+    """Before anything is sent to the platform: a re-registration code is only good for the
+    issuer of the platform it was issued for (and that platform must still exist)."""
+    if code.for_platform_id is None:
+        return
+    async with pool.acquire() as conn:
+        target = await queries.get_platform(conn, code.for_platform_id)
+    if target is not None and target["issuer"] == issuer:
+        return
+    detail = (
+        "the registration it was issued for no longer exists"
+        if target is None
+        else "that registration has another issuer than this LMS"
+    )
+    refused = Refused(
+        errors.reregistration_mismatch(detail),
+        platform_id=code.for_platform_id,
+        reason="reregistration_mismatch",
+    )
+    await audit_refusal(
+        pool, refused, actor=actor, issuer=issuer, client_id=None, code=code, details=details
+    )
+    raise refused.error
+
+
+async def audit_refusal(
+    pool: asyncpg.Pool,
+    refused: Refused,
+    *,
+    actor: str,
+    issuer: str,
+    client_id: str | None,
+    code: InstallCode | None,
+    details: dict[str, Any],
+) -> None:
+    """The audit row of a refused registration, in its own transaction: the refused one
+    rolled back, this one stays (under the platform it would have changed, so that
+    platform's trail shows the attempt)."""
+    async with pool.acquire() as conn:
+        await queries.audit(
+            conn,
+            actor=actor,
+            action="registration.refused",
+            platform_id=refused.platform_id,
+            issuer=issuer,
+            client_id=client_id,
+            details={
+                **details,
+                "code": refused.error.code,
+                "reason": refused.reason,
+                **_code_details(code),
+            },
+        )
+
+
+def _code_details(code: InstallCode | None) -> dict[str, Any]:
+    if code is None:
+        return {}
+    if code.for_platform_id is None:
+        return {"install_code_id": code.id}
+    return {"install_code_id": code.id, "for_platform_id": code.for_platform_id}
+
+
+def _changes(before: asyncpg.Record, rec: queries.PlatformRecord) -> dict[str, Any]:
+    """What an update changes (field: [before, after]), for the audit trail."""
+    after = {
+        "auth_url": rec.auth_url,
+        "jwks_url": rec.jwks_url,
+        "token_url": rec.token_url,
+        "product": rec.product,
+        "deployment_policy": rec.deployment_policy,
+        "environment": rec.environment,
+        "name": rec.name if rec.name is not None else before["name"],
+        "registration_method": rec.method,
+        "frame_origins": sorted(set(before["frame_origins"]) | set(rec.frame_origins or [])),
+    }
+    old = {k: sorted(before[k]) if k == "frame_origins" else before[k] for k in after}
+    return {k: [old[k], after[k]] for k in after if old[k] != after[k]}
+
+
+async def _place(
+    conn: asyncpg.Connection, rec: queries.PlatformRecord, code: asyncpg.Record | None
+) -> tuple[int, bool, dict[str, Any]]:
+    """Create the registration, or update the existing one when the credential allows it:
+    (platform id, created, changes). Raises ``Refused``."""
+    target = code["for_platform_id"] if code is not None else None
+    mismatch = Refused(
+        errors.reregistration_mismatch("the LMS answered with another client ID"),
+        platform_id=target,
+        reason="reregistration_mismatch",
+    )
+    existing = await queries.lock_platform_by_key(conn, rec.issuer, rec.client_id)
+    if existing is None:
+        if target is not None:
+            raise mismatch
+        platform_id = await queries.insert_platform(conn, rec)
+        if platform_id is not None:
+            return platform_id, True, {}
+        # Created concurrently (the insert waited for it): an existing registration now.
+        existing = await queries.lock_platform_by_key(conn, rec.issuer, rec.client_id)
+        if existing is None:  # ... and deleted again meanwhile
+            raise Refused(errors.registration_collision(), platform_id=None, reason="race")
+    if code is not None and target != existing["id"]:
+        if target is not None:
+            raise mismatch
+        raise Refused(
+            errors.registration_collision(), platform_id=int(existing["id"]), reason="collision"
+        )
+    changes = _changes(existing, rec)
+    await queries.update_platform(conn, int(existing["id"]), rec)
+    return int(existing["id"]), False, changes
 
 
 async def save_registration(
@@ -66,48 +209,76 @@ async def save_registration(
     install_code_hash: bytes | None = None,
     details: dict[str, Any] | None = None,
 ) -> Saved:
-    """Create or update the registration of (issuer, client_id), record the deployments the
-    platform named, use up the install code, audit and announce it — all or nothing."""
-    async with pool.acquire() as conn, conn.transaction():
-        platform_id, created = await queries.upsert_platform(conn, rec)
-        new = [d for d in deployment_ids if await queries.ensure_deployment(conn, platform_id, d)]
-        if install_code_hash is not None:
-            if await queries.consume_install_code(conn, install_code_hash, platform_id) is None:
-                raise await _install_code_refusal(conn, install_code_hash)
-        all_ids = await queries.deployment_ids(conn, platform_id)
-        kind = "registration.created" if created else "registration.updated"
-        await queries.audit(
-            conn,
-            actor=actor,
-            action=kind,
-            platform_id=platform_id,
-            issuer=rec.issuer,
-            client_id=rec.client_id,
-            details={
-                "method": rec.method,
-                "product": rec.product,
-                "deployment_policy": rec.deployment_policy,
-                "deployment_ids_added": new,
-                **(details or {}),
-            },
-        )
-        await enqueue(
-            conn,
-            topics.REGISTRATION,
-            _event(
-                kind,
-                platform_id,
-                {
-                    "issuer": rec.issuer,
-                    "client_id": rec.client_id,
+    """Create the registration of (issuer, client_id) — or update it when the credential
+    allows: an admin (no install code), or a re-registration code issued for it — record the
+    deployments the platform named, use up the install code, audit and announce it, all or
+    nothing. A collision the credential does not allow raises its ``RegistrationError``
+    after auditing the attempt; nothing else is written."""
+    code: asyncpg.Record | None = None
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            if install_code_hash is not None:
+                code = await queries.install_code(conn, install_code_hash, lock=True)
+                if code is None or code["used_at"] is not None or code["expired"]:
+                    raise await _install_code_refusal(conn, install_code_hash)
+            platform_id, created, changes = await _place(conn, rec, code)
+            new = [
+                d for d in deployment_ids if await queries.ensure_deployment(conn, platform_id, d)
+            ]
+            if install_code_hash is not None:
+                if await queries.consume_install_code(conn, install_code_hash, platform_id) is None:
+                    raise await _install_code_refusal(conn, install_code_hash)
+            all_ids = await queries.deployment_ids(conn, platform_id)
+            kind = "registration.created" if created else "registration.updated"
+            await queries.audit(
+                conn,
+                actor=actor,
+                action=kind,
+                platform_id=platform_id,
+                issuer=rec.issuer,
+                client_id=rec.client_id,
+                details={
+                    "method": rec.method,
                     "product": rec.product,
                     "deployment_policy": rec.deployment_policy,
-                    "registration_method": rec.method,
-                    "deployment_ids": all_ids,
+                    "deployment_ids_added": new,
+                    **({"changed": changes} if changes else {}),
+                    **(_code_details(_install_code(code))),
+                    **(details or {}),
                 },
-            ),
+            )
+            await enqueue(
+                conn,
+                topics.REGISTRATION,
+                _event(
+                    kind,
+                    platform_id,
+                    {
+                        "issuer": rec.issuer,
+                        "client_id": rec.client_id,
+                        "product": rec.product,
+                        "deployment_policy": rec.deployment_policy,
+                        "registration_method": rec.method,
+                        "deployment_ids": all_ids,
+                    },
+                ),
+            )
+    except Refused as refused:
+        await audit_refusal(
+            pool,
+            refused,
+            actor=actor,
+            issuer=rec.issuer,
+            client_id=rec.client_id,
+            code=_install_code(code),
+            details={"method": rec.method, "product": rec.product, **(details or {})},
         )
+        raise refused.error from None
     return Saved(platform_id, created, all_ids, new)
+
+
+def _install_code(row: asyncpg.Record | None) -> InstallCode | None:
+    return InstallCode(int(row["id"]), row["for_platform_id"]) if row is not None else None
 
 
 async def change_deployment(
@@ -213,19 +384,42 @@ async def create_install_code(
     label: str | None,
     ttl_s: int,
     actor: str,
+    for_platform_id: int | None = None,
 ) -> dict[str, Any]:
+    """A single-use install code; with ``for_platform_id`` a re-registration code, which may
+    update that registration (and create none). Raises ``platform_not_found``."""
     async with pool.acquire() as conn, conn.transaction():
+        platform = None
+        if for_platform_id is not None:
+            in_range = 0 < for_platform_id < 2**63
+            platform = await queries.lock_platform(conn, for_platform_id) if in_range else None
+            if platform is None:
+                raise errors.platform_not_found()
         code_id, expires_at = await queries.create_install_code(
-            conn, code_hash, label=label, created_by=actor, ttl_s=ttl_s
+            conn,
+            code_hash,
+            label=label,
+            created_by=actor,
+            ttl_s=ttl_s,
+            for_platform_id=for_platform_id,
         )
         await queries.audit(
             conn,
             actor=actor,
             action="install_code.created",
+            platform_id=for_platform_id,
+            issuer=platform["issuer"] if platform is not None else None,
+            client_id=platform["client_id"] if platform is not None else None,
             details={
                 "install_code_id": code_id,
                 "label": label,
                 "expires_at": expires_at.isoformat(),
+                **({"for_platform_id": for_platform_id} if for_platform_id is not None else {}),
             },
         )
-    return {"id": code_id, "label": label, "expires_at": expires_at.isoformat()}
+    return {
+        "id": code_id,
+        "label": label,
+        "expires_at": expires_at.isoformat(),
+        "for_platform_id": for_platform_id,
+    }

@@ -109,6 +109,23 @@ def jwt_signature_invalid() -> LtiError:
     return err("jwt_signature_invalid", "The launch token's signature is not valid.", ADMIN)
 
 
+def jwt_crit_unsupported() -> LtiError:
+    return err(
+        "jwt_crit_unsupported",
+        "The launch token requires a JOSE extension (crit header) that Attune does not support.",
+        ADMIN,
+    )
+
+
+def platform_key_too_weak() -> LtiError:
+    return err(
+        "platform_key_too_weak",
+        "The launch token is signed with an RSA key shorter than 2048 bits, which Attune "
+        "does not accept.",
+        "The LMS administrator needs to give the LMS a signing key of at least 2048 bits. " + ADMIN,
+    )
+
+
 def platform_jwks_unavailable() -> LtiError:
     return err(
         "platform_jwks_unavailable",
@@ -126,6 +143,14 @@ def jwt_iat_future() -> LtiError:
     return err(
         "jwt_iat_future",
         "The launch token claims to be issued in the future.",
+        "Check that the LMS server's clock is correct. " + ADMIN,
+    )
+
+
+def jwt_not_yet_valid() -> LtiError:
+    return err(
+        "jwt_not_yet_valid",
+        "The launch token is not valid yet (its nbf time is in the future).",
         "Check that the LMS server's clock is correct. " + ADMIN,
     )
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from shared.lti.canvas import hosted_canvas
 from shared.signing import InvalidToken, TokenSigner
 
 MAX_FRAME_ORIGINS = 20
@@ -30,13 +31,6 @@ REF_PURPOSE = "attune:frame-ref:v1"
 REF_TTL_S = 24 * 3600  # an LMS tab open all day can still reload the app
 REF_PARAM = "f"
 
-HOSTED_CANVAS_ISSUERS = frozenset(
-    {
-        "https://canvas.instructure.com",
-        "https://canvas.beta.instructure.com",
-        "https://canvas.test.instructure.com",
-    }
-)
 # A hosted Canvas registered by client_id only (the JSON URL path) names no school host; its
 # pages come from Instructure-hosted domains until an admin records the school's own.
 HOSTED_CANVAS_FALLBACK = ("https://*.instructure.com",)
@@ -116,7 +110,7 @@ def derived_origins(issuer: str, *, config_url: str | None = None) -> list[str]:
     configuration (dynamic registration: the LMS page that opened it) and the issuer's
     origin — except hosted Canvas's shared issuer, which serves no school's pages."""
     found: list[str] = []
-    for url in (config_url, None if issuer.rstrip("/") in HOSTED_CANVAS_ISSUERS else issuer):
+    for url in (config_url, None if hosted_canvas(issuer) else issuer):
         origin = origin_of(url) if url else None
         if origin is not None and origin not in found:
             found.append(origin)
@@ -128,7 +122,7 @@ def platform_ancestors(issuer: str, frame_origins: Sequence[str]) -> tuple[str, 
     are recorded what can be derived (the issuer's origin; hosted Canvas's fallback)."""
     if frame_origins:
         return tuple(frame_origins)
-    if issuer.rstrip("/") in HOSTED_CANVAS_ISSUERS:
+    if hosted_canvas(issuer):
         return HOSTED_CANVAS_FALLBACK
     return tuple(derived_origins(issuer))
 

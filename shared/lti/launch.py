@@ -4,9 +4,10 @@ Order (each step has one stable error code, see ``shared.lti.errors``):
  1. state: present, ours, unexpired, bound to this browser (cookie or Platform Storage)
  2. JWT shape (the only claims read before the signature: iss, aud, azp; header alg, kid)
  3. registration by (iss, client_id), and the same one the login was for
- 4. signature: RS256 only, key chosen by kid, platform JWKS cached with refresh on unknown kid
- 5. exp, iat (not in the future, not too old), with an explicit leeway
- 6. iss, aud, azp from the verified claims
+ 4. signature: RS256 only, no critical header extension, key chosen by kid (RSA of at least
+    2048 bits), platform JWKS cached with refresh on unknown kid
+ 5. exp, iat (not in the future, not too old), nbf, with an explicit leeway
+ 6. iss, aud (this client_id only), azp from the verified claims
  7. nonce equals the state's nonce (used up atomically later, with the launch record)
  8. LTI version 1.3.0
  9. deployment: known and active, or new under the platform's policy
@@ -30,7 +31,7 @@ from shared.jose import SignatureError, TokenShapeError, peek_once, verify_signa
 from shared.lti import claims as C
 from shared.lti import errors
 from shared.lti.login import jwks_endpoint
-from shared.lti.platform_keys import KeySetUnavailable, PlatformKeys
+from shared.lti.platform_keys import KeySetUnavailable, PlatformKeys, WeakKey
 from shared.lti.registry import Platform, RegistrationCache
 from shared.lti.state import LoginState, StateCodec
 from shared.lti.urls import ToolUrls
@@ -137,7 +138,10 @@ class LaunchVerifier:
         if state.bound_by(cookies.get(state.cookie_name)):
             return state
         if storage_bind is not None:
-            if state.bound_by(storage_bind):
+            # Only a login that put the binding into Platform Storage may be bound by it: else
+            # anyone could post the binding of their own login from another browser (login
+            # CSRF), and the cookie would bind nothing.
+            if state.storage_target and state.bound_by(storage_bind):
                 return state
             raise errors.state_not_bound()
         if state.storage_target:
@@ -183,6 +187,10 @@ class LaunchVerifier:
         # 4. signature
         if header.get("alg") != "RS256":
             raise errors.jwt_alg_not_allowed()
+        if "crit" in header:
+            # RFC 7515 4.1.11: extensions listed as critical must be understood; Attune
+            # understands none, so a token that needs one is not valid here.
+            raise errors.jwt_crit_unsupported()
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise errors.jwt_kid_unknown()
@@ -190,6 +198,8 @@ class LaunchVerifier:
             key = await self._keys.key_for(jwks_endpoint(platform, state.canvas_environment), kid)
         except KeySetUnavailable:
             raise errors.platform_jwks_unavailable() from None
+        except WeakKey:
+            raise errors.platform_key_too_weak() from None
         if key is None:
             raise errors.jwt_kid_unknown()
         try:
@@ -211,13 +221,22 @@ class LaunchVerifier:
             raise errors.jwt_iat_future()
         if now - iat > self._max_age + self._leeway:
             raise errors.jwt_too_old()
+        if "nbf" in claims:
+            nbf = _time(claims["nbf"])
+            if nbf is None:
+                raise errors.jwt_malformed()
+            if nbf > now + self._leeway:
+                raise errors.jwt_not_yet_valid()
 
         # 6. iss / aud / azp, now from verified claims
         if claims.get("iss") != platform.issuer:
             raise errors.registration_mismatch()
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if platform.client_id not in audiences:
+        # Addressed to this registration and nobody else: a token that also names another
+        # audience is refused even when azp is ours (OIDC Core 3.1.3.7 step 3; 1EdTech
+        # Security Framework 5.1.3: reject additional untrusted audiences).
+        if not audiences or any(a != platform.client_id for a in audiences):
             raise errors.jwt_aud_invalid()
         azp = claims.get("azp")
         if azp is not None and azp != platform.client_id:

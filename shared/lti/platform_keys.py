@@ -5,6 +5,8 @@
   kids cannot turn into a flood of fetches); concurrent refreshes share one fetch.
 - A failed or empty fetch never replaces the last good set, so an LMS JWKS outage does not
   break launches signed with keys Attune already knows.
+- RSA keys under 2048 bits are never used: their kids are remembered as weak, so a token
+  signed with one is refused as such (``WeakKey``) instead of as an unknown kid.
 - The set is also refreshed when older than ``max_age_s`` (platforms rotate: D2L hourly).
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 from jose.backends.base import Key
 
 from shared.http import OutboundError, OutboundHttp
-from shared.jose import UnusableJwk, prepare_key
+from shared.jose import UnusableJwk, WeakJwk, prepare_key
 from shared.logs import get_logger
 from shared.metrics import Metrics
 
@@ -29,9 +31,14 @@ class KeySetUnavailable(Exception):
     """No usable key set could be fetched and none is cached."""
 
 
+class WeakKey(Exception):
+    """The platform publishes this kid, but as an RSA key shorter than 2048 bits."""
+
+
 @dataclass
 class _Entry:
     keys: dict[str, Key] = field(default_factory=dict)
+    weak: frozenset[str] = frozenset()  # kids of too-short RSA keys in the latest set
     fetched_at: float = 0.0  # last successful fetch (monotonic)
     attempted_at: float = -1e9  # last attempt, successful or not
     inflight: asyncio.Task[None] | None = None
@@ -55,13 +62,16 @@ class PlatformKeys:
     async def key_for(self, jwks_url: str, kid: str) -> Key | None:
         """The prepared key for ``kid``, or None when the platform does not publish it.
 
-        Raises ``KeySetUnavailable`` only when nothing usable is cached and fetching failed.
+        Raises ``KeySetUnavailable`` only when nothing usable is cached and fetching failed,
+        ``WeakKey`` when the platform publishes ``kid`` as an RSA key under 2048 bits.
         """
         entry = self._entries.setdefault(jwks_url, _Entry())
         now = time.monotonic()
         key = entry.keys.get(kid)
         if key is not None and now - entry.fetched_at <= self._max_age:
             return key
+        if key is None and kid in entry.weak:
+            raise WeakKey(kid)
         # Unknown kid, stale set or nothing cached: join a fetch in flight or start one. Within
         # the cooldown of the last attempt, an unknown kid waits for the cooldown to end (a
         # platform that just rotated is served a moment later; a flood of bogus kids still
@@ -77,6 +87,8 @@ class PlatformKeys:
             if key is not None:
                 return key
         await self._refresh(jwks_url, entry)
+        if kid in entry.weak and kid not in entry.keys:
+            raise WeakKey(kid)
         if not entry.keys:
             raise KeySetUnavailable(jwks_url)
         return entry.keys.get(kid)
@@ -97,13 +109,17 @@ class PlatformKeys:
     async def _fetch(self, url: str, entry: _Entry) -> None:
         try:
             document = await self._http.get_json(url)
-            keys = _parse(document)
+            keys, weak = _parse(document)
         except (OutboundError, ValueError) as exc:
             self._count("fetch_failed")
             log.warning(
                 "platform_jwks_fetch_failed", url=url, reason=str(exc), cached_keys=len(entry.keys)
             )
             return
+        entry.weak = weak
+        if weak:
+            self._count("weak_keys")
+            log.warning("platform_jwks_weak_keys", url=url, kids=sorted(weak))
         if not keys:
             self._count("fetch_empty")
             log.warning("platform_jwks_empty", url=url)
@@ -118,15 +134,19 @@ class PlatformKeys:
             self._metrics.platform_jwks.labels(self._metrics.service, outcome).inc()
 
 
-def _parse(document: Any) -> dict[str, Key]:
+def _parse(document: Any) -> tuple[dict[str, Key], frozenset[str]]:
+    """(usable keys by kid, kids of RSA keys too short to use)."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWK set")
     keys: dict[str, Key] = {}
+    weak: set[str] = set()
     for item in document["keys"][:100]:
         if not isinstance(item, dict) or not isinstance(item.get("kid"), str):
             continue
         try:
             keys[item["kid"]] = prepare_key(item)
+        except WeakJwk:
+            weak.add(item["kid"])
         except UnusableJwk:
             continue  # a platform may publish other key types next to its RS256 keys
-    return keys
+    return keys, frozenset(weak)

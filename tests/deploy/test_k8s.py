@@ -52,8 +52,36 @@ SECRET_VAR = re.compile(r"DATABASE_URL|PASSWORD|SECRET|KEYS")
 KNOWN_VARS = set(env_var_names().values())
 INGRESS_NAMESPACES = {"ingress-nginx", "monitoring"}
 PRIVATE_V4 = [
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8")
+    ipaddress.IPv4Network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    )
+]
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 ranges that never reach a public host, or reach the IPv4 address they carry
+# (shared/http.py is_public_address): each must be closed like the private IPv4 ranges.
+CLOSED_V6 = [
+    ipaddress.IPv6Network(n)
+    for n in (
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+        "::/96",
+        "::ffff:0:0/96",
+        "::ffff:0:0:0/96",
+        "64:ff9b:1::/48",
+        "2002::/16",
+        "2001::/32",
+    )
+] + [
+    # NAT64: 64:ff9b::/96 followed by the IPv4 address (RFC 6052)
+    ipaddress.IPv6Network((int(NAT64.network_address) + int(v4.network_address), 96 + v4.prefixlen))
+    for v4 in PRIVATE_V4
 ]
 # What a Secret would hold; only for building Settings from a rendered ConfigMap.
 PLACEHOLDER_SECRETS = {
@@ -468,9 +496,11 @@ def test_network_policies_default_deny_and_least_privilege(target: str) -> None:
                 for peer in rule["to"]:
                     block = peer["ipBlock"]
                     if ipaddress.ip_network(block["cidr"]).version == 4:
-                        excepted = [ipaddress.ip_network(e) for e in block["except"]]
+                        excepted = [ipaddress.IPv4Network(e) for e in block["except"]]
                         for private in PRIVATE_V4:
                             assert any(private.subnet_of(e) for e in excepted), (name, private)
                     else:
-                        assert "fc00::/7" in block["except"]
+                        excepted6 = [ipaddress.IPv6Network(e) for e in block["except"]]
+                        for closed in CLOSED_V6:
+                            assert any(closed.subnet_of(e) for e in excepted6), (name, closed)
         assert granted == allowed, f"{name}: egress ports {sorted(granted)}"

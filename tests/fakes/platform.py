@@ -11,13 +11,15 @@ import asyncio
 import html
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.emulator.keys import SigningKey, new_key
+from devstack.emulator.keys import SigningKey, new_key, private_pem
 from devstack.emulator.lti import (
     CANVAS_ISSUER,
     LEARNER,
@@ -29,9 +31,35 @@ from devstack.emulator.lti import (
     storage_responder_js,
 )
 from shared.lti import claims as C
+from shared.signing import b64url
 from tests.fakes.lti_services import PlatformServices
 
-__all__ = ["CANVAS_ISSUER", "Client", "FakePlatform", "SigningKey", "new_key"]
+__all__ = ["CANVAS_ISSUER", "Client", "FakePlatform", "SigningKey", "new_key", "weak_key"]
+
+
+def weak_key(bits: int = 1024) -> SigningKey:
+    """An RSA signing key shorter than Attune accepts, published as a platform still using one
+    would publish it (``shared.jose.public_jwk`` refuses to build such a JWK)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    numbers = private.public_key().public_numbers()
+
+    def b64int(value: int) -> str:
+        return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    kid = f"weak-{bits}-{secrets.token_hex(4)}"
+    return SigningKey(
+        kid=kid,
+        private_pem=private_pem(private),
+        public_jwk={
+            "kty": "RSA",
+            "kid": kid,
+            "alg": "RS256",
+            "use": "sig",
+            "n": b64int(numbers.n),
+            "e": b64int(numbers.e),
+        },
+    )
+
 
 Flavour = Literal["canvas", "moodle"]
 

@@ -38,6 +38,7 @@ from devstack.emulator.lti import (
     CANVAS_PRIVACY,
     CANVAS_TOOL_ID,
     NRPS,
+    PLATFORM_CONFIG,
     TOOL_CONFIG,
     Client,
     canvas_answer,
@@ -106,6 +107,10 @@ class RegistrationPlatform:
     return_deployment: bool | None = None  # default: Moodle yes, Canvas no
     admin_edits: dict[str, Any] = field(default_factory=dict)  # Canvas: drop_scopes, ...
     fixed_client_id: str | None = None  # answer with this client_id (re-registration)
+    # What the configuration claims instead of the truth (an attacker's platform): top-level
+    # fields (issuer, endpoints) and fields of the lti-platform-configuration object.
+    claims: dict[str, Any] = field(default_factory=dict)
+    platform_claims: dict[str, Any] = field(default_factory=dict)
     account_name: str = "Test University"
     config_requests: int = 0
     config_authorizations: list[str | None] = field(default_factory=list)
@@ -196,6 +201,8 @@ class RegistrationPlatform:
             del doc["registration_endpoint"]
         if self.config_mode == "foreign_issuer":
             doc["issuer"] = "https://lms.example.org"
+        doc.update(self.claims)
+        doc[PLATFORM_CONFIG] = {**doc[PLATFORM_CONFIG], **self.platform_claims}
         return doc
 
     async def _configuration(self, request: web.Request) -> web.StreamResponse:
@@ -327,6 +334,30 @@ async def submit_install(
     return await session.post(
         f"{registration_url}/lti/register", data=data, headers=headers, allow_redirects=False
     )
+
+
+async def install(
+    session: aiohttp.ClientSession,
+    registration_url: str,
+    platform: RegistrationPlatform,
+    *,
+    placements: list[str],
+    credential: tuple[str, str],
+    json_errors: bool = False,
+) -> tuple[aiohttp.ClientResponse, str]:
+    """The whole dynamic registration as the LMS admin does it: the LMS opens the install
+    page, the admin presses "Register". The install page must open."""
+    page, text = await open_install_page(session, registration_url, platform)
+    assert page.status == 200, text
+    done = await submit_install(
+        session,
+        registration_url,
+        form_value(text),
+        placements=placements,
+        credential=credential,
+        json_errors=json_errors,
+    )
+    return done, await done.text()
 
 
 async def outbox_settled(pool: Any, timeout: float = 5.0) -> None:

@@ -49,7 +49,7 @@ from shared.lti.state import COOKIE_PREFIX, LoginState, StateCodec
 from shared.settings import Settings
 from shared.signing import b64url, b64url_decode, parse_secrets
 from tests.conftest import Infra
-from tests.fakes.platform import Client, FakePlatform, SigningKey, new_key, query_of
+from tests.fakes.platform import Client, FakePlatform, SigningKey, new_key, query_of, weak_key
 from tests.lti_support import (
     Browser,
     LtiStack,
@@ -96,6 +96,9 @@ KNOWN_CODES = frozenset(
         "jwt_too_old",
         "jwt_aud_invalid",
         "jwt_azp_invalid",
+        "jwt_crit_unsupported",
+        "jwt_not_yet_valid",
+        "platform_key_too_weak",
         "nonce_mismatch",
         "nonce_replayed",
         "lti_version_unsupported",
@@ -508,6 +511,21 @@ async def test_wrong_platform_storage_binding(env: Env, bind: str) -> None:
         await post_accepted(env, b, {**form(token, params), "lti_storage_bind": good})
 
 
+async def test_storage_binding_only_for_a_platform_storage_login(env: Env) -> None:
+    """Login CSRF: the attacker starts a login of his own (without Platform Storage, so its
+    binding went to his cookie only) and makes the victim's browser post his id_token and
+    state with that binding as ``lti_storage_bind``. The state says Platform Storage was not
+    used, so the form value binds nothing."""
+    async with browser() as attacker, browser() as victim:
+        params = await auth_params(attacker, env.url, env.platform, env.client)
+        token = env.sign(env.claims(params))
+        bind = bind_of(attacker, env, params["state"])
+        fields = {**form(token, params), "lti_storage_bind": bind}
+        await post_rejected(env, victim, fields, 401, "state_not_bound")
+        # Control: the browser holding the login's cookie launches with the same token.
+        await post_accepted(env, attacker, form(token, params))
+
+
 async def test_storage_relaunch_page_escapes_the_echoed_fields(env: Env) -> None:
     """Without a cookie the launch answers with the Platform Storage page, which echoes the
     form: the echo must be escaped and nothing recorded."""
@@ -816,6 +834,67 @@ async def test_key_published_for_another_algorithm_is_not_used(
         await post_accepted(env, b, form(env.sign(env.claims(params)), params))
 
 
+async def test_platform_key_too_weak(stack: LtiStack, fresh_canvas: FakePlatform) -> None:
+    """A platform key under 2048 bits is never used to verify, even when the platform
+    publishes it and the signature is genuine."""
+    env = await make_env(stack, fresh_canvas)
+    weak = weak_key(1024)
+    env.platform.keys.insert(0, weak)  # published next to the current 2048-bit key
+    async with browser() as b:
+        params = await auth_params(b, env.url, env.platform, env.client)
+        token = env.sign(env.claims(params), key=weak)
+        await post_rejected(env, b, form(token, params), 400, "platform_key_too_weak")
+        # Again from the cached key set (the kid is remembered as weak, not unknown).
+        params = await auth_params(b, env.url, env.platform, env.client)
+        token = env.sign(env.claims(params), key=weak)
+        await post_rejected(env, b, form(token, params), 400, "platform_key_too_weak")
+        # Control: the 2048-bit key published next to it verifies.
+        params = await auth_params(b, env.url, env.platform, env.client)
+        await post_accepted(env, b, form(env.sign(env.claims(params)), params))
+
+
+async def test_platform_with_only_weak_keys(stack: LtiStack, fresh_canvas: FakePlatform) -> None:
+    env = await make_env(stack, fresh_canvas)
+    env.platform.keys = [weak_key(1024)]
+    async with browser() as b:
+        params = await auth_params(b, env.url, env.platform, env.client)
+        token = env.sign(env.claims(params))
+        await post_rejected(env, b, form(token, params), 400, "platform_key_too_weak")
+        params = await auth_params(b, env.url, env.platform, env.client)
+        token = env.sign(env.claims(params))
+        await post_rejected(env, b, form(token, params), 400, "platform_key_too_weak")
+
+
+@pytest.mark.parametrize(
+    "crit",
+    [
+        pytest.param(["https://example.org/jose/ext"], id="unknown-extension"),
+        pytest.param(["exp"], id="registered-claim-name"),
+        pytest.param([], id="empty-list"),
+        pytest.param("https://example.org/jose/ext", id="not-a-list"),
+    ],
+)
+async def test_jwt_crit_unsupported(env: Env, crit: Any) -> None:
+    """RFC 7515 4.1.11: a JWS whose crit header lists an extension the recipient does not
+    understand is invalid; Attune understands none."""
+    async with browser() as b:
+        params = await auth_params(b, env.url, env.platform, env.client)
+        header = {
+            "alg": "RS256",
+            "typ": "JWT",
+            "kid": env.platform.current.kid,
+            "crit": crit,
+            "https://example.org/jose/ext": True,
+        }
+        token = compact(header, env.claims(params), env.platform.current)
+        await post_rejected(env, b, form(token, params), 400, "jwt_crit_unsupported")
+        # Control: the same header without crit is accepted.
+        del header["crit"]
+        await post_accepted(
+            env, b, form(compact(header, env.claims(params), env.platform.current), params)
+        )
+
+
 async def test_wrong_key_under_the_right_kid(env: Env) -> None:
     async with browser() as b:
         params = await auth_params(b, env.url, env.platform, env.client)
@@ -1037,6 +1116,12 @@ REJECTED_CLAIMS = [
         "jwt_too_old",
         id="iat-too-old",
     ),
+    pytest.param(
+        put("nbf", lambda e: now() + _leeway(e) + 30), 400, "jwt_not_yet_valid", id="nbf-future"
+    ),
+    pytest.param(put("nbf", str(now())), 400, "jwt_malformed", id="nbf-string"),
+    pytest.param(put("nbf", None), 400, "jwt_malformed", id="nbf-null"),
+    pytest.param(put("nbf", float("inf")), 400, "jwt_malformed", id="nbf-infinity"),
     # 6. iss / aud / azp: a wrong aud names another client, so no registration is found
     pytest.param(
         _both(put("aud", "someone-else"), drop("azp")),
@@ -1071,6 +1156,19 @@ REJECTED_CLAIMS = [
         403,
         "registration_unknown",
         id="aud-list-azp-other",
+    ),
+    # aud names another audience next to ours: refused even though azp says us
+    pytest.param(
+        put("aud", lambda e: [e.client.client_id, "someone-else"]),
+        400,
+        "jwt_aud_invalid",
+        id="aud-list-with-azp-us",
+    ),
+    pytest.param(
+        put("aud", lambda e: ["someone-else", e.client.client_id]),
+        400,
+        "jwt_aud_invalid",
+        id="aud-list-other-first-azp-us",
     ),
     pytest.param(put("azp", "someone-else"), 400, "jwt_azp_invalid", id="azp-wrong"),
     pytest.param(put("azp", 7), 400, "jwt_azp_invalid", id="azp-number"),
@@ -1203,9 +1301,8 @@ ACCEPTED_CLAIMS = [
     pytest.param(put("iat", lambda e: now() + _leeway(e) - 3), id="iat-future-within-leeway"),
     pytest.param(put("iat", lambda e: now() - _max_age(e) + 5), id="iat-old-within-max-age"),
     pytest.param(put("exp", lambda e: now() - _leeway(e) + 3), id="exp-past-within-leeway"),
-    pytest.param(
-        put("aud", lambda e: [e.client.client_id, "someone-else"]), id="aud-list-with-azp-us"
-    ),
+    pytest.param(put("nbf", lambda e: now() + _leeway(e) - 3), id="nbf-future-within-leeway"),
+    pytest.param(put("nbf", lambda e: now() - 60), id="nbf-past"),
     pytest.param(_both(put("aud", lambda e: [e.client.client_id]), drop("azp")), id="aud-list-one"),
     pytest.param(drop("azp"), id="azp-absent"),
     pytest.param(_dl(""), id="deep-linking"),

@@ -141,3 +141,40 @@ async def test_0008_backfills_frame_origins(infra: Infra) -> None:
         await asyncio.to_thread(downgrade, url, "0007")
     finally:
         await _drop(infra, url)
+
+
+async def test_0012_reregistration_codes_next_to_the_previous_release(infra: Infra) -> None:
+    """Codes issued before 0012 stay codes that create (for_platform_id NULL), and the
+    previous release's own statements keep working on the migrated table."""
+    url = await _fresh_db(infra)
+    try:
+        await asyncio.to_thread(upgrade, url, "0011")
+        conn = await asyncpg.connect(url)
+        insert = (
+            "INSERT INTO install_codes (code_hash, label, created_by, expires_at) "
+            "VALUES (sha256($1::bytea), 'old', 'cli', now() + interval '1 hour') RETURNING id"
+        )
+        try:
+            old = await conn.fetchval(insert, b"issued-before")
+        finally:
+            await conn.close()
+        await asyncio.to_thread(upgrade, url)
+        conn = await asyncpg.connect(url)
+        try:
+            assert (
+                await conn.fetchval("SELECT for_platform_id FROM install_codes WHERE id = $1", old)
+                is None
+            )
+            # The previous release inserts and uses up codes without naming the column.
+            newer = await conn.fetchval(insert, b"issued-by-old-code")
+            used = await conn.fetchval(
+                "UPDATE install_codes SET used_at = now(), platform_id = 7 "
+                "WHERE id = $1 AND used_at IS NULL AND expires_at > now() RETURNING id",
+                newer,
+            )
+            assert used == newer
+        finally:
+            await conn.close()
+        await asyncio.to_thread(downgrade, url, "0011")
+    finally:
+        await _drop(infra, url)

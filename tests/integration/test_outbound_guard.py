@@ -64,6 +64,10 @@ def targets(port: int) -> list[str]:
         f"http://127.0.0.1:{port}/x",  # plain http
         "https://169.254.169.254/latest/meta-data",  # cloud metadata
         "https://10.0.0.1/x",
+        f"https://[64:ff9b::7f00:1]:{port}/x",  # NAT64 (DNS64's answer for 127.0.0.1)
+        "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 of the metadata address
+        f"https://[::ffff:0:7f00:1]:{port}/x",  # IPv4-translated
+        f"https://[::7f00:1]:{port}/x",  # IPv4-compatible
     ]
 
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
-from services.registration.app import create_app
 from services.registration.cli import create_install_code, create_token, revoke_token
 from shared.events.envelope import Event
 from tests.conftest import Infra
@@ -27,13 +24,12 @@ from tests.fakes.registration_platform import (
     TOOL_CONFIG,
     RegistrationPlatform,
     form_value,
+    install,
     open_install_page,
-    outbox_settled,
     registration_platform,
-    serve_app,
     submit_install,
 )
-from tests.lti_support import LtiStack, browser, full_launch, start_stack
+from tests.lti_support import RegistrationEnv, browser, full_launch, registration_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,28 +37,13 @@ RL, DL = "LtiResourceLinkRequest", "LtiDeepLinkingRequest"
 AGS_SCORE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 
 
-@dataclass
-class Env:
-    stack: LtiStack
-    url: str  # the registration service
-    pool: asyncpg.Pool
-    session: aiohttp.ClientSession
+Env = RegistrationEnv
+REGIONS = ("us-east-1", "eu-west-1")
 
 
 async def _env(infra: Infra, pool: asyncpg.Pool, **update: object) -> AsyncIterator[Env]:
-    stack, exits = await start_stack(infra, pool, ("us-east-1", "eu-west-1"))
-    runners: list[web.AppRunner] = []
-    try:
-        settings = stack.settings["us-east-1"].model_copy(update=update)
-        runner, url = await serve_app(create_app(settings))
-        runners.append(runner)
-        async with aiohttp.ClientSession() as session:
-            yield Env(stack, url, pool, session)
-    finally:
-        await outbox_settled(pool)
-        for runner in runners:
-            await runner.cleanup()
-        await exits.aclose()
+    async for e in registration_env(infra, pool, REGIONS, **update):
+        yield e
 
 
 @pytest.fixture
@@ -108,16 +89,9 @@ async def register(
     code: str | None = None,
 ) -> tuple[aiohttp.ClientResponse, str]:
     code = code or (await create_install_code(env.pool, label="test", ttl_s=3600))[0]
-    resp, page = await open_install_page(env.session, env.url, platform)
-    assert resp.status == 200, page
-    done = await submit_install(
-        env.session,
-        env.url,
-        form_value(page),
-        placements=placements,
-        credential=("install_code", code),
+    return await install(
+        env.session, env.url, platform, placements=placements, credential=("install_code", code)
     )
-    return done, await done.text()
 
 
 async def test_moodle_dynamic_registration_then_launch(
@@ -297,12 +271,20 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
 async def test_reregistration_updates_instead_of_duplicating(
     env: Env, moodle: RegistrationPlatform
 ) -> None:
+    """Moodle's "Update" re-registers the same client_id, with a re-registration code the
+    admin issued for that platform."""
     moodle.fixed_client_id = "moodle-client-1"
     first, body = await register(env, moodle, ["deep_linking"])
     assert first.status == 200, body
     first_deployment = moodle.client.deployment_id
+    platform_id = await env.pool.fetchval(
+        "SELECT id FROM platforms WHERE issuer = $1", moodle.issuer
+    )
     moodle.new_token()  # Moodle issues a new registration token for the new attempt
-    second, body = await register(env, moodle, [])
+    code, _ = await create_install_code(
+        env.pool, label="update", ttl_s=3600, for_platform_id=platform_id
+    )
+    second, body = await register(env, moodle, [], code=code)
     assert second.status == 200, body
     assert "re-registered" in body
     rows = await env.pool.fetch("SELECT id FROM platforms WHERE issuer = $1", moodle.issuer)

@@ -280,3 +280,23 @@ async def test_admin_cli(infra: Infra, env: Env) -> None:
         )
     ]
     assert actions == ["admin_token.revoked", "install_code.created", "admin_token.created"]
+
+    # A re-registration code names the platform it may update; an unknown platform is refused.
+    canvas = FakePlatform("canvas")
+    client = canvas.add_client(env.stack.redirect_uris())
+    platform_id = await env.stack.register(canvas, client)
+    code, out, err = await _cli(infra, "create-install-code", "--platform-id", str(platform_id))
+    assert code == 0, err
+    assert "re-registration code for platform" in err
+    row = await env.pool.fetchrow(
+        "SELECT for_platform_id FROM install_codes WHERE code_hash = sha256($1::text::bytea)",
+        out.strip(),
+    )
+    assert row["for_platform_id"] == platform_id
+    audit = await env.pool.fetchrow(
+        "SELECT platform_id, client_id, details FROM registration_audit WHERE actor = 'cli' "
+        "ORDER BY id DESC LIMIT 1"
+    )
+    assert (audit["platform_id"], audit["client_id"]) == (platform_id, client.client_id)
+    code, out, err = await _cli(infra, "create-install-code", "--platform-id", "999999999")
+    assert code == 1 and "no registered platform" in err and not out

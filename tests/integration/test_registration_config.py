@@ -20,7 +20,7 @@ from services.registration.app import create_app
 from services.registration.cli import create_token
 from shared.events.envelope import Event
 from tests.conftest import Infra
-from tests.fakes.platform import FakePlatform
+from tests.fakes.platform import FakePlatform, new_key, weak_key
 from tests.fakes.registration_platform import outbox_settled, serve_app
 from tests.lti_support import LtiStack, browser, full_launch, start_stack
 
@@ -303,7 +303,34 @@ async def test_canvas_global_developer_key(env: Env, canvas: FakePlatform) -> No
     assert platform["deployments"] == []
     assert "jwks_url" in body["warnings"]  # not reachable from the test machine
 
-    # Against a (fake) Canvas reachable here: a first launch of a new deployment is accepted.
+    # Hosted Canvas's issuer only ever gets Instructure's documented endpoints: an admin's
+    # request naming others is refused field by field, and nothing is stored.
+    refused = await env.post_platform(
+        {
+            "issuer": "https://canvas.instructure.com",
+            "client_id": "10000000000043",
+            "auth_url": "https://school.instructure.com/api/lti/authorize_redirect",
+            "jwks_url": "https://evil.example/jwks",
+            "token_url": "https://sso.beta.canvaslms.com/login/oauth2/token",
+        }
+    )
+    fields = (await refused.json())["error"]["fields"]
+    assert refused.status == 400 and set(fields) == {"auth_url", "jwks_url", "token_url"}
+    assert "https://sso.canvaslms.com/api/lti/security/jwks" in fields["jwks_url"]
+    refused = await env.post_platform(
+        {"issuer": "https://canvas.instructure.com", "client_id": "1001", "product": "generic"}
+    )
+    assert "product" in (await refused.json())["error"]["fields"]
+    assert (
+        await env.pool.fetchval(
+            "SELECT count(*) FROM platforms WHERE client_id IN ('10000000000043', '1001')"
+        )
+        == 0
+    )
+
+    # Against a (fake, self-hosted) Canvas reachable here: a first launch of a new deployment
+    # is accepted.
+    canvas.issuer = canvas.base_url
     client = canvas.add_client(env.stack.redirect_uris())
     resp = await env.post_platform(
         {
@@ -379,7 +406,24 @@ async def test_manual_registration_field_errors(env: Env, moodle: FakePlatform) 
     )
     assert await env.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
+    # RSA keys under 2048 bits are not usable keys: a key set of only those is refused, and
+    # one next to a 2048-bit key is accepted with a warning (it is never used at launch).
+    moodle.jwks_mode = "ok"
+    weak = weak_key(1024)
+    moodle.keys = [weak]
+    resp = await env.post_platform(good)
+    body = await resp.json()
+    assert resp.status == 400, body
+    assert "shorter than 2048 bits" in body["error"]["fields"]["jwks_url"]
+    assert await env.pool.fetchval("SELECT count(*) FROM outbox") == 0
+    moodle.keys.append(new_key())
+    resp = await env.post_platform(good)
+    body = await resp.json()
+    assert resp.status == 201, body
+    assert weak.kid in body["warnings"]["jwks_url"]
+
     # An unreachable JWKS is only a warning: launches fetch it again.
+    good["client_id"] += "-2"
     moodle.jwks_mode = "down"
     resp = await env.post_platform(good)
     body = await resp.json()

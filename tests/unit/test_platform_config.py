@@ -1,4 +1,5 @@
-"""The openid-configuration issuer rule, including hosted Canvas's shared issuer."""
+"""The openid-configuration issuer rule, including hosted Canvas's shared issuer, whose
+endpoints must be exactly the ones Instructure documents for the issuer's environment."""
 
 from __future__ import annotations
 
@@ -43,7 +44,62 @@ def test_shared_canvas_issuer_with_foreign_keys_is_refused() -> None:
     url = "https://attacker.example/api/lti/security/openid-configuration"
     with pytest.raises(AttuneError) as err:
         validate(doc, url, accept_all)
-    assert err.value.code == "openid_configuration_issuer_mismatch"
+    assert err.value.code == "openid_configuration_canvas_mismatch"
+
+
+SCHOOL_CONFIG = "https://school.instructure.com/api/lti/security/openid-configuration"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # any path on an Instructure host is not enough: each endpoint is one exact URL
+        ("jwks_uri", "https://attacker.instructure.com/api/lti/security/jwks"),
+        ("jwks_uri", "https://sso.canvaslms.com/api/lti/security/jwks?x=1"),
+        ("jwks_uri", "https://sso.beta.canvaslms.com/api/lti/security/jwks"),
+        ("authorization_endpoint", "https://school.instructure.com/api/lti/authorize_redirect"),
+        ("authorization_endpoint", "https://evil.canvaslms.com/api/lti/authorize_redirect"),
+        ("token_endpoint", "https://attacker.example/login/oauth2/token"),
+        ("token_endpoint", "https://attacker.instructure.com/login/oauth2/token"),
+    ],
+)
+def test_hosted_canvas_endpoints_are_checked_exactly(field: str, value: str) -> None:
+    doc = config("https://canvas.instructure.com", "sso.canvaslms.com")
+    doc[field] = value
+    with pytest.raises(AttuneError) as err:
+        validate(doc, SCHOOL_CONFIG, accept_all)
+    assert err.value.code == "openid_configuration_canvas_mismatch"
+    assert field in err.value.message
+
+
+def test_hosted_canvas_issuer_is_canvas() -> None:
+    doc = config("https://canvas.instructure.com", "sso.canvaslms.com")
+    doc[PLATFORM]["product_family_code"] = "generic-lms"
+    with pytest.raises(AttuneError) as err:
+        validate(doc, SCHOOL_CONFIG, accept_all)
+    assert err.value.code == "openid_configuration_canvas_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "sso", "environment"),
+    [
+        ("https://canvas.instructure.com", "sso.canvaslms.com", "production"),
+        ("https://canvas.beta.instructure.com", "sso.beta.canvaslms.com", "beta"),
+        ("https://canvas.test.instructure.com", "sso.test.canvaslms.com", "test"),
+    ],
+)
+def test_each_canvas_environment_has_its_own_endpoints(
+    issuer: str, sso: str, environment: str
+) -> None:
+    result = validate(config(issuer, sso), SCHOOL_CONFIG, accept_all)
+    assert (result.environment, result.token_endpoint) == (
+        environment,
+        f"https://{sso}/login/oauth2/token",
+    )
+    other = "sso.canvaslms.com" if environment != "production" else "sso.test.canvaslms.com"
+    with pytest.raises(AttuneError) as err:
+        validate(config(issuer, other), SCHOOL_CONFIG, accept_all)
+    assert err.value.code == "openid_configuration_canvas_mismatch"
 
 
 def test_other_issuers_must_share_the_configuration_origin() -> None:

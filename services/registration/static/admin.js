@@ -63,6 +63,21 @@
     });
   }
 
+  // A re-registration code: the only install code that may update this registration (the
+  // LMS's "Update" / re-register). Shown once, next to the platform it is for.
+  function reregistrationCode(platform, out) {
+    var label = ("Re-register " + (platform.name || platform.issuer)).slice(0, 200);
+    api("POST", "/api/admin/install-codes", { platform_id: platform.id, label: label })
+      .then(function (r) {
+        out.hidden = false;
+        out.textContent = r.ok
+          ? "Re-registration code for this LMS (shown once, valid until " + r.data.expires_at +
+            "; it can only update this registration): " + r.data.install_code
+          : errorText(r);
+        loadAudit();
+      });
+  }
+
   function renderPlatform(p) {
     var box = el("section", null, "platform");
     box.appendChild(el("h3", (p.name || p.issuer) + " · " + p.product));
@@ -108,10 +123,21 @@
       table.appendChild(empty);
     }
     box.appendChild(table);
+    var actions = el("p");
+    var reregister = el("button", "Create re-registration code", "secondary");
+    reregister.type = "button";
+    var code = el("p", null, "secret");
+    code.hidden = true;
+    code.setAttribute("role", "status");
+    reregister.addEventListener("click", function () { reregistrationCode(p, code); });
+    actions.appendChild(reregister);
+    actions.appendChild(document.createTextNode(" "));
     var del = el("button", "Delete registration", "secondary");
     del.type = "button";
     del.addEventListener("click", function () { deletePlatform(p); });
-    box.appendChild(el("p")).appendChild(del);
+    actions.appendChild(del);
+    box.appendChild(actions);
+    box.appendChild(code);
     return box;
   }
 
@@ -123,6 +149,10 @@
       if (!r.data.platforms.length) { list.appendChild(el("p", "No LMS is registered yet.")); }
       r.data.platforms.forEach(function (p) { list.appendChild(renderPlatform(p)); });
     });
+    loadAudit();
+  }
+
+  function loadAudit() {
     api("GET", "/api/admin/audit?limit=50").then(function (r) {
       var list = $("audit");
       list.replaceChildren();

@@ -1,0 +1,59 @@
+"""The admin page in a real headless Chromium: an operator signs in with an admin token and
+issues a re-registration code for one registered LMS (the only install code that may update
+that registration), on a 375 px wide screen."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from services.registration.app import create_app
+from services.registration.cli import create_token
+from tests.e2e.conftest import ARTIFACTS
+from tests.fakes.platform import FakePlatform
+from tests.fakes.registration_platform import outbox_settled, serve_app
+from tests.lti_support import LtiStack
+
+pytestmark = pytest.mark.integration
+
+
+async def test_admin_issues_a_reregistration_code_for_one_platform(
+    stack: LtiStack, canvas: FakePlatform, chromium_context: Callable[..., Any]
+) -> None:
+    other = canvas.add_client(stack.redirect_uris())
+    await stack.register(canvas, other)
+    client = canvas.add_client(stack.redirect_uris())
+    platform_id = await stack.register(canvas, client)
+    token = await create_token(stack.pool, f"e2e-{secrets.token_hex(4)}")
+    runner, url = await serve_app(create_app(stack.settings["us-east-1"]))
+    try:
+        async with chromium_context("third_party_blocked") as context:
+            page = await context.new_page()
+            await page.set_viewport_size({"width": 375, "height": 812})
+            await page.goto(f"{url}/admin/")
+            await page.get_by_label("Admin token").fill(token)
+            await page.get_by_role("button", name="Sign in").click()
+            box = page.locator("section.platform", has_text=f"client ID {client.client_id} ")
+            await box.get_by_role("button", name="Create re-registration code").click()
+            shown = box.get_by_role("status")
+            await shown.filter(has_text="Re-registration code for this LMS").wait_for()
+            text = await shown.text_content()
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "admin-reregistration-code.png"))
+            width = await page.evaluate("document.documentElement.scrollWidth")
+    finally:
+        await outbox_settled(stack.pool)
+        await runner.cleanup()
+    assert text is not None
+    code = text.rsplit(": ", 1)[1]
+    row = await stack.pool.fetchrow(
+        "SELECT for_platform_id, label, used_at FROM install_codes "
+        "WHERE code_hash = sha256($1::text::bytea)",
+        code,
+    )
+    assert row["for_platform_id"] == platform_id and row["used_at"] is None
+    assert row["label"].startswith("Re-register ")
+    assert width <= 375  # readable without scrolling sideways on a phone
