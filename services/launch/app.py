@@ -31,7 +31,6 @@ from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStora
 from shared.lti.launch_token import DeepLinkContext, LaunchTokens
 from shared.lti.login import auth_endpoint
 from shared.lti.platform_keys import PlatformKeys
-from shared.lti.roles import role_kinds
 from shared.lti.state import StateCodec
 from shared.lti.urls import APP_PATH, LAUNCH_PATH
 from shared.lti.wiring import (
@@ -126,7 +125,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         subject=verified.subject,
         context_id=verified.context_id,
         resource_link_id=verified.resource_link_id,
-        roles=tuple(role_kinds(verified.roles)),
+        roles=verified.role_kinds,
         message_type=verified.message_type,
         region=verified.region,
         deep_link=_deep_link_context(verified),
@@ -193,7 +192,7 @@ def _launch_event(launch_id: uuid.UUID, v: VerifiedLaunch) -> Event:
             "message_type": v.message_type,
             "user": {"sub": v.subject, "name": v.name},
             "roles": list(v.roles),
-            "role_kinds": role_kinds(v.roles),
+            "role_kinds": list(v.role_kinds),
             "context": {"id": v.context_id, "title": v.context_title},
             "resource_link_id": v.resource_link_id,
             "nrps_url": v.nrps_url,

@@ -33,34 +33,12 @@ from shared.lti import errors
 from shared.lti.login import jwks_endpoint
 from shared.lti.platform_keys import KeySetUnavailable, PlatformKeys, WeakKey
 from shared.lti.registry import Platform, RegistrationCache
+from shared.lti.roles import role_kinds
 from shared.lti.state import LoginState, StateCodec
 from shared.lti.urls import ToolUrls
 from shared.signing import InvalidToken
 
 MAX_ID_TOKEN = 64 * 1024
-
-_ROLE_KINDS = (
-    ("#TeachingAssistant", "ta"),
-    ("membership#Instructor", "instructor"),
-    ("membership#Administrator", "admin"),
-    ("membership#ContentDeveloper", "instructor"),
-    ("membership#Mentor", "mentor"),
-    ("membership#Learner", "learner"),
-    ("institution/person#Administrator", "admin"),
-    ("system/person#Administrator", "admin"),
-)
-
-
-def role_kinds(roles: list[str]) -> list[str]:
-    """Short role names Attune authorises with (instructor, ta, admin, learner, mentor)."""
-    kinds: list[str] = []
-    for role in roles:
-        for suffix, kind in _ROLE_KINDS:
-            if role.endswith(suffix) and kind not in kinds:
-                kinds.append(kind)
-                break
-    return kinds
-
 
 @dataclass(frozen=True)
 class NeedsPlatformStorage:
@@ -93,7 +71,7 @@ class VerifiedLaunch:
     message_type: str
     subject: str | None
     roles: tuple[str, ...]
-    role_kinds: tuple[str, ...]
+    role_kinds: tuple[str, ...]  # shared.lti.roles: context roles only
     context_id: str | None
     context_title: str | None
     resource_link_id: str | None

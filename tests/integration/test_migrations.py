@@ -143,12 +143,12 @@ async def test_0008_backfills_frame_origins(infra: Infra) -> None:
         await _drop(infra, url)
 
 
-async def test_0012_reregistration_codes_next_to_the_previous_release(infra: Infra) -> None:
-    """Codes issued before 0012 stay codes that create (for_platform_id NULL), and the
+async def test_0013_reregistration_codes_next_to_the_previous_release(infra: Infra) -> None:
+    """Codes issued before 0013 stay codes that create (for_platform_id NULL), and the
     previous release's own statements keep working on the migrated table."""
     url = await _fresh_db(infra)
     try:
-        await asyncio.to_thread(upgrade, url, "0011")
+        await asyncio.to_thread(upgrade, url, "0012")
         conn = await asyncpg.connect(url)
         insert = (
             "INSERT INTO install_codes (code_hash, label, created_by, expires_at) "

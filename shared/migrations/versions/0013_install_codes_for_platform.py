@@ -1,7 +1,7 @@
 """Install codes: re-registration codes, issued for one existing registration.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-24
 
 Owner: the registration service. A dynamic registration creates a registration; it may update
@@ -9,17 +9,18 @@ an existing (issuer, client_id) only with an install code an admin issued for th
 (``install_codes.for_platform_id``; Moodle's "Update" re-registers the same client_id).
 NULL (every code issued so far) is a code that can only create.
 
-Safe with the previous release: the column is nullable without a default (a catalogue-only
-change) and old code never names it. During a rolling update an old registration pod would
-treat a re-registration code like any other code, as it treats every code today.
+Follows 0012 (checkin_results). Safe with the previous release: the column is nullable
+without a default (a catalogue-only change) and old code never names it. During a rolling
+update an old registration pod would treat a re-registration code like any other code, as it
+treats every code today.
 No foreign key: a code for a deleted platform must not turn into a code that creates (SET
 NULL would) nor vanish from the list of codes (CASCADE would); it is refused when used.
 """
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
