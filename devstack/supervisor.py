@@ -348,7 +348,8 @@ class Supervisor:
         data_dir = self._plan.data_dir
         if self._plan.embed_postgres:
             data_dir.mkdir(parents=True, exist_ok=True)
-            self._postgres = EmbeddedPostgres(data_dir / "postgres")
+            # Fast, not durable: a throw-away development database (the banner says so).
+            self._postgres = EmbeddedPostgres(data_dir / "postgres", fast=True)
             log.info("embedded_postgres_starting", data_dir=str(self._postgres.data_dir))
             self._postgres.start()
             self._env["DATABASE_URL"] = self._postgres.url
