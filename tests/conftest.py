@@ -4,9 +4,9 @@ Postgres: ``ATTUNE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (allowed to create da
 else testcontainers when a Docker engine answers, else an embedded cluster in a temporary
 directory: fast (fsync, synchronous_commit and full_page_writes off) unless
 ``ATTUNE_TEST_POSTGRES=durable`` (``scripts/reliability`` sets it: figures that say "nothing
-lost" come from a durable cluster). Kafka: ``ATTUNE_TEST_KAFKA`` or ``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers,
-else the embedded Tansu broker. Every run gets a fresh database migrated with the real
-migrations.
+lost" come from a durable cluster). Kafka: ``ATTUNE_TEST_KAFKA`` or
+``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers, else the embedded Tansu broker. Every run gets
+a fresh database migrated with the real migrations.
 """
 
 from __future__ import annotations
