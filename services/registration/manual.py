@@ -9,7 +9,6 @@ platform's JWKS is fetched when reachable and must hold a usable RS256 key.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,11 +17,11 @@ from services.registration import outbound
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import Product
 from shared.http import OutboundError, OutboundHttp, is_public_address
+from shared.identifiers import identifier
 from shared.lti.frame import MAX_FRAME_ORIGINS, derived_origins, normalize_origins
 
 MAX_URL = 2048
 MAX_JWKS_BYTES = 128 * 1024
-_IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 CANVAS_ISSUERS = {
     "https://canvas.instructure.com": ("production", "sso.canvaslms.com"),
@@ -88,11 +87,8 @@ def url_problem(value: object, *, allow_insecure: bool, issuer: bool = False) ->
 
 
 def _identifier(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str) and _IDENTIFIER.match(value.strip()):
-        return value.strip()
-    return None
+    """What an admin typed or pasted: surrounding blanks are not part of it."""
+    return identifier(value.strip() if isinstance(value, str) else value)
 
 
 def usable_rs256_keys(jwks: object) -> int:
