@@ -646,8 +646,10 @@ def load_figures(
     data_lost: int,
     seconds: float,
     note: str,
+    postgres: str,
 ) -> Figures:
-    """Record the figures of a scenario under load: what the clients saw, from ``tally``."""
+    """Record the figures of a scenario under load: what the clients saw, from ``tally``;
+    ``postgres``: the durability of the cluster it ran on (``record.durability_of``)."""
     figures = Figures(
         scenario=scenario,
         suite=suite,
@@ -660,6 +662,7 @@ def load_figures(
         data_lost=data_lost,
         seconds=round(seconds, 1),
         note=note,
+        postgres=postgres,
     )
     record(figures)
     return figures
