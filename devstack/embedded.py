@@ -38,7 +38,7 @@ from typing import IO, Any, Self
 
 import structlog
 
-__all__ = ["EmbeddedBroker", "EmbeddedError", "EmbeddedPostgres", "free_port"]
+__all__ = ["EmbeddedBroker", "EmbeddedError", "EmbeddedPostgres", "free_port", "pid_alive"]
 
 log = structlog.get_logger(__name__)
 
@@ -386,7 +386,7 @@ class EmbeddedPostgres:
             pid = int(pidfile.read_text().splitlines()[0].strip())
         except (OSError, IndexError, ValueError):
             return
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             pidfile.unlink(missing_ok=True)
 
     def _wait_ready(self, started: float) -> None:
@@ -421,7 +421,7 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running (not zombie) process; unknown counts as alive."""
     try:
         os.kill(pid, 0)

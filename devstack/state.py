@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from devstack.embedded import pid_alive
+
 STATE_FILE: Final = "dev-state.json"
 DEFAULT_DATA_DIR: Final = ".attune/dev"
 DATA_DIR_ENV: Final = "ATTUNE_DEV_DATA_DIR"
@@ -80,16 +82,6 @@ def _read(path: Path) -> DevState | None:
     return DevState(path, pid, {str(k): str(v) for k, v in env.items() if k in STATE_VARS})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_stack(environ: Mapping[str, str], cwd: Path) -> tuple[DevState | None, str | None]:
     """The live ``attune dev`` stack of the data directory in use, and a note for the operator
     when there is a record but no stack behind it."""
@@ -100,6 +92,6 @@ def running_stack(environ: Mapping[str, str], cwd: Path) -> tuple[DevState | Non
     state = _read(path)
     if state is None:
         return None, f"{path} is not readable; ignoring it"
-    if not _alive(state.pid):
+    if not pid_alive(state.pid):
         return None, f"{path} names an `attune dev` (pid {state.pid}) that is no longer running"
     return state, None

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from devstack.embedded import EmbeddedBroker
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
@@ -34,6 +34,7 @@ from shared.events.relay import RELAY_LOCK_ID
 from shared.kafka import ensure_topics
 from shared.lti.launch_token import LaunchTokens
 from shared.metrics import Metrics
+from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.signing import parse_secrets
 from tests.conftest import Infra
@@ -471,6 +472,18 @@ async def relays_paused(pool: asyncpg.Pool, timeout: float = 30) -> AsyncIterato
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", RELAY_LOCK_ID, timeout=timeout)
         yield
+
+
+async def migrated_database(cluster: EmbeddedPostgres, name: str) -> str:
+    """A new database ``name`` on ``cluster``, migrated; its URL."""
+    conn = await asyncpg.connect(cluster.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = cluster.url_for(name)
+    await asyncio.to_thread(upgrade, url)
+    return url
 
 
 async def wait_for(

@@ -29,7 +29,6 @@ from services.launch import app as launch_service
 from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
 from shared.events import topics
-from shared.migrate import upgrade
 from shared.settings import load_settings
 from shared.web import SETTINGS_KEY, base_app
 from tests.conftest import Infra
@@ -41,6 +40,7 @@ from tests.reliability.load import (
     audit,
     broker_restart_scenario,
     load_figures,
+    migrated_database,
     open_course,
     settle,
     wait_for,
@@ -177,13 +177,7 @@ async def test_broker_restart_under_launches_and_answers(
 @pytest.fixture
 async def own_db(durable_postgres: EmbeddedPostgres) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """A migrated database on a durable cluster this test alone stops, crashes and starts."""
-    conn = await asyncpg.connect(durable_postgres.url)
-    try:
-        await conn.execute("CREATE DATABASE attune_reliability")
-    finally:
-        await conn.close()
-    url = durable_postgres.url_for("attune_reliability")
-    await asyncio.to_thread(upgrade, url)
+    url = await migrated_database(durable_postgres, "attune_reliability")
     p = await asyncpg.create_pool(url, min_size=0, max_size=4)
     assert p is not None
     try:

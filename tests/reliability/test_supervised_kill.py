@@ -32,13 +32,20 @@ import asyncpg
 import pytest
 
 from devstack.embedded import EmbeddedPostgres, free_port
-from shared.migrate import upgrade
 from shared.settings import load_settings
 from tests.conftest import Infra, private_tmpdir
 from tests.fakes.platform import FakePlatform
 from tests.integration.test_dev_stack import _descendants, _proc_cmdline, _wait_all_ready
 from tests.lti_support import LtiStack, Region
-from tests.reliability.load import Effects, Load, audit, load_figures, open_course, wait_for
+from tests.reliability.load import (
+    Effects,
+    Load,
+    audit,
+    load_figures,
+    migrated_database,
+    open_course,
+    wait_for,
+)
 from tests.reliability.record import durability_of
 from tests.reliability.test_broker_loss import _ROSTER_GAP
 
@@ -80,13 +87,7 @@ async def test_service_sigkill_under_load_is_restarted_by_the_supervisor(
     canvas: FakePlatform,
     work_dir: Path,
 ) -> None:
-    conn = await asyncpg.connect(durable_postgres.url)
-    try:
-        await conn.execute("CREATE DATABASE attune_supervised")
-    finally:
-        await conn.close()
-    url = durable_postgres.url_for("attune_supervised")
-    await asyncio.to_thread(upgrade, url)
+    url = await migrated_database(durable_postgres, "attune_supervised")
     port = free_port()
     gateway = f"http://127.0.0.1:{port}"
     env = {
