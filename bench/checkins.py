@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from bench.harness import (
+    add_postgres_options,
     execute,
     infrastructure,
     measure,
@@ -165,14 +166,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4000, help="measured answers per level")
     parser.add_argument("--students", type=int, default=2000)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
-    parser.add_argument("--database-url")
+    add_postgres_options(parser)
     parser.add_argument("--kafka")
     parser.add_argument("--json-out")
     args = parser.parse_args()
 
     secret = base64.urlsafe_b64encode(os.urandom(32)).decode()
     rows = []
-    with infrastructure(args.database_url, args.kafka) as stack:
+    with infrastructure(args.database_url, args.kafka, fast_postgres=args.fast_postgres) as stack:
         stack.env["ATTUNE_SECRET_KEYS"] = secret
         platform_id = asyncio.run(
             execute(
@@ -224,10 +225,12 @@ def main() -> None:
         asyncio.run(_client(url, tokens, len(tokens), 16, 0))
         for i, level in enumerate(int(c) for c in args.concurrency.split(",")):
             rows.append(run_level(url, tokens, groups, level, args.count, args.procs, 1 + i))
-    print(table(rows))
+    print(table(rows, durability=stack.durability))
     if args.json_out:
         with open(args.json_out, "w") as fh:
-            json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
+            json.dump(
+                {"args": vars(args), "durability": stack.durability, "rows": rows}, fh, indent=2
+            )
 
 
 async def _create_checkin(base: str, teacher: str) -> int:
@@ -248,8 +251,10 @@ async def _create_checkin(base: str, teacher: str) -> int:
 ATTUNE = ("checkins", "postgres")
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], *, durability: str = "") -> str:
     lines = [
+        durability,
+        "",
         "| c | answers/s | p50/p95/p99 ms | Attune CPU ms/answer (checkins + postgres) "
         "| CPU ms/answer by process | checkins RSS MB | errors |",
         "|---|---|---|---|---|---|---|",

@@ -1,10 +1,14 @@
 """Shared pieces of the benchmarks: embedded infrastructure, service processes, CPU accounting.
 
-Everything listens on 127.0.0.1 and every load loop is bounded in count and time.
+Everything listens on 127.0.0.1 and every load loop is bounded in count and time. The embedded
+Postgres is durable (PostgreSQL's production settings: fsync, synchronous_commit and
+full_page_writes on) unless a benchmark is run with ``--fast-postgres``; every benchmark prints
+the settings the server reported (``durability``) above its table.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import multiprocessing as mp
@@ -104,11 +108,45 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+FAST_POSTGRES_HELP = (
+    "embedded Postgres with fsync, synchronous_commit and full_page_writes off: NOT production "
+    "durability (default: durable); the output says which was used"
+)
+_DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+def add_postgres_options(parser: argparse.ArgumentParser) -> None:
+    """``--database-url`` and ``--fast-postgres``, the same in every benchmark."""
+    parser.add_argument("--database-url", help="an existing Postgres instead of an embedded one")
+    parser.add_argument("--fast-postgres", action="store_true", help=FAST_POSTGRES_HELP)
+
+
+def durability(database_url: str) -> str:
+    """One line naming the durability settings the server runs with, as it reports them."""
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return {
+                name: str(await conn.fetchval("SELECT current_setting($1)", name))
+                for name in _DURABILITY_SETTINGS
+            }
+        finally:
+            await conn.close()
+
+    values = asyncio.run(read())
+    listed = ", ".join(f"{name} {values[name]}" for name in _DURABILITY_SETTINGS)
+    durable = values["fsync"] == "on" and values["synchronous_commit"] != "off"
+    kind = "durable" if durable else "NOT DURABLE (--fast-postgres; not production figures)"
+    return f"Postgres: {kind}: {listed}"
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
     database_url: str
     postgres_pid: int | None
+    durability: str = ""
     broker_pid: int | None = None
     cpus: set[int] | None = None  # --pin: the services' CPUs
     services: dict[str, tuple[int, subprocess.Popen[bytes]]] = field(default_factory=dict)
@@ -121,15 +159,18 @@ class Stack:
 
 
 @contextmanager
-def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stack]:
-    """Embedded Postgres and broker unless URLs are given; a fresh migrated database."""
+def infrastructure(
+    database_url: str | None, kafka: str | None, *, fast_postgres: bool = False
+) -> Iterator[Stack]:
+    """Embedded Postgres (durable unless ``fast_postgres``) and broker unless URLs are given;
+    a fresh migrated database."""
     with ExitStack() as stack:
         pg_pid = broker_pid = None
         if database_url is None:
             tmp = Path(tempfile.mkdtemp(prefix="attune-bench-"))
             tmp.chmod(0o755)
             stack.callback(shutil.rmtree, tmp, True)
-            pg = stack.enter_context(EmbeddedPostgres(tmp / "pg"))
+            pg = stack.enter_context(EmbeddedPostgres(tmp / "pg", fast=fast_postgres))
             database_url = pg.url
             pg_pid = pg.pid
         if kafka is None:
@@ -156,8 +197,13 @@ def infrastructure(database_url: str | None, kafka: str | None) -> Iterator[Stac
         }
         asyncio.run(ensure_topics(load_settings(env), topics.ALL))
         result = Stack(
-            env=env, database_url=database_url, postgres_pid=pg_pid, broker_pid=broker_pid
+            env=env,
+            database_url=database_url,
+            postgres_pid=pg_pid,
+            broker_pid=broker_pid,
+            durability=durability(database_url),
         )
+        print(result.durability, flush=True)
         try:
             yield result
         finally:

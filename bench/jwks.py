@@ -127,6 +127,7 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) ->
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    from bench.harness import durability
     from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
     from shared.migrate import upgrade
 
@@ -134,8 +135,10 @@ def bench_main(args: argparse.Namespace) -> int:
     tmp.chmod(0o755)  # initdb runs as the postgres user when we are root
     service: subprocess.Popen[bytes] | None = None
     try:
-        with EmbeddedPostgres(tmp / "pg") as pg, EmbeddedBroker() as broker:
+        pg_cluster = EmbeddedPostgres(tmp / "pg", fast=args.fast_postgres)
+        with pg_cluster as pg, EmbeddedBroker() as broker:
             upgrade(pg.url)
+            stored = durability(pg.url)
             port = free_port()
             env = {
                 **os.environ,
@@ -201,6 +204,7 @@ def bench_main(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
+        f"{stored}\n"
         f"jwks GET {result['jwks_bytes']} B, {args.clients} keep-alive clients, "
         f"{result['seconds']:.1f} s (log level {args.log_level})\n"
         f"  requests/s      {result['rps']:.0f}  ({result['requests']} ok, "
@@ -222,6 +226,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2)")
     parser.add_argument("--log-level", default="INFO", help="service ATTUNE_LOG_LEVEL (INFO)")
     parser.add_argument("--json-out", help="also write the figures as JSON here")
+    from bench.harness import FAST_POSTGRES_HELP
+
+    parser.add_argument("--fast-postgres", action="store_true", help=FAST_POSTGRES_HELP)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run as the load process
     args = parser.parse_args()
     if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 300:

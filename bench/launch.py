@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bench import peer as peer_tool
 from bench.harness import (
+    add_postgres_options,
     execute,
     infrastructure,
     measure,
@@ -284,7 +285,7 @@ def main() -> None:
         default=3,
         help="rounds alternating Attune and --peer (and --scale's small and big stores)",
     )
-    parser.add_argument("--database-url")
+    add_postgres_options(parser)
     parser.add_argument("--kafka")
     parser.add_argument("--json-out")
     args = parser.parse_args()
@@ -316,7 +317,7 @@ def main() -> None:
     )
 
     rows: list[dict[str, Any]] = []
-    with infrastructure(args.database_url, args.kafka) as stack:
+    with infrastructure(args.database_url, args.kafka, fast_postgres=args.fast_postgres) as stack:
         if args.pin:
             stack.cpus = SERVICE_CPUS
             for pid in (stack.postgres_pid, stack.broker_pid):
@@ -374,10 +375,12 @@ def main() -> None:
         _print_write_batches(stack.database_url, slot_levels)
         if args.scale:
             rows += _scale(stack, target, groups, jwks_url, pem, levels, args)
-    print(table(rows, pinned=args.pin))
+    print(table(rows, pinned=args.pin, durability=stack.durability))
     if args.json_out:
         with open(args.json_out, "w") as fh:
-            json.dump({"args": vars(args), "rows": rows}, fh, indent=2)
+            json.dump(
+                {"args": vars(args), "durability": stack.durability, "rows": rows}, fh, indent=2
+            )
 
 
 def _print_write_batches(database_url: str, slot_levels: dict[int, int]) -> None:
@@ -658,12 +661,13 @@ def tool_cpu(row: dict[str, Any]) -> float:
     return float(cpu["gunicorn"])
 
 
-def table(rows: list[dict[str, Any]], *, pinned: bool = False) -> str:
+def table(rows: list[dict[str, Any]], *, pinned: bool = False, durability: str = "") -> str:
     def p(ms: dict[Any, float]) -> str:
         return f"{ms[50]:.1f} / {ms[95]:.1f} / {ms[99]:.1f}"
 
     lines = [
         f"Launch benchmark{' (pinned: services on CPU 1, generator on CPU 0)' if pinned else ''}",
+        durability,
         "",
         "| tool | c | launches/s | login p50/p95/p99 ms | launch p50/p95/p99 ms "
         "| tool CPU ms/launch | CPU ms/launch by process | RSS MB | errors |",

@@ -38,7 +38,7 @@ from typing import IO, Any, Self
 
 import structlog
 
-__all__ = ["EmbeddedBroker", "EmbeddedError", "EmbeddedPostgres", "free_port"]
+__all__ = ["EmbeddedBroker", "EmbeddedError", "EmbeddedPostgres", "free_port", "pid_alive"]
 
 log = structlog.get_logger(__name__)
 
@@ -161,10 +161,13 @@ class EmbeddedPostgres:
     """A private PostgreSQL cluster in ``data_dir``, reachable over TCP on 127.0.0.1.
 
     The cluster is created with ``initdb`` on first start (superuser ``postgres``, trust
-    authentication, UTF-8, no locale) and reused afterwards. With ``fast=True`` durability
-    is traded for speed (``fsync``, ``synchronous_commit`` and ``full_page_writes`` off):
-    data survives ``stop()`` and ``kill()``, but after ``kill()`` the transactions committed
-    in the last fraction of a second may be gone, and an OS crash can corrupt the cluster.
+    authentication, UTF-8, no locale) and reused afterwards. By default it is durable, with
+    PostgreSQL's production settings (``fsync``, ``synchronous_commit`` and
+    ``full_page_writes`` on): a transaction acknowledged as committed survives a crash of the
+    server (``kill()``, ``stop_immediate()``). ``fast=True`` trades that for speed (all three
+    off; only for throw-away data such as ``attune dev`` and the test suite): data survives
+    ``stop()``, but after a crash the transactions committed in the last fraction of a second
+    may be gone, and an OS crash can corrupt the cluster.
 
     PostgreSQL refuses to run as root. When the caller is root, ``data_dir`` is handed to
     the ``postgres`` system user and the server runs as that user, so every parent directory
@@ -172,7 +175,7 @@ class EmbeddedPostgres:
     """
 
     def __init__(
-        self, data_dir: pathlib.Path, *, port: int | None = None, fast: bool = True
+        self, data_dir: pathlib.Path, *, port: int | None = None, fast: bool = False
     ) -> None:
         self.data_dir = pathlib.Path(data_dir).absolute()
         self.log_path = self.data_dir.parent / "postgres.log"
@@ -269,6 +272,15 @@ class EmbeddedPostgres:
         if process is not None:
             _kill_group(process)
             log.info("embedded_postgres_killed", port=self._port)
+
+    def stop_immediate(self, timeout: float = 15) -> None:
+        """``pg_ctl stop -m immediate``: SIGQUIT, every process exits at once without a
+        checkpoint, and the next start runs crash recovery. SIGKILL after ``timeout``."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        _terminate(process, signal.SIGQUIT, timeout)
+        log.info("embedded_postgres_stopped_immediately", port=self._port)
 
     def restart(self) -> None:
         """Stop (if running) and start again on the same port and data directory.
@@ -374,7 +386,7 @@ class EmbeddedPostgres:
             pid = int(pidfile.read_text().splitlines()[0].strip())
         except (OSError, IndexError, ValueError):
             return
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             pidfile.unlink(missing_ok=True)
 
     def _wait_ready(self, started: float) -> None:
@@ -409,7 +421,7 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running (not zombie) process; unknown counts as alive."""
     try:
         os.kill(pid, 0)

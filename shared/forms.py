@@ -7,6 +7,10 @@ an unknown part encoding (``RuntimeError``) — and JSON nested deeper than the 
 recursion limit raises ``RecursionError``. None of these is a server fault; here they become a
 4xx with a stable code (``form_invalid``) or, for JSON, one ``ValueError`` the caller maps to
 its own code. Body size limits (413) pass through untouched.
+
+A JSON endpoint reads its body with ``read_json``, which first refuses a body that is not
+declared ``application/json`` (415 ``json_required``): every JSON endpoint of every service
+answers the same way to a form, ``text/plain`` or a missing content type.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ class FormInvalid(AttuneError):
     status = 400
     code = "form_invalid"
     title = "The form could not be read"
+
+
+class JsonRequired(AttuneError):
+    status = 415
+    code = "json_required"
+    title = "Wrong format"
+
+
+JSON_CONTENT_TYPE = "application/json"
 
 
 async def read_form(
@@ -50,6 +63,14 @@ def parse_json(raw: bytes, charset: str | None = None) -> Any:
         raise ValueError("the body is not decodable JSON") from exc
 
 
+def require_json(request: web.Request) -> None:
+    """``JsonRequired`` (415) for a request whose body is not declared ``application/json``."""
+    if request.content_type != JSON_CONTENT_TYPE:
+        raise JsonRequired("Send the request as JSON (Content-Type: application/json).")
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request body parsed as JSON (:func:`parse_json`)."""
+    """The request body parsed as JSON (:func:`parse_json`); ``JsonRequired`` (415) unless
+    the request declares it is JSON, whatever the body holds."""
+    require_json(request)
     return parse_json(await request.read(), request.charset)

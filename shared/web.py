@@ -3,7 +3,8 @@
 ``base_app`` returns an ``aiohttp.web.Application`` with: a request id and structured request
 log per request, Prometheus metrics, the error edge that turns ``AttuneError`` (and aiohttp's
 own HTTP errors) into a JSON or HTML 4xx with a stable ``code`` and turns anything unexpected
-into a logged 500 without internals, ``/healthz`` (liveness: the event loop answers),
+into a logged 500 without internals, the rate limits, a 415 ``json_required`` for any body sent
+to an ``/api/`` route that is not declared JSON, ``/healthz`` (liveness: the event loop answers),
 ``/readyz`` (readiness: every registered dependency check passes) and ``/metrics``.
 """
 
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.errors import AttuneError
+from shared.forms import require_json
 from shared.logs import get_logger
 from shared.metrics import Metrics
 from shared.ratelimit import rate_limit_middleware
@@ -281,6 +283,50 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+JSON_API_PREFIX = "/api/"
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name the file system refuses (too long, ...)
+        return False
+
+
+@web.middleware
+async def static_file_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A static route asked for a file that is not there: aiohttp's ``FileResponse`` would
+    answer a bare 404 with no body (and the request log would say 200), and a name the file
+    system refuses (over 255 bytes) escaped as ``OSError``, a 500. Both are a ``not_found``
+    from the error edge here, like every other 404."""
+    if not isinstance(request.match_info.route.resource, web.StaticResource):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except OSError:
+        raise web.HTTPNotFound() from None
+    if isinstance(response, web.FileResponse):
+        path = getattr(response, "_path", None)
+        if isinstance(path, Path) and not await asyncio.to_thread(_is_file, path):
+            raise web.HTTPNotFound()
+    return response
+
+
+@web.middleware
+async def json_api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request to an ``/api/`` route that carries a body must declare it JSON: anything
+    else (a form, ``text/plain``, no content type) is refused 415 ``json_required`` before any
+    handler runs, so a new API route cannot forget it. (No route or a wrong method stays a 404
+    or 405.)"""
+    if (
+        request.path.startswith(JSON_API_PREFIX)
+        and request.can_read_body
+        and request.match_info.http_exception is None
+    ):
+        require_json(request)
+    return await handler(request)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "service": request.app[SERVICE_KEY]})
 
@@ -340,7 +386,13 @@ def base_app(settings: Settings, *, service: str) -> web.Application:
     routes to the returned app.
     """
     app = web.Application(
-        middlewares=[request_context_middleware, error_middleware, rate_limit_middleware(settings)],
+        middlewares=[
+            request_context_middleware,
+            error_middleware,
+            rate_limit_middleware(settings),
+            json_api_middleware,
+            static_file_middleware,
+        ],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS_KEY] = settings

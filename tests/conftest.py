@@ -2,9 +2,11 @@
 
 Postgres: ``ATTUNE_TEST_DATABASE_URL`` or ``DATABASE_URL`` (allowed to create databases),
 else testcontainers when a Docker engine answers, else an embedded cluster in a temporary
-directory. Kafka: ``ATTUNE_TEST_KAFKA`` or ``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers,
-else the embedded Tansu broker. Every run gets a fresh database migrated with the real
-migrations.
+directory: fast (fsync, synchronous_commit and full_page_writes off) unless
+``ATTUNE_TEST_POSTGRES=durable`` (``scripts/reliability`` sets it: figures that say "nothing
+lost" come from a durable cluster). Kafka: ``ATTUNE_TEST_KAFKA`` or
+``KAFKA_BOOTSTRAP_SERVERS``, else testcontainers, else the embedded Tansu broker. Every run gets
+a fresh database migrated with the real migrations.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ class Infra:
         return load_settings(self.env, **overrides)
 
 
+DURABILITY_ENV = "ATTUNE_TEST_POSTGRES"
+
+
+def fast_postgres() -> bool:
+    """Whether the embedded clusters of this run trade durability for speed."""
+    value = os.environ.get(DURABILITY_ENV, "fast").strip().lower()
+    if value not in ("fast", "durable"):
+        raise pytest.UsageError(f"{DURABILITY_ENV} must be fast or durable, not {value!r}")
+    return value == "fast"
+
+
 def private_tmpdir(prefix: str) -> Path:
     """A temporary directory the ``postgres`` user can traverse (initdb runs as it under root)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -86,7 +99,7 @@ def infra() -> Iterator[Infra]:
         if not admin_url:
             tmp = private_tmpdir("attune-test-pg-")
             stack.callback(shutil.rmtree, tmp, True)
-            embedded_pg = stack.enter_context(EmbeddedPostgres(tmp / "data"))
+            embedded_pg = stack.enter_context(EmbeddedPostgres(tmp / "data", fast=fast_postgres()))
             admin_url = embedded_pg.url
 
         bootstrap = os.environ.get("ATTUNE_TEST_KAFKA") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -172,10 +185,22 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def own_postgres() -> Iterator[EmbeddedPostgres]:
-    """A Postgres cluster this test alone may stop and restart."""
+    """A Postgres cluster this test alone may stop and restart (fast unless the run is
+    durable, as the session's)."""
+    yield from _own_cluster(fast=fast_postgres())
+
+
+@pytest.fixture
+def durable_postgres() -> Iterator[EmbeddedPostgres]:
+    """A durable cluster (production settings) this test alone may stop, crash and restart:
+    for the scenarios whose claim is that nothing acknowledged is lost."""
+    yield from _own_cluster(fast=False)
+
+
+def _own_cluster(*, fast: bool) -> Iterator[EmbeddedPostgres]:
     tmp = private_tmpdir("attune-own-pg-")
     try:
-        with EmbeddedPostgres(tmp / "data") as pg:
+        with EmbeddedPostgres(tmp / "data", fast=fast) as pg:
             yield pg
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,7 @@ from shared.errors import AttuneError, Conflict, Forbidden, NotFound
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.forms import read_json
+from shared.identifiers import row_id
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
 from shared.storable import storable_text
@@ -102,10 +103,10 @@ def _learner(request: web.Request) -> tuple[LaunchIdentity, Course]:
 
 
 def _checkin_id(request: web.Request) -> int:
-    raw = request.match_info["checkin_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    checkin_id = row_id(request.match_info["checkin_id"])
+    if checkin_id is None:
         raise _not_found()
-    return int(raw)
+    return checkin_id
 
 
 def _not_found() -> NotFound:
@@ -113,10 +114,6 @@ def _not_found() -> NotFound:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise AttuneError(
-            "Send the request as JSON.", code="json_required", status=415, title="Wrong format"
-        )
     try:
         body = await read_json(request)
     except ValueError:
@@ -310,11 +307,7 @@ async def me(request: web.Request) -> web.Response:
             # A deep-linking launch: the page opens in "choose a check-in" mode.
             "deep_linking": who.deep_link is not None and who.is_teacher,
             # A deep-linked resource link: the check-in it points at.
-            "checkin_id": (
-                int(who.custom_checkin_id)
-                if who.custom_checkin_id and who.custom_checkin_id.isdigit()
-                else None
-            ),
+            "checkin_id": row_id(who.custom_checkin_id),
         },
         headers=NO_STORE,
     )

@@ -26,6 +26,7 @@ from services.checkins.queries import Course
 from shared.db import POOL_KEY
 from shared.errors import AttuneError, Forbidden, NotFound, Unauthorized, Unavailable
 from shared.forms import read_form
+from shared.identifiers import row_id
 from shared.keys.signer import SIGNER_KEY
 from shared.logs import get_logger
 from shared.lti import claims as C
@@ -100,11 +101,12 @@ async def deep_link_return(request: web.Request) -> web.Response:
         )
     if not who.is_teacher or not who.context_id:
         raise Forbidden("Only the course's teachers can do this.", code="teacher_only")
-    if not isinstance(raw_id, str) or not raw_id.isdigit() or len(raw_id) > 18:
+    checkin_id = row_id(raw_id)
+    if checkin_id is None:
         raise NotFound("There is no such check-in in this course.", code="checkin_not_found")
     course = Course(who.platform_id, who.context_id)
     async with request.app[POOL_KEY].acquire() as conn:
-        row = await queries.get_checkin(conn, course, int(raw_id))
+        row = await queries.get_checkin(conn, course, checkin_id)
     if row is None:
         raise NotFound("There is no such check-in in this course.", code="checkin_not_found")
     if SIGNER_KEY not in request.app:

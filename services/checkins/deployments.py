@@ -5,6 +5,10 @@ A work consumer of ``attune.registration.v1`` (group ``attune.checkins-deploymen
 deployments read-only, ``deployment.approved`` lifts it. Every state-changing API request of a
 launch from such a deployment is refused with 403 ``deployment_read_only``; reading and
 exporting keep working, so a school can still take its data with it.
+
+Order-tolerant: a row holds the time of the event that set it (``updated_at``), and an older
+event (a replay after a broker loss, ``attune events replay``, delivered after a newer one the
+consumer had already applied) never overwrites a newer state.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from shared.web import METRICS_KEY, SETTINGS_KEY
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UPSERT = """
-INSERT INTO checkin_deployment_status (platform_id, deployment_id, read_only)
-VALUES ($1, $2, $3)
+INSERT INTO checkin_deployment_status AS s (platform_id, deployment_id, read_only, updated_at)
+VALUES ($1, $2, $3, $4)
 ON CONFLICT (platform_id, deployment_id)
-DO UPDATE SET read_only = excluded.read_only, updated_at = now()
+DO UPDATE SET read_only = excluded.read_only, updated_at = excluded.updated_at
+    WHERE s.updated_at <= excluded.updated_at
 """
 
 
@@ -45,12 +50,12 @@ async def apply_registration(conn: asyncpg.Connection, event: Event) -> None:
         deployment = data.get("deployment_id")
         if isinstance(deployment, str) and deployment:
             read_only = event.type == "deployment.disabled"
-            await conn.execute(_UPSERT, platform_id, deployment, read_only)
+            await conn.execute(_UPSERT, platform_id, deployment, read_only, event.occurred_at)
     elif event.type == "registration.deleted":
         deployments = data.get("deployment_ids")
         for deployment in deployments if isinstance(deployments, list) else []:
             if isinstance(deployment, str) and deployment:
-                await conn.execute(_UPSERT, platform_id, deployment, True)
+                await conn.execute(_UPSERT, platform_id, deployment, True, event.occurred_at)
 
 
 async def is_read_only(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> bool:

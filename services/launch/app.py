@@ -21,6 +21,7 @@ from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
+from shared.identifiers import row_id
 from shared.ids import uuid7
 from shared.logs import get_logger
 from shared.lti import claims as C
@@ -163,9 +164,7 @@ def _custom_checkin_id(v: VerifiedLaunch) -> str | None:
     value = custom.get("checkin_id") if isinstance(custom, dict) else None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
-        return value
-    return None
+    return value if isinstance(value, str) and row_id(value) is not None else None
 
 
 def _nonce_expiry(verified: VerifiedLaunch, settings: Settings) -> float:

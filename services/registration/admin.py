@@ -20,6 +20,7 @@ from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
 from shared.http import HTTP_KEY
+from shared.identifiers import identifier, row_id
 from shared.logs import get_logger
 from shared.lti.frame import normalize_origins
 from shared.lti.urls import LAUNCH_PATH, LOGIN_PATH
@@ -52,6 +53,8 @@ def _platform_id(request: web.Request) -> int:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object sent (415 ``json_required`` for a body that is not JSON); ``{}``
+    when there is no body."""
     if not request.can_read_body:
         return {}
     try:
@@ -138,16 +141,16 @@ def _field_errors(request: web.Request, fields: dict[str, str]) -> web.Response:
 async def _deployment_change(request: web.Request, status: str) -> web.Response:
     admin = await require_admin(request)
     body = await _json_body(request)
-    deployment_id = body.get("deployment_id")
+    deployment_id = identifier(body.get("deployment_id"))
     label = body.get("label")
     problems: dict[str, str] = {}
-    if not isinstance(deployment_id, str) or not 0 < len(deployment_id) <= 255:
-        problems["deployment_id"] = "is required (1 to 255 characters)"
+    if deployment_id is None:
+        problems["deployment_id"] = "is required (1 to 255 printable ASCII characters, no spaces)"
     if label is not None and (not isinstance(label, str) or len(label) > MAX_LABEL):
         problems["label"] = f"must be text of at most {MAX_LABEL} characters"
     if problems:
         return _field_errors(request, problems)
-    assert isinstance(deployment_id, str)
+    assert deployment_id is not None
     result = await store.change_deployment(
         request.app[POOL_KEY],
         _platform_id(request),
@@ -203,9 +206,10 @@ async def audit_trail(request: web.Request) -> web.Response:
         raw = request.query.get(name)
         if raw is None or raw == "":
             return None
-        if not raw.isdigit() or len(raw) > 18:
+        value = row_id(raw)
+        if value is None:
             raise errors.bad_json(f"{name} must be a positive integer")
-        return int(raw)
+        return value
 
     limit = min(number("limit") or 100, MAX_AUDIT)
     async with request.app[POOL_KEY].acquire() as conn:

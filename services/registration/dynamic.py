@@ -47,6 +47,7 @@ from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.forms import read_form
 from shared.http import HTTP_KEY, OutboundError
+from shared.identifiers import identifier
 from shared.logs import get_logger
 from shared.lti.frame import derived_origins
 from shared.lti.wiring import URLS_KEY
@@ -370,23 +371,15 @@ async def _post_registration(
     return granted
 
 
-def _identifier(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str) and 0 < len(value) <= 255 and _TOKEN_SHAPE.match(value):
-        return value
-    return None
-
-
 def _identity(granted: dict[str, Any]) -> tuple[str, list[str]]:
-    client_id = _identifier(granted.get("client_id"))
+    client_id = identifier(granted.get("client_id"))
     if client_id is None:
         raise errors.registration_response_invalid("it has no usable client_id")
     tool = granted.get(TOOL_CONFIG)
     raw = tool.get("deployment_id") if isinstance(tool, dict) else None
     if raw is None or raw == "":
         return client_id, []  # Canvas: deployments appear at their first launch
-    deployment_id = _identifier(raw)
+    deployment_id = identifier(raw)
     if deployment_id is None:
         raise errors.registration_response_invalid("its deployment_id is not usable")
     return client_id, [deployment_id]

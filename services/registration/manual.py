@@ -9,7 +9,6 @@ must hold a usable RS256 key of at least 2048 bits.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -17,11 +16,11 @@ from services.registration import platform_jwks
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import Product
 from shared.http import OutboundHttp, is_public_address
+from shared.identifiers import identifier
 from shared.lti.canvas import hosted_canvas
 from shared.lti.frame import MAX_FRAME_ORIGINS, derived_origins, normalize_origins
 
 MAX_URL = 2048
-_IDENTIFIER = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 FIELDS = (
     "product",
@@ -81,11 +80,8 @@ def url_problem(value: object, *, allow_insecure: bool, issuer: bool = False) ->
 
 
 def _identifier(value: object) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str) and _IDENTIFIER.match(value.strip()):
-        return value.strip()
-    return None
+    """What an admin typed or pasted: surrounding blanks are not part of it."""
+    return identifier(value.strip() if isinstance(value, str) else value)
 
 
 def parse(body: object, *, allow_insecure: bool) -> ManualRegistration:

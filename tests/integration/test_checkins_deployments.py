@@ -65,3 +65,28 @@ async def test_disabled_deployment_is_read_only(stack: LtiStack, canvas: FakePla
 
     await wait_for(allowed, timeout=30)
     assert (await student.call("PUT", answer, {"emotion": "happy"}))[0] == 201
+
+
+async def test_an_older_event_never_overwrites_a_newer_state(pool: asyncpg.Pool) -> None:
+    """Regression: the projection applied events in delivery order only. After a broker loss
+    and ``attune events replay``, an older ``deployment.disabled`` can arrive after a newer
+    ``deployment.approved`` the consumer already applied (and now skips as a duplicate):
+    the course stayed read-only. The newest event wins, whatever the delivery order."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.checkins.deployments import apply_registration
+
+    earlier = datetime.now(UTC) - timedelta(minutes=5)
+
+    def change(kind: str, at: datetime) -> Event:
+        data = {"platform_id": 424242, "deployment_id": "d-order"}
+        return Event(kind, "registration", "platform:424242", data, occurred_at=at)
+
+    read_only = "SELECT read_only FROM checkin_deployment_status WHERE platform_id = 424242"
+    async with pool.acquire() as conn:
+        await apply_registration(conn, change("deployment.approved", earlier + timedelta(1)))
+        await apply_registration(conn, change("deployment.disabled", earlier))  # replayed late
+        assert await conn.fetchval(read_only) is False
+        await apply_registration(conn, change("deployment.disabled", earlier + timedelta(2)))
+        assert await conn.fetchval(read_only) is True
+        await conn.execute("DELETE FROM checkin_deployment_status WHERE platform_id = 424242")

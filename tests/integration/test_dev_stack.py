@@ -210,6 +210,107 @@ def test_attune_dev_runs_the_stack_and_stops_cleanly(work_dir: Path) -> None:
             proc.wait()
 
 
+def _service_pid(root: int, name: str) -> int:
+    for pid in _descendants(root):
+        cmd = _proc_cmdline(pid).split()
+        if "serve" in cmd and name in cmd:
+            return pid
+    raise AssertionError(f"no {name} process under {root}")
+
+
+def _restarted(root: int, port: int, name: str, killed: int) -> bool:
+    """A new process serves ``name`` and the gateway finds it ready."""
+    try:
+        if _service_pid(root, name) == killed:
+            return False
+        return _get(port, f"/_services/{name}/readyz")[0] == 200
+    except (AssertionError, OSError):
+        return False
+
+
+@pytest.mark.integration
+def test_attune_dev_restarts_a_killed_service_and_serves_the_admin_commands(
+    work_dir: Path,
+) -> None:
+    """Regressions: a SIGKILLed service made `attune dev` stop everything (exit 1); the admin
+    commands stopped with "DATABASE_URL is missing" against a running `attune dev`;
+    `--no-emulator` printed no install code and moved the public URL to 127.0.0.1; the banner
+    did not say the embedded Postgres is not durable.
+
+    Now: the supervisor restarts the killed service (logged, with backoff) while the gateway
+    holds the requests for it (no 502), `attune admin` finds the stack through its state file,
+    and the banner prints an install code, localhost and the durability."""
+    port = free_port()
+    data_dir = work_dir / "data"
+    log = work_dir / "dev.log"
+    argv = [sys.executable, "-m", "attune.cli", "dev", "--port", str(port),
+            "--no-emulator", "--data-dir", str(data_dir)]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=_dev_env(), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        _wait_all_ready(proc, port, log)
+        banner = log.read_text()
+        assert f"http://localhost:{port}/" in banner
+        assert "install code for any LMS: attune_ic_" in banner
+        assert "NOT DURABLE" in banner
+        state_file = data_dir / "dev-state.json"
+        assert state_file.stat().st_mode & 0o777 == 0o600
+
+        # The admin commands reach the stack with no URL copied anywhere.
+        admin_env = _dev_env(ATTUNE_DEV_DATA_DIR=str(data_dir))
+        result = subprocess.run(
+            [sys.executable, "-m", "attune.cli", "admin", "create-install-code", "--label", "x"],
+            cwd=work_dir, env=admin_env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().startswith("attune_ic_")
+        assert "using the running `attune dev`" in result.stderr
+        result = subprocess.run(
+            [sys.executable, "-m", "attune.cli", "admin", "create-token", "dev-test"],
+            cwd=work_dir, env=admin_env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        token = result.stdout.strip()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/admin/me", headers={"Authorization": f"Bearer {token}"})
+        me = conn.getresponse()
+        assert me.status == 200 and json.loads(me.read())["name"] == "dev-test"
+        conn.close()
+
+        kids = _jwks_kids(port)
+        kills: list[int] = []
+        for name in ("jwks", "launch"):
+            killed = _service_pid(proc.pid, name)
+            os.kill(killed, signal.SIGKILL)
+            # Asked at once, while the service is down: the gateway holds the request until
+            # the restarted service is ready (never a 502).
+            if name == "jwks":
+                assert _jwks_kids(port) == kids
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _restarted(proc.pid, port, name, killed) or (
+                log.read_text().count("service_restarted") < len(kills) + 1
+            ):
+                assert proc.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.2)
+            kills.append(killed)
+        text = log.read_text()
+        assert text.count("service_exited") == 2 and "restart_in_s=1.0" in text
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_TIMEOUT_S) == 0, log.read_text()[-4000:]
+        assert not state_file.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_bad_configuration_exits_2_before_starting_anything(work_dir: Path) -> None:
     data_dir = work_dir / "data"
     result = subprocess.run(
@@ -269,7 +370,8 @@ def test_make_plan_supplies_development_secrets(tmp_path: Path) -> None:
     assert plan.env["ATTUNE_KEY_ENCRYPTION_KEYS"].startswith("dev1:")
     assert len(base64.b64decode(plan.env["ATTUNE_KEY_ENCRYPTION_KEYS"][5:])) == 32
     assert len(base64.urlsafe_b64decode(plan.env["ATTUNE_SECRET_KEYS"])) == 32
-    assert plan.env["ATTUNE_PUBLIC_URL"] == "http://127.0.0.1:8123"
+    # One rule, emulator or not: the README's http://localhost:PORT.
+    assert plan.env["ATTUNE_PUBLIC_URL"] == "http://localhost:8123"
     assert plan.env["ATTUNE_ALLOW_INSECURE_URLS"] == "true"
     assert set(plan.dev_secrets) == {"ATTUNE_KEY_ENCRYPTION_KEYS", "ATTUNE_SECRET_KEYS"}
     assert not data_dir.exists()  # planning writes nothing

@@ -397,6 +397,6 @@ def test_dev_flags_and_public_url(tmp_path: Path) -> None:
     args = build_parser().parse_args(["dev", "--port", "8100", "--emulator-port", "9100"])
     assert args.emulator_port == 9100 and args.no_emulator is False
     assert build_parser().parse_args(["dev", "--no-emulator"]).no_emulator is True
-    plan = make_plan({}, tmp_path, gateway_port=8100, public_host="localhost")
+    plan = make_plan({}, tmp_path, gateway_port=8100)  # with or without the emulator
     assert plan.env["ATTUNE_PUBLIC_URL"] == "http://localhost:8100"
     assert plan.env["ATTUNE_HOST"] == "127.0.0.1"

@@ -32,13 +32,17 @@ async def topic(settings: Settings) -> str:
     return name
 
 
-@pytest.fixture
-async def effects(pool: asyncpg.Pool) -> str:
+async def effects_table(pool: asyncpg.Pool) -> str:
     """A table standing for a consumer's own state; deliberately without a unique key so a
     duplicate effect would show up as a second row."""
     table = f"effects_{uuid.uuid4().hex[:8]}"
     await pool.execute(f"CREATE TABLE {table} (event_id uuid NOT NULL, n integer NOT NULL)")
     return table
+
+
+@pytest.fixture
+async def effects(pool: asyncpg.Pool) -> str:
+    return await effects_table(pool)
 
 
 def event(n: int, subject: str = "course-1") -> Event:

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from devstack.embedded import EmbeddedBroker
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
@@ -34,6 +34,7 @@ from shared.events.relay import RELAY_LOCK_ID
 from shared.kafka import ensure_topics
 from shared.lti.launch_token import LaunchTokens
 from shared.metrics import Metrics
+from shared.migrate import upgrade
 from shared.settings import Settings
 from shared.signing import parse_secrets
 from tests.conftest import Infra
@@ -473,6 +474,18 @@ async def relays_paused(pool: asyncpg.Pool, timeout: float = 30) -> AsyncIterato
         yield
 
 
+async def migrated_database(cluster: EmbeddedPostgres, name: str) -> str:
+    """A new database ``name`` on ``cluster``, migrated; its URL."""
+    conn = await asyncpg.connect(cluster.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = cluster.url_for(name)
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
 async def wait_for(
     predicate: Callable[[], Awaitable[bool]], timeout: float, what: str = "condition"
 ) -> float:
@@ -646,8 +659,10 @@ def load_figures(
     data_lost: int,
     seconds: float,
     note: str,
+    postgres: str,
 ) -> Figures:
-    """Record the figures of a scenario under load: what the clients saw, from ``tally``."""
+    """Record the figures of a scenario under load: what the clients saw, from ``tally``;
+    ``postgres``: the durability of the cluster it ran on (``record.durability_of``)."""
     figures = Figures(
         scenario=scenario,
         suite=suite,
@@ -660,6 +675,7 @@ def load_figures(
         data_lost=data_lost,
         seconds=round(seconds, 1),
         note=note,
+        postgres=postgres,
     )
     record(figures)
     return figures

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+import asyncpg
+
 OUT_ENV = "ATTUNE_RELIABILITY_OUT"
 
 
@@ -39,9 +41,23 @@ class Figures:
     data_lost: int = 0
     seconds: float = 0.0
     note: str = ""
+    # The durability of the Postgres the scenario ran on, as the server reported it
+    # (``durability_of``): "durable" or "fast: fsync off, ...". "" when it did not look.
+    postgres: str = ""
 
     def count(self, code: str, n: int = 1) -> None:
         self.errors[code] += n
+
+
+_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+
+
+async def durability_of(pool: asyncpg.Pool) -> str:
+    """ "durable" when the server keeps every acknowledged commit through a crash (fsync and
+    full_page_writes on, synchronous_commit not off); otherwise what is off."""
+    values = {name: await pool.fetchval("SELECT current_setting($1)", name) for name in _SETTINGS}
+    off = [name for name, value in values.items() if value == "off"]
+    return "durable" if not off else "fast: " + ", ".join(f"{name} off" for name in off)
 
 
 def record(figures: Figures) -> None:

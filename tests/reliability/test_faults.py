@@ -1,7 +1,10 @@
 """Faults under load, each bounded in time: the broker killed and restarted while launches and
-check-in answers go on, and Postgres stopped and started under the same load. Also: regression
-tests for what these scenarios found (a database outage answered as a 500; the nonce purge
-ending on a database error), and a check that the audit behind the zeros can fail.
+check-in answers go on, and Postgres stopped (fast shutdown) or crashed (``pg_ctl stop -m
+immediate``: no checkpoint, crash recovery on restart) and started again under the same load,
+on a durable cluster (production settings), so "nothing acknowledged lost" is a claim about
+durable storage. Also: regression tests for what these scenarios found (a database outage
+answered as a 500; the nonce purge ending on a database error), and a check that the audit
+behind the zeros can fail.
 
 Figures go to ``tests/reliability/record.py`` (``scripts/reliability`` prints the table); the
 zeros (events lost, data lost) are asserted here as well.
@@ -26,7 +29,6 @@ from services.launch import app as launch_service
 from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
 from shared.events import topics
-from shared.migrate import upgrade
 from shared.settings import load_settings
 from shared.web import SETTINGS_KEY, base_app
 from tests.conftest import Infra
@@ -38,10 +40,12 @@ from tests.reliability.load import (
     audit,
     broker_restart_scenario,
     load_figures,
+    migrated_database,
     open_course,
     settle,
     wait_for,
 )
+from tests.reliability.record import durability_of
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +159,7 @@ async def test_broker_restart_under_launches_and_answers(
         note=f"{len(tally.launches)} launches, {len(tally.answers)} answers acknowledged; "
         f"{run.served_during_outage} served while the broker was down; "
         f"duplicate effects {run.duplicates}; phases {run.phases}",
+        postgres=await durability_of(pool),
     )
     print(figures)
     assert run.lost == 0, f"{run.lost} of {run.produced} events never applied"
@@ -170,15 +175,9 @@ async def test_broker_restart_under_launches_and_answers(
 
 
 @pytest.fixture
-async def own_db(own_postgres: EmbeddedPostgres) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    """A migrated database on a cluster this test alone stops and starts."""
-    conn = await asyncpg.connect(own_postgres.url)
-    try:
-        await conn.execute("CREATE DATABASE attune_reliability")
-    finally:
-        await conn.close()
-    url = own_postgres.url_for("attune_reliability")
-    await asyncio.to_thread(upgrade, url)
+async def own_db(durable_postgres: EmbeddedPostgres) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A migrated database on a durable cluster this test alone stops, crashes and starts."""
+    url = await migrated_database(durable_postgres, "attune_reliability")
     p = await asyncpg.create_pool(url, min_size=0, max_size=4)
     assert p is not None
     try:
@@ -276,21 +275,34 @@ async def roster_caught_up(pool: asyncpg.Pool) -> bool:
 
 
 @pytest.mark.timeout(180)
-async def test_postgres_restart_under_launches_and_answers(
+@pytest.mark.parametrize(
+    ("scenario", "immediate"),
+    [
+        ("postgres restart under launches and answers", False),
+        ("postgres crash (pg_ctl stop -m immediate) under launches and answers", True),
+    ],
+)
+async def test_postgres_outage_under_launches_and_answers(
     infra: Infra,
-    own_postgres: EmbeddedPostgres,
+    durable_postgres: EmbeddedPostgres,
     own_db: tuple[str, asyncpg.Pool],
     canvas: FakePlatform,
+    scenario: str,
+    immediate: bool,
 ) -> None:
-    """Postgres stops under sustained launches and answers and starts again: the services say
+    """Postgres (durable, production settings) stops under sustained launches and answers,
+    either cleanly or at once (``pg_ctl stop -m immediate``: every backend exits without a
+    checkpoint, and the restart runs crash recovery), and starts again: the services say
     not-ready while it is down, answer 503 with a stable code (never a half-written launch or
     answer), and recover by themselves.
 
     Fails if a request during the outage gets anything but success or the stable 503, if an
-    acknowledged launch or answer is missing, if a launch lacks its event or used nonce, if an
-    answer lacks its event (or the reverse), or if the services need a restart to recover.
+    acknowledged launch or answer is missing (after the crash: a commit acknowledged but not
+    durable), if a launch lacks its event or used nonce, if an answer lacks its event (or the
+    reverse), or if the services need a restart to recover.
     """
     url, pool = own_db
+    assert await durability_of(pool) == "durable"
     stack, exits = await start_stack(infra, pool, database_url=url, **LOAD_SETTINGS)
     started = time.monotonic()
     try:
@@ -308,11 +320,12 @@ async def test_postgres_restart_under_launches_and_answers(
             await load.start()
             try:
                 await asyncio.sleep(3)
-                await asyncio.to_thread(own_postgres.stop)
+                stop = durable_postgres.stop_immediate if immediate else durable_postgres.stop
+                await asyncio.to_thread(stop)
                 down = time.monotonic()
                 await wait_for(lambda: all_ready(503), 15, "not ready while Postgres is down")
                 await asyncio.sleep(2)  # requests keep coming while it is down
-                own_postgres.start()  # not in a thread: PDEATHSIG follows the forking thread
+                durable_postgres.start()  # not in a thread: PDEATHSIG follows the forking thread
                 await wait_for(lambda: all_ready(200), 30, "ready again after Postgres returned")
                 recovered = time.monotonic()
                 login_ready = await ready_status(probe, stack.url, "login")
@@ -337,7 +350,7 @@ async def test_postgres_restart_under_launches_and_answers(
         await exits.aclose()
     tally = load.tally
     figures = load_figures(
-        "postgres restart under launches and answers",
+        scenario,
         "fault",
         tally,
         produced=produced,
@@ -346,6 +359,7 @@ async def test_postgres_restart_under_launches_and_answers(
         seconds=time.monotonic() - started,
         note=f"{result.launches_acked} launches, {result.answers_acked} answers acknowledged; "
         f"ready again {recovered - down:.1f} s after the stop; load {seconds:.1f} s",
+        postgres="durable",
     )
     print(figures)
     assert result.data_lost == 0, (result.missing[:5], result.half_written[:5])

@@ -17,6 +17,7 @@ JWT headers out; those are what this file adds.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import math
@@ -39,12 +40,15 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from yarl import URL
 
 from services.registration.app import create_app as registration_app
 from services.registration.cli import create_install_code, create_token
 from services.registration.toolconfig import PLATFORM_CONFIG, TOOL_CONFIG
 from shared.logs import configure_logging
 from shared.lti import claims as C
+from shared.routes import SERVICES
+from shared.web import base_app
 from tests.conftest import Infra
 from tests.fakes.platform import Client, FakePlatform
 from tests.fakes.registration_platform import (
@@ -59,6 +63,17 @@ from tests.integration.test_launch_negative import KNOWN_CODES as LTI_CODES
 from tests.integration.test_launch_negative import compact
 from tests.lti_support import LtiStack, auth_params, browser, platform_server, start_stack
 from tests.reliability.record import Figures, record
+from tests.reliability.routes import (
+    BODY_METHODS,
+    HOSTILE_SEGMENTS,
+    METHODS,
+    Case,
+    Route,
+    matrix,
+    placeholder_settings,
+    route_table,
+    service_routes,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -1298,3 +1313,287 @@ async def test_long_url(course: Course, logs: LogWatch) -> None:
         assert time.monotonic() - started < 1.0
     logs.assert_clean("long url")
     assert logs.lines > 0
+
+
+# --- every route of every service, from the route tables ----------------------------------------
+
+# Read from the services' own routers at collection time: a new route is a new test here.
+ROUTES = service_routes()
+ROUTE_FUZZ = hsettings(FUZZ, max_examples=max(5, FUZZ.max_examples // 10))
+VALID = "<valid>"  # drawn as a marker; the test makes a fresh valid value for the parameter
+CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "checkins": ("anonymous", "teacher", "student"),
+    "registration": ("anonymous", "admin"),
+}
+
+
+@dataclass(repr=False)
+class RouteTarget:
+    """The five services, each its own app on loopback, and the credentials they accept."""
+
+    urls: dict[str, str]
+    headers: dict[str, dict[str, str]]
+    pool: asyncpg.Pool
+    course: Course
+
+    def __repr__(self) -> str:  # what Hypothesis prints for a failing example
+        return f"RouteTarget({self.urls})"
+
+    async def valid(self, route: Route, param: str) -> str:
+        """A fresh value that names something real (so a body reaches its handler)."""
+        if param == "checkin_id":
+            status, text = await self.course.send(
+                "POST",
+                f"{self.urls['checkins']}/api/checkins/checkins",
+                self.course.teacher,
+                dumps({"question": "Fuzz target", "allow_note": True}),
+                "application/json",
+            )
+            assert status == 201, text
+            return str(json.loads(text)["id"])
+        if param == "platform_id":
+            return str(
+                await self.pool.fetchval(
+                    "INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, product)"
+                    " VALUES ($1, 'fuzz', 'https://lms.example/a', 'https://lms.example/j',"
+                    " 'generic') RETURNING id",
+                    f"https://fuzz-{time.monotonic_ns()}.example",
+                )
+            )
+        if route.static:
+            return "does-not-exist.js"
+        return "1"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def route_target(infra: Infra, course: Course, logs: LogWatch) -> AsyncIterator[RouteTarget]:
+    settings = infra.settings(http_timeout_s=1.0, **NO_LIMITS)
+    runners: list[web.AppRunner] = []
+    urls: dict[str, str] = {}
+    admin = await create_token(course.pool, f"fuzz-routes-{time.monotonic_ns()}")
+    try:
+        for service in SERVICES:
+            factory = importlib.import_module(f"services.{service}.app").create_app
+            runner, urls[service] = await serve_app(factory(settings))
+            runners.append(runner)
+        bearer = {
+            "anonymous": {},
+            "teacher": {"Authorization": f"Bearer {course.teacher}"},
+            "student": {"Authorization": f"Bearer {course.students[0]}"},
+            "admin": {"Authorization": f"Bearer {admin}"},
+        }
+        yield RouteTarget(urls, bearer, course.pool, course)
+    finally:
+        await outbox_settled(course.pool)
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class Written:
+    writes: Writes
+    audit: int
+
+
+async def route_state(pool: asyncpg.Pool) -> tuple[Mark, int]:
+    return await mark(pool), int(await pool.fetchval("SELECT count(*) FROM registration_audit"))
+
+
+async def send_route_case(
+    target: RouteTarget, fig: Figures, logs: LogWatch, case: Case
+) -> tuple[int, str]:
+    """Send one generated request and hold the fuzz's promises for it: never a 5xx; a refusal
+    is JSON with a stable code; a body not declared JSON to an API route is 415
+    ``json_required``; a refusal writes nothing (no event, no audit row, no check-in); nothing
+    is logged at error level."""
+    headers = {"Accept": "application/json", **target.headers[case.credential]}
+    if case.content_type:
+        headers["Content-Type"] = case.content_type
+    url = URL(target.urls[case.route.service] + case.path, encoded=True)
+    since, audit_before = await route_state(target.pool)
+    timer = Timer()
+    async with target.course.session.request(
+        case.method, url, data=case.body, headers=headers, allow_redirects=False
+    ) as resp:
+        status, text = resp.status, await resp.text()
+    code = error_of(status, text)
+    tally(fig, status, code)
+    timer.add_to(fig)
+    context = f"{case} -> {status} {text[:300]!r}"
+    assert status < 500, f"5xx for {context}"
+    if status >= 400 and case.method != "HEAD":
+        assert code is not None and CODE_SHAPE.match(code), f"no stable code: {context}"
+    routed = case.method in case.route.methods
+    declared = (case.content_type or "").split(";")[0].strip().lower()
+    if case.route.is_api and routed and case.body and declared != "application/json":
+        # Before any handler runs; only a path no route matches (a parameter outside the
+        # route's pattern) is a 404 first.
+        expected = {(415, "json_required"), (404, "not_found")}
+        assert (status, code) in expected, f"non-JSON body accepted: {context}"
+    if status >= 400:
+        written = await writes_since(target.pool, since)
+        audit_after = await target.pool.fetchval("SELECT count(*) FROM registration_audit")
+        if written != NOTHING or audit_after != audit_before:
+            fig.data_lost += 1
+        assert written == NOTHING, f"a refusal wrote {written}: {context}"
+        assert audit_after == audit_before, f"a refusal was audited: {context}"
+    logs.assert_clean(context)
+    return status, text
+
+
+async def test_every_route_every_method_every_parameter(
+    route_target: RouteTarget, logs: LogWatch, figures: dict[str, Figures]
+) -> None:
+    """The deterministic matrix (``tests/reliability/routes.py``): every route of every
+    service with every method, every credential it accepts, every hostile value of every path
+    parameter, and a poisoned JSON body (and the same bytes as text/plain) where a body goes."""
+    params = sum(len(r.params) for r in ROUTES)
+    fig = figure(
+        figures,
+        "every_route_matrix",
+        note=f"{len(ROUTES)} routes of {len(SERVICES)} services, {params} path parameters, "
+        f"{len(METHODS)} methods, {len(HOSTILE_SEGMENTS)} hostile values per parameter",
+    )
+    for route in ROUTES:
+        for case in matrix(route, CREDENTIALS.get(route.service, ("anonymous",))):
+            await send_route_case(route_target, fig, logs, case)
+    assert fig.requests >= len(ROUTES) * len(METHODS)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=[r.id for r in ROUTES])
+@ROUTE_FUZZ
+@given(data=st.data())
+async def test_route_fuzz(
+    route_target: RouteTarget,
+    logs: LogWatch,
+    figures: dict[str, Figures],
+    route: Route,
+    data: st.DataObject,
+) -> None:
+    """Generated requests per route: mostly its own methods, path parameters that are valid,
+    hostile or any text, any credential it accepts, and for bodies JSON aimed at the fields its
+    handlers read (or raw bytes) under any content type."""
+    fig = figure(figures, "every_route_generated")
+    own = st.sampled_from(sorted(route.methods))
+    method = data.draw(st.one_of(own, own, own, st.sampled_from(METHODS)), "method")
+    values = {}
+    for name in route.params:
+        value = data.draw(
+            st.one_of(
+                st.just(VALID),
+                st.sampled_from(HOSTILE_SEGMENTS),
+                st.text(min_size=1, max_size=30).map(
+                    lambda t: quote(t.encode("utf-8", "surrogatepass"), safe="")
+                ),
+            ),
+            name,
+        )
+        values[name] = await route_target.valid(route, name) if value == VALID else value
+    credential = data.draw(
+        st.sampled_from(CREDENTIALS.get(route.service, ("anonymous",))), "credential"
+    )
+    body: bytes | None = None
+    content_type: str | None = None
+    if method in BODY_METHODS:
+        fields = st.sampled_from(route.fields) if route.fields else TEXT
+        aimed = st.dictionaries(st.one_of(fields, TEXT), JSON, max_size=5).map(dumps)
+        body = data.draw(st.one_of(aimed, aimed, JSON.map(dumps), RAW), "body")
+        content_type = data.draw(CONTENT_TYPES, "content_type") or None
+    await send_route_case(
+        route_target, fig, logs, Case(route, method, values, credential, body, content_type)
+    )
+
+
+async def test_a_new_route_is_picked_up_by_the_route_fuzz() -> None:
+    """The route fuzz reads the routers, not a list: a route added to a service (here a
+    hypothetical ``PUT /api/checkins/widgets/{widget_id}``) is in its table with its method
+    and parameter, and the matrix sends it every method and every hostile value."""
+    app = importlib.import_module("services.checkins.app").create_app(placeholder_settings())
+
+    async def widget(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app.router.add_put("/api/checkins/widgets/{widget_id}", widget)
+    [new] = [r for r in route_table(app, "checkins") if "widgets" in r.path]
+    assert new.params == ("widget_id",) and new.methods == {"PUT"} and new.is_api
+    cases = list(matrix(new, CREDENTIALS["checkins"]))
+    assert {c.method for c in cases} == set(METHODS)
+    assert {c.params["widget_id"] for c in cases if c.method == "PUT"} == set(HOSTILE_SEGMENTS)
+    assert {c.credential for c in cases if c.method == "PUT"} == set(CREDENTIALS["checkins"])
+    bodies = {c.content_type for c in cases if c.method == "PUT"}
+    assert bodies == {"application/json", "text/plain"}
+    assert {r.id for r in service_routes()} == {r.id for r in ROUTES}
+
+
+async def test_the_route_fuzz_catches_a_new_route_that_answers_500(
+    infra: Infra, route_target: RouteTarget, logs: LogWatch
+) -> None:
+    """Not vacuous: a new route with the bug this file found in ``_checkin_id``
+    (``str.isdigit`` then ``int``) fails the generated matrix on its first ``²``."""
+    app = base_app(infra.settings(), service="checkins")
+
+    async def widget(request: web.Request) -> web.Response:
+        raw = request.match_info["widget_id"]
+        return web.json_response({"id": int(raw) if raw.isdigit() else 0})
+
+    app.router.add_get("/api/checkins/widgets/{widget_id}", widget)
+    runner, url = await serve_app(app)
+    probe = RouteTarget({**route_target.urls, "checkins": url}, route_target.headers,
+                        route_target.pool, route_target.course)  # fmt: skip
+    fig = Figures(scenario="probe", suite="fuzz")
+    try:
+        [new] = [r for r in route_table(app, "checkins") if "widgets" in r.path]
+        with pytest.raises(AssertionError, match="5xx for"):
+            for case in matrix(new, ("anonymous",)):
+                await send_route_case(probe, fig, logs, case)
+    finally:
+        logs.found.clear()  # the 500's unhandled_error line is this test's point
+        await runner.cleanup()
+    assert fig.server_errors == 1
+
+
+async def test_route_regressions(route_target: RouteTarget, logs: LogWatch) -> None:
+    """The inputs the outside probe found answering 500 (or accepted): each now refused with
+    its stable code and nothing written."""
+    checkins = f"{route_target.urls['checkins']}/api/checkins/checkins"
+    registration = f"{route_target.urls['registration']}/api/admin"
+    teacher, student = route_target.headers["teacher"], route_target.headers["student"]
+    admin = route_target.headers["admin"]
+    platform = await route_target.valid(ROUTES[0], "platform_id")
+    json_type = {"Content-Type": "application/json", "Accept": "application/json"}
+    cases: list[tuple[str, str, dict[str, str], bytes | None, int, str]] = [
+        ("GET", f"{checkins}/%C2%B2", teacher, None, 404, "checkin_not_found"),
+        ("PATCH", f"{checkins}/%C2%B2", teacher, b"{}", 404, "checkin_not_found"),
+        ("DELETE", f"{checkins}/%C2%B2", teacher, None, 404, "checkin_not_found"),
+        ("POST", f"{checkins}/%C2%B2/close", teacher, None, 404, "checkin_not_found"),
+        ("PUT", f"{checkins}/%C2%B2/response", student, b'{"emotion":"calm"}', 404,
+         "checkin_not_found"),
+        ("POST", f"{registration}/platforms/{platform}/deployments/approve", admin,
+         b'{"deployment_id": "\\u0000"}', 400, "validation_failed"),
+        ("POST", f"{registration}/platforms/{platform}/deployments/disable", admin,
+         b'{"deployment_id": "d\\u0007"}', 400, "validation_failed"),
+        ("POST", f"{registration}/platforms/{platform}/deployments/approve", admin,
+         b'{"deployment_id": "d\\u00e9"}', 400, "validation_failed"),
+        ("GET", f"{registration}/audit?limit=%C2%B2", admin, None, 400, "bad_json"),
+    ]  # fmt: skip
+    since, audit = await route_state(route_target.pool)
+    for method, url, auth, body, status, code in cases:
+        async with route_target.course.session.request(
+            method, URL(url, encoded=True), data=body, headers={**json_type, **auth}
+        ) as resp:
+            text = await resp.text()
+            assert (resp.status, error_of(resp.status, text)) == (status, code), (url, text)
+    # A body that is not JSON, to an admin endpoint that used to take anything: 415.
+    async with route_target.course.session.post(
+        f"{registration}/install-codes",
+        data=b'{"label": "x"}',
+        headers={**admin, "Content-Type": "text/plain", "Accept": "application/json"},
+    ) as resp:
+        assert resp.status == 415, await resp.text()
+        assert error_of(resp.status, await resp.text()) == "json_required"
+    assert await writes_since(route_target.pool, since) == NOTHING
+    assert await route_target.pool.fetchval("SELECT count(*) FROM registration_audit") == audit
+    assert not await route_target.pool.fetchval(
+        "SELECT count(*) FROM deployments WHERE platform_id = $1", int(platform)
+    )
+    logs.assert_clean("route regressions")

@@ -39,7 +39,7 @@ from shared.events import topics
 from shared.lti.launch_token import LaunchTokens
 from shared.signing import parse_secrets
 from tests.conftest import Infra
-from tests.reliability.record import Figures, record
+from tests.reliability.record import Figures, durability_of, record
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +175,9 @@ async def consume_ids(infra: Infra, subject: str, want: set[str], timeout: float
 async def test_sigkill_mid_answers_no_duplicate_no_orphan(
     infra: Infra, pool: asyncpg.Pool, service: Service
 ) -> None:
-    fig = Figures(scenario="checkins_sigkill_mid_answers", suite="fault")
+    fig = Figures(
+        scenario="checkins_sigkill_mid_answers", suite="fault", postgres=await durability_of(pool)
+    )
     started = time.monotonic()
     context = f"course-kill-{uuid.uuid4().hex[:8]}"
     platform_id = await pool.fetchval(

@@ -15,6 +15,7 @@ from devstack.embedded import EmbeddedBroker
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform
 from tests.reliability.load import broker_restart_scenario, load_figures
+from tests.reliability.record import durability_of
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,7 @@ async def test_soak_mixed_load_with_a_broker_restart(
         f"answers stored/acked {result.answers_stored}/{result.answers_acked}; "
         f"check-ins {len(tally.checkins)}; duplicate effects {run.duplicates}; "
         f"phases {run.phases}",
+        postgres=await durability_of(pool),
     )
     print(
         f"\nsoak: {tally.requests} requests in {run.seconds:.1f} s, errors {dict(tally.errors)}, "

@@ -94,8 +94,6 @@ async def test_postgres_serves_survives_a_crash_and_stops(traversable_dir: pathl
             assert await conn.fetchval("SELECT 1") == 1
             await conn.execute("CREATE TABLE survivor (id int)")
             await conn.execute("INSERT INTO survivor VALUES (42)")
-            # fast=True turns synchronous_commit off: only flushed WAL is sure to survive
-            # a crash, and a checkpoint flushes it.
             await conn.execute("CHECKPOINT")
         finally:
             await conn.close()
@@ -127,6 +125,52 @@ async def test_postgres_serves_survives_a_crash_and_stops(traversable_dir: pathl
     finally:
         pg.stop()
     assert (traversable_dir / "postgres.log").stat().st_size > 0
+
+
+async def test_postgres_is_durable_unless_asked_and_keeps_commits_through_a_crash(
+    traversable_dir: pathlib.Path,
+) -> None:
+    """Regression: the embedded cluster ran with fsync, synchronous_commit and
+    full_page_writes off by default, so a benchmark or scenario using it silently measured a
+    non-durable database. Durable is the default now: every commit acknowledged before
+    ``pg_ctl stop -m immediate`` (no checkpoint, crash recovery on the next start) is there
+    afterwards. ``fast=True`` is the explicit opt-out."""
+    durable = EmbeddedPostgres(traversable_dir / "durable")
+    fast = EmbeddedPostgres(traversable_dir / "fast", fast=True)
+    try:
+        durable.start()
+        fast.start()
+        show = "SELECT current_setting($1)"
+        for pg, expected in ((durable, "on"), (fast, "off")):
+            conn = await asyncpg.connect(pg.url)
+            try:
+                for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                    assert await conn.fetchval(show, setting) == expected, (pg.fast, setting)
+            finally:
+                await conn.close()
+        fast.stop()
+
+        conn = await asyncpg.connect(durable.url)
+        try:
+            await conn.execute("CREATE TABLE acked (n int)")
+            for n in range(200):  # each one its own acknowledged commit
+                await conn.execute("INSERT INTO acked VALUES ($1)", n)
+        finally:
+            await conn.close()
+        first_pid = durable.pid
+        assert first_pid is not None
+        durable.stop_immediate()
+        assert not durable.running
+        assert _group_members(first_pid) == []
+        durable.start()
+        conn = await asyncpg.connect(durable.url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM acked") == 200
+        finally:
+            await conn.close()
+    finally:
+        durable.stop()
+        fast.stop()
 
 
 async def test_broker_produces_and_consumes(tmp_path: pathlib.Path) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from devstack.gateway import MAX_BODY_BYTES, create_gateway
+from devstack.gateway import MAX_BODY_BYTES, Upstreams, create_gateway
+from shared.logs import configure_logging
 from shared.routes import SERVICES
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -225,7 +228,8 @@ async def test_gateway_healthz_and_index(gateway: TestClient[Any, Any]) -> None:
 
 async def test_upstream_down_is_502(aiohttp_client: ClientFactory) -> None:
     port = _closed_port()
-    client = await aiohttp_client(create_gateway({"login": f"http://127.0.0.1:{port}"}))
+    gateway = create_gateway({"login": f"http://127.0.0.1:{port}"}, ready_wait_s=0.5)
+    client = await aiohttp_client(gateway)
     for path in ("/lti/login", "/_services/login/readyz"):
         resp = await client.get(path)
         assert resp.status == 502, path
@@ -242,3 +246,139 @@ async def test_routed_service_missing_from_map_is_502(aiohttp_client: ClientFact
 def test_unknown_service_names_are_refused() -> None:
     with pytest.raises(ValueError, match="bogus"):
         create_gateway({"bogus": "http://127.0.0.1:1", SERVICES[0]: "http://127.0.0.1:1"})
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Everything this process logs (structlog and stdlib alike), as JSON lines."""
+    out = io.StringIO()
+    configure_logging(service="gateway-test", level="INFO", fmt="json", stream=out)
+    yield out
+    configure_logging(service="test", level="WARNING", fmt="json")
+
+
+async def test_client_leaving_mid_body_is_not_an_error(
+    aiohttp_server: ServerFactory, log_lines: io.StringIO
+) -> None:
+    """Regression: a browser leaving a page while the gateway copied the answer made aiohttp
+    log ``Error handling request`` with a ``ClientConnectionResetError`` traceback at error
+    level. A client going away is nobody's error: an info line, nothing at error level.
+
+    The gateway runs as ``attune dev`` runs it (an ``AppRunner``, whose handlers are not
+    cancelled when their client goes away; aiohttp's test server would cancel them)."""
+    streamed = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def slow_page(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            for _ in range(500):
+                await response.write(b"x" * 65536)
+                streamed.set()
+                await asyncio.sleep(0.01)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the gateway dropped this upstream request
+        finally:
+            finished.set()
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_get("/app/page", slow_page)
+    server = await aiohttp_server(upstream)
+    runner = web.AppRunner(
+        create_gateway({"checkins": str(server.make_url(""))}), handle_signals=False
+    )
+    await runner.setup()
+    site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /app/page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        await streamed.wait()
+        writer.transport.abort()  # the browser navigates away: a reset, mid-body
+        # The gateway stops copying, which drops its upstream request: the page's handler ends.
+        await asyncio.wait_for(finished.wait(), 30)
+        await asyncio.sleep(0.2)  # room for aiohttp to log what it would log after the handler
+    finally:
+        await runner.cleanup()
+    entries = [json.loads(line) for line in log_lines.getvalue().splitlines() if line]
+    assert any(e["event"] == "client_went_away" for e in entries), entries
+    errors = [e for e in entries if e["level"] in ("error", "critical")]
+    assert errors == [], errors[0]
+
+
+async def test_requests_wait_for_a_service_that_is_not_ready_yet(
+    aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """Regression: at start-up the gateway answered 502 for every request that arrived before
+    the service listened. It waits for the service to be ready instead."""
+    port = _closed_port()
+    upstreams = Upstreams({"login": f"http://127.0.0.1:{port}"}, ready=False)
+    client = await aiohttp_client(create_gateway(upstreams))
+    pending = asyncio.create_task(client.get("/lti/login/x"))
+    await asyncio.sleep(0.5)
+    assert not pending.done()
+    server = await aiohttp_server(upstream_app("login"), port=port)
+    upstreams.mark_ready("login")
+    resp = await asyncio.wait_for(pending, 10)
+    assert resp.status == 200
+    assert (await resp.json())["service"] == "login"
+    await server.close()
+
+
+async def test_a_refused_connection_is_retried_until_the_service_listens(
+    aiohttp_server: ServerFactory, aiohttp_client: ClientFactory
+) -> None:
+    """A service restarting (its readiness not yet withdrawn) refuses connections for a
+    moment: nothing was sent, so the gateway tries again instead of answering 502."""
+    port = _closed_port()
+    client = await aiohttp_client(create_gateway({"login": f"http://127.0.0.1:{port}"}))
+    pending = asyncio.create_task(client.post("/lti/login/x", data=b"a=1"))
+    await asyncio.sleep(0.6)
+    server = await aiohttp_server(upstream_app("login"), port=port)
+    resp = await asyncio.wait_for(pending, 10)
+    assert resp.status == 200
+    assert (await resp.json())["body"] == "a=1"
+    await server.close()
+
+
+async def test_a_service_not_ready_within_the_wait_is_503(aiohttp_client: ClientFactory) -> None:
+    upstreams = Upstreams({"login": f"http://127.0.0.1:{_closed_port()}"}, ready=False)
+    client = await aiohttp_client(create_gateway(upstreams, ready_wait_s=0.3))
+    resp = await client.get("/lti/login")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "2"
+    assert (await resp.json())["error"]["code"] == "upstream_starting"
+    # The probes never wait: they say what is.
+    resp = await client.get("/_services/login/readyz")
+    assert resp.status == 502
+
+
+async def test_a_body_that_does_not_arrive_is_408_and_the_connection_closed(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """Regression: a client that sent headers and part of a body, then nothing, held its
+    request (and a connection) open for ever. After the body timeout: 408, connection closed."""
+    upstream = await aiohttp_server(upstream_app("checkins"))
+    gateway = await aiohttp_server(
+        create_gateway({"checkins": str(upstream.make_url(""))}, body_timeout_s=0.5)
+    )
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    writer.write(
+        b"POST /api/checkins/x HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"a":'
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert b"connection: close" in head.lower(), head
+    assert json.loads(body)["error"]["code"] == "request_timeout"

@@ -1,6 +1,7 @@
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -180,3 +181,58 @@ async def test_readiness_reflects_required_checks(aiohttp_client, settings: Sett
     body = await resp.json()
     assert body["status"] == "not_ready"
     assert body["checks"]["db"]["error"] == "ConnectionRefusedError"
+
+
+async def test_a_missing_static_file_is_a_stable_404(
+    aiohttp_client, settings: Settings, tmp_path: Path
+) -> None:
+    """Regression (found by the route fuzz): a missing file under a static route answered a
+    bare 404 with no code (logged as a 200), and a file name over the file system's limit
+    escaped as OSError, a 500. Both are the error edge's ``not_found``; real files are served."""
+    (tmp_path / "app.js").write_text("ok()")
+    app = make_app(settings)
+    app.router.add_static("/static", tmp_path, append_version=False)
+    client = await aiohttp_client(app)
+    assert await (await client.get("/static/app.js")).text() == "ok()"
+    for name in ("missing.js", "%C2%B2", "a" * 300, "..", "%00"):
+        resp = await client.get(f"/static/{name}", headers={"Accept": "application/json"})
+        assert resp.status == 404, name
+        assert (await resp.json())["error"]["code"] == "not_found", name
+
+
+async def test_a_body_sent_to_the_api_must_be_declared_json(
+    aiohttp_client, settings: Settings
+) -> None:
+    """Regression: an admin API endpoint took a text/plain body as JSON (201). Every request
+    with a body to an ``/api/`` route is refused 415 ``json_required`` unless it is declared
+    JSON, before the handler runs; elsewhere, and without a body, nothing changes."""
+    app = make_app(settings)
+    seen: list[bytes] = []
+
+    async def api(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.json_response({})
+
+    app.router.add_post("/api/things", api)
+    client = await aiohttp_client(app)
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "",
+        "application/jsonx",
+    ):
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = await client.post("/api/things", data=b'{"a": 1}', headers=headers)
+        assert resp.status == 415, content_type
+        assert (await resp.json())["error"]["code"] == "json_required"
+    assert seen == []
+    ok = await client.post(
+        "/api/things", data=b'{"a": 1}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert ok.status == 200
+    assert (await client.post("/api/things")).status == 200  # no body
+    assert (
+        await client.post("/echo", data=b"x", headers={"Content-Type": "text/plain"})
+    ).status == 200
+    resp = await client.post("/api/nothing", data=b"x", headers={"Content-Type": "text/plain"})
+    assert resp.status == 404  # no route: still a 404
