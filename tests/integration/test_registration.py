@@ -251,8 +251,9 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
     assert sent["redirect_uris"] == env.stack.redirect_uris()
 
     # What was not granted is shown to the admin and kept.
-    assert "did not grant" in body and "link_selection" in body and "anonymous" in body
-    assert "grade scores" in body
+    assert "did not grant" in body and "Module item / link selection" in body
+    assert "Privacy level: Anonymous instead of Name only" in body
+    assert "sending grade scores" in body
     assert "none yet" in body  # Canvas named no deployment
     row = await env.pool.fetchrow("SELECT * FROM platforms WHERE issuer = $1", canvas.issuer)
     assert (row["product"], row["deployment_policy"], row["name"]) == (
@@ -304,7 +305,7 @@ async def test_reregistration_updates_instead_of_duplicating(
     moodle.new_token()  # Moodle issues a new registration token for the new attempt
     second, body = await register(env, moodle, [])
     assert second.status == 200, body
-    assert "re-registered" in body
+    assert "registration with Moodle is updated" in body
     rows = await env.pool.fetch("SELECT id FROM platforms WHERE issuer = $1", moodle.issuer)
     assert len(rows) == 1
     ids = await env.pool.fetch(
