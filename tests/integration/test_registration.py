@@ -276,12 +276,17 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
         f"{env.url}/api/admin/platforms/{row['id']}", headers={"Authorization": f"Bearer {token}"}
     )
     assert api.status == 200
-    not_granted = (await api.json())["platform"]["not_granted"]
-    assert not_granted == {
+    platform = (await api.json())["platform"]
+    assert platform["not_granted"] == {
         "scopes_missing": [AGS_SCORE],
         "placements_missing": ["link_selection"],
         "privacy_level": {"requested": "name_only", "granted": "anonymous"},
     }
+    assert platform["not_granted_summary"] == [  # what the admin page shows
+        "Not granted: sending grade scores (Assignment and Grade Services)",
+        "Not shown in: Module item / link selection (add a check-in to a module)",
+        "Privacy level: Anonymous instead of Name only",
+    ]
 
     # Global developer key: the first launch of a deployment records it (policy accept).
     async with browser() as b:
