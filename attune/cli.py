@@ -11,11 +11,13 @@ import asyncio
 import importlib
 import importlib.util
 import os
+import ssl
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+import asyncpg
 from aiohttp import web
 
 from shared.logs import configure_logging, get_logger
@@ -30,6 +32,18 @@ from shared.settings import (
 )
 
 EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database could not be reached
+
+# Why `attune migrate` may not get a connection: unreachable, refused, TLS refused, wrong
+# credentials or database name.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, unreachable, TLS (ssl.SSLError)
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # no pg_hba entry, wrong password
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
 
 
 def _fail(message: str) -> NoReturn:
@@ -82,9 +96,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     from shared.migrate import head_revision, upgrade
 
-    upgrade(settings.database_url.get_secret_value())
+    try:
+        upgrade(settings.database_url.get_secret_value())
+    except CONNECT_ERRORS as exc:
+        print(f"attune: cannot connect to the database: {_connect_problem(exc)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     get_logger("attune").info("migrated", revision=head_revision())
     return 0
+
+
+def _connect_problem(exc: BaseException) -> str:
+    """Why a connection failed, in one line and without the URL (it holds the password)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message} (check sslrootcert)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 SETTINGS_INTRO = (

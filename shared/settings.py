@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from shared import pgtls
+
 Environment = Literal["production", "development", "test"]
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -55,7 +57,10 @@ class Settings(BaseModel):
     host: str = _env("ATTUNE_HOST", "Address a service listens on.", default="127.0.0.1")
     port: Port = _env("ATTUNE_PORT", "Port a service listens on.", default=8080)
     database_url: SecretStr = _env(
-        "DATABASE_URL", "Postgres URL (postgresql://user:password@host:port/db). Required."
+        "DATABASE_URL",
+        "Postgres URL (postgresql://user:password@host:port/db). Required. TLS: add libpq's "
+        "sslmode=verify-full&sslrootcert=/path/to/ca.pem (the CA bundle that signed the "
+        "server's certificate), or sslrootcert=system for a certificate from a public CA.",
     )
     db_pool_max: int = _env("ATTUNE_DB_POOL_MAX", "Maximum pooled connections.", default=10, ge=1)
     db_statement_timeout_ms: int = _env(
@@ -346,6 +351,7 @@ class Settings(BaseModel):
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
             raise ValueError("it must be a postgresql://user:password@host:port/database URL")
+        pgtls.check(value.get_secret_value())  # sslmode and its CA bundle
         return value
 
     @field_validator("kafka_bootstrap_servers")
