@@ -15,10 +15,21 @@ import asyncpg
 import pytest
 
 from tests.conftest import Infra
+from tests.e2e.waits import ARTIFACTS, TEST_TIMEOUT_S, WAIT_S
 from tests.lti_support import LtiStack, start_stack
 
+__all__ = ["ARTIFACTS"]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests get a time limit their generous waits fit in (tests/e2e/waits.py)."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
 
 # cookie_controls_mode 1 blocks third-party cookies (Chrome incognito, Safari-like);
 # default_content_setting_values.cookies 2 blocks every cookie.
@@ -48,7 +59,11 @@ def chromium_context() -> Callable[..., Any]:
                     executable_path=CHROMIUM,
                     headless=True,
                     args=["--disable-gpu", "--disable-quic", "--no-first-run"],
+                    timeout=WAIT_S * 1000,
                 )
+                # Every wait and action of the test: on its condition, within WAIT_S.
+                context.set_default_timeout(WAIT_S * 1000)
+                context.set_default_navigation_timeout(WAIT_S * 1000)
                 try:
                     yield context
                 finally:
