@@ -53,10 +53,12 @@ async def signed_in(page: Any, role: str, *, shot: str, frame: str = "#tool") ->
         except PlaywrightError:
             pass  # not (yet) there, or the frame it resolved was swapped out
         for each in page.frames:
+            if each is page.main_frame:
+                continue  # the LMS's own page
             try:
-                text = await each.evaluate(
-                    "() => document.querySelector('#status')?.textContent ?? null"
-                )
+                # With a timeout: a frame stuck between documents never gets a script context,
+                # and a plain evaluate waited for one forever (seen on a busy machine).
+                text = await each.locator("#status").first.text_content(timeout=1_000)
             except PlaywrightError:
                 continue  # navigating or detached: the next try sees its successor
             if text and wanted in text:
