@@ -21,6 +21,16 @@ from tests.lti_support import LtiStack, start_stack
 __all__ = ["ARTIFACTS"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Cross-site iframes stay in the page's renderer process. Site isolation is Chromium's process
+# model, not web behaviour: cookies and their partitioning, CSP frame-ancestors, postMessage
+# and navigation behave the same. But Playwright follows an out-of-process iframe through a
+# separate target that it re-attaches at every cross-site navigation (the tool frame makes
+# three), and on a busy machine it has lost one: the frame showed "Signed in as a student"
+# while none of its elements or scripts could be reached for minutes.
+SAME_PROCESS_FRAMES = (
+    "--disable-site-isolation-trials",
+    "--disable-features=IsolateOrigins,site-per-process",
+)
 HERE = Path(__file__).resolve().parent
 
 
@@ -58,7 +68,12 @@ def chromium_context() -> Callable[..., Any]:
                     str(profile),
                     executable_path=CHROMIUM,
                     headless=True,
-                    args=["--disable-gpu", "--disable-quic", "--no-first-run"],
+                    args=[
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        *SAME_PROCESS_FRAMES,
+                    ],
                     timeout=WAIT_S * 1000,
                 )
                 # Every wait and action of the test: on its condition, within WAIT_S.
