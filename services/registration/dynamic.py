@@ -306,7 +306,6 @@ def _retry_page(
         placements=[p for p in dict.fromkeys(chosen) if p in PLACEMENT_IDS],
         auth_mode=settings.registration_auth,
         tool_name=settings.tool_name,
-        title=exc.title,
         message=exc.message,
         code=exc.code,
         request_id=request.get(REQUEST_ID_KEY),

@@ -260,6 +260,7 @@ async def test_refused_install_code_offers_a_field_for_another_code(
     assert "form-action 'self'" in csp and csp.endswith(f"frame-ancestors 'self' {moodle.base_url}")
     parsed = read(page)
     text = words(page)
+    assert parsed.title.startswith("That install code was not accepted")
     assert "This install code has already been used" in text
     assert "install_code_used" in text
     assert "attune admin create-install-code" in text
