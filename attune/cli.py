@@ -15,20 +15,43 @@ import asyncio
 import importlib
 import importlib.util
 import os
+import ssl
 import sys
+import textwrap
 from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import asyncpg
 from aiohttp import web
 
 from shared.logs import configure_logging, get_logger
 from shared.routes import SERVICES
-from shared.settings import Settings, SettingsError, describe, load_settings
+from shared.settings import (
+    SECRET,
+    Settings,
+    SettingsError,
+    configured,
+    describe,
+    load_settings,
+)
 
 EXIT_CONFIG = 2
 # Commands an operator runs against a stack that is already running.
 OPERATOR_COMMANDS = frozenset({"admin", "keys", "events", "checkins", "launches"})
+
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database could not be reached
+
+# Why `attune migrate` may not get a connection: unreachable, refused, TLS refused, wrong
+# credentials or database name.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, unreachable, TLS (ssl.SSLError)
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # no pg_hba entry, wrong password
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
 
 
 def _fail(message: str) -> NoReturn:
@@ -81,14 +104,46 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     from shared.migrate import head_revision, upgrade
 
-    upgrade(settings.database_url.get_secret_value())
+    try:
+        upgrade(settings.database_url.get_secret_value())
+    except CONNECT_ERRORS as exc:
+        print(f"attune: cannot connect to the database: {_connect_problem(exc)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     get_logger("attune").info("migrated", revision=head_revision())
     return 0
 
 
+def _connect_problem(exc: BaseException) -> str:
+    """Why a connection failed, in one line and without the URL (it holds the password)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message} (check sslrootcert)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+SETTINGS_INTRO = (
+    "Attune reads these environment variables once, at start-up. A value set in this "
+    "environment is shown next to its default; a secret's value never is."
+)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
+    current = configured()
+    print(textwrap.fill(SETTINGS_INTRO, width=88))
     for var, default, meaning in describe():
-        print(f"{var}\t{default}\t{meaning}")
+        value = current.get(var)
+        if value is SECRET:
+            state = "set here (a secret: not shown)"
+        elif value is not None and default == "required":
+            state = f"{value} (set here)"
+        elif value is not None:
+            state = f"{value} (set here; default {default})"
+        elif default == "required":
+            state = "not set (required)"
+        else:
+            state = f"{default} (the default)"
+        print(f"\n{var}: {state}")
+        print(textwrap.fill(meaning, width=88, initial_indent="    ", subsequent_indent="    "))
     return 0
 
 
@@ -180,8 +235,32 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(args)
 
 
+HELP = """\
+Attune: student wellbeing check-ins for Canvas and Moodle, an LTI 1.3 tool.
+
+Start here:
+  attune dev                          run all of Attune on this machine, with an LMS
+                                      emulator to try it (no configuration needed)
+  attune settings                     every setting (environment variable) and its default
+
+Running it for real (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS and the rest set):
+  attune migrate                      create or update the database schema
+  attune serve SERVICE                run one service (login, launch, registration, jwks,
+                                      checkins)
+  attune admin create-install-code    a single-use code an LMS administrator enters to
+                                      register Attune in their LMS
+"""
+HELP_EPILOG = "Documentation: README.md and docs/ next to the code."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="attune",
+        usage="attune COMMAND [options]   (attune COMMAND --help for one command)",
+        description=HELP,
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service")
@@ -268,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except KeyboardInterrupt:  # Ctrl-C before a command installed its own signal handling
         return 130
+    except BrokenPipeError:  # the reader went away (attune settings | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SettingsError as exc:
         # Configuration found unusable after start, e.g. `attune serve jwks` with a KEK that
         # cannot decrypt the stored keys (shared.keys.crypto.KeyConfigError): one line, exit 2.

@@ -167,7 +167,9 @@ class EmbeddedPostgres:
     server (``kill()``, ``stop_immediate()``). ``fast=True`` trades that for speed (all three
     off; only for throw-away data such as ``attune dev`` and the test suite): data survives
     ``stop()``, but after a crash the transactions committed in the last fraction of a second
-    may be gone, and an OS crash can corrupt the cluster.
+    may be gone, and an OS crash can corrupt the cluster. ``tls=(certificate, key)`` turns on
+    TLS with that server certificate and refuses clients without TLS (the tests of
+    ``sslmode=verify-full`` use it).
 
     PostgreSQL refuses to run as root. When the caller is root, ``data_dir`` is handed to
     the ``postgres`` system user and the server runs as that user, so every parent directory
@@ -175,11 +177,17 @@ class EmbeddedPostgres:
     """
 
     def __init__(
-        self, data_dir: pathlib.Path, *, port: int | None = None, fast: bool = False
+        self,
+        data_dir: pathlib.Path,
+        *,
+        port: int | None = None,
+        fast: bool = False,
+        tls: tuple[pathlib.Path, pathlib.Path] | None = None,
     ) -> None:
         self.data_dir = pathlib.Path(data_dir).absolute()
         self.log_path = self.data_dir.parent / "postgres.log"
         self.fast = fast
+        self.tls = tls
         self._port = port
         self._bindir = _find_pg_bindir()
         self._process: subprocess.Popen[bytes] | None = None
@@ -236,6 +244,14 @@ class EmbeddedPostgres:
             "-c", "unix_socket_directories=",
             "-c", "max_connections=200",
         ]  # fmt: skip
+        self._write_hba(ids)
+        if self.tls is not None:
+            self._install_tls(ids)
+            argv += [
+                "-c", "ssl=on",
+                "-c", "ssl_cert_file=server.crt",  # relative to data_dir
+                "-c", "ssl_key_file=server.key",
+            ]  # fmt: skip
         if self.fast:
             argv += [
                 "-c", "fsync=off",
@@ -343,6 +359,36 @@ class EmbeddedPostgres:
             os.chown(root, uid, gid)
             for name in dirs + files:
                 os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+    def _write_hba(self, ids: tuple[int, int] | None) -> None:
+        """Who may connect: anyone on loopback without a password (trust), over TLS only when
+        the cluster has ``tls`` (so a client that connects proves it used TLS)."""
+        kind = "hostssl" if self.tls is not None else "host"
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# Written by devstack.embedded at every start.\n"
+            + "".join(
+                f"{kind} {db} all {net} trust\n"
+                for db in ("all", "replication")
+                for net in ("127.0.0.1/32", "::1/128")
+            )
+        )
+        if ids is not None:
+            os.chown(hba, *ids)
+
+    def _install_tls(self, ids: tuple[int, int] | None) -> None:
+        """Copy the server certificate and key into the cluster, readable by the server only
+        (PostgreSQL refuses a key that group or others may read)."""
+        assert self.tls is not None
+        for source, name, mode in (
+            (self.tls[0], "server.crt", 0o644),
+            (self.tls[1], "server.key", 0o600),
+        ):
+            target = self.data_dir / name
+            shutil.copyfile(source, target)
+            target.chmod(mode)
+            if ids is not None:
+                os.chown(target, *ids)
 
     def _initdb(self, ids: tuple[int, int] | None) -> None:
         argv = [

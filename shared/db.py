@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from shared import pgtls
 from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.settings import Settings
 from shared.web import SERVICE_KEY, SETTINGS_KEY, ReadinessCheck, add_readiness_check
@@ -40,8 +41,10 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
 
 async def create_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
     """A pool whose every connection carries the statement timeout and an application name."""
+    dsn, tls = pgtls.connect_args(settings.database_url.get_secret_value())
     pool = await asyncpg.create_pool(
-        dsn=settings.database_url.get_secret_value(),
+        dsn=dsn,
+        **tls,
         min_size=0,
         max_size=settings.db_pool_max,
         max_inactive_connection_lifetime=60.0,

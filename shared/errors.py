@@ -6,6 +6,12 @@ assert it. Never reuse a code for a different condition; add a new one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
 
 class AttuneError(Exception):
     """An expected failure a person can act on.
@@ -18,6 +24,10 @@ class AttuneError(Exception):
     code: str = "bad_request"
     title: str = "The request could not be completed"
     headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
+    # A page of the raising handler's own for people in browsers (e.g. the install page's
+    # "try another code" form), rendered by the error edge instead of the generic error page;
+    # JSON clients still get the JSON error.
+    page: Callable[[web.Request, AttuneError], web.Response] | None = None
 
     def __init__(
         self,

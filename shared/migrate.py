@@ -7,7 +7,6 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -15,15 +14,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def _config(database_url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    url = make_url(database_url).set(drivername="postgresql+asyncpg")
-    # libpq's sslmode (accepted by the services' asyncpg pools) is spelled ssl for SQLAlchemy's
-    # asyncpg dialect.
-    if "sslmode" in url.query:
-        mode = url.query["sslmode"]
-        url = url.difference_update_query(["sslmode"]).update_query_dict(
-            {"ssl": mode if isinstance(mode, str) else mode[0]}
-        )
-    cfg.attributes["url"] = url
+    # The environment connects with asyncpg through shared.pgtls, exactly as the services'
+    # pools do, so a URL with sslmode / sslrootcert means the same to both.
+    cfg.attributes["database_url"] = database_url
     return cfg
 
 

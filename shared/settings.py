@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+
+from shared import pgtls
 
 Environment = Literal["production", "development", "test"]
 LogFormat = Literal["json", "console"]
@@ -54,7 +57,10 @@ class Settings(BaseModel):
     host: str = _env("ATTUNE_HOST", "Address a service listens on.", default="127.0.0.1")
     port: Port = _env("ATTUNE_PORT", "Port a service listens on.", default=8080)
     database_url: SecretStr = _env(
-        "DATABASE_URL", "Postgres URL (postgresql://user:password@host:port/db). Required."
+        "DATABASE_URL",
+        "Postgres URL (postgresql://user:password@host:port/db). Required. TLS: add libpq's "
+        "sslmode=verify-full&sslrootcert=/path/to/ca.pem (the CA bundle that signed the "
+        "server's certificate), or sslrootcert=system for a certificate from a public CA.",
     )
     db_pool_max: int = _env("ATTUNE_DB_POOL_MAX", "Maximum pooled connections.", default=10, ge=1)
     db_statement_timeout_ms: int = _env(
@@ -63,7 +69,7 @@ class Settings(BaseModel):
     kafka_bootstrap_servers: str | None = _env(
         "KAFKA_BOOTSTRAP_SERVERS",
         "Comma-separated host:port list of the Kafka brokers. Required by every service "
-        "(not by `attune migrate`).",
+        "(not by attune migrate).",
         default=None,
     )
     kafka_security_protocol: KafkaSecurityProtocol = _env(
@@ -260,7 +266,7 @@ class Settings(BaseModel):
     registration_auth: Literal["install_code", "admin_token"] = _env(
         "ATTUNE_REGISTRATION_AUTH",
         "How the public dynamic registration page is guarded: a single-use install code "
-        "(created with `attune admin create-install-code`) or an admin API token.",
+        "(created with attune admin create-install-code) or an admin API token.",
         default="install_code",
     )
     install_code_ttl_s: int = _env(
@@ -310,7 +316,7 @@ class Settings(BaseModel):
         "ATTUNE_KEY_ENCRYPTION_KEYS",
         "Comma-separated id:base64 pairs of 32-byte AES keys that encrypt tool private keys at "
         "rest. The first wraps new keys; the others only unwrap (KEK rotation: add a new "
-        "first entry, run `attune keys rewrap`, then drop the old one). Required by services "
+        "first entry, run attune keys rewrap, then drop the old one). Required by services "
         "that sign.",
         default=None,
     )
@@ -345,7 +351,8 @@ class Settings(BaseModel):
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
-            raise ValueError("must be a postgresql://user:password@host:port/database URL")
+            raise ValueError("it must be a postgresql://user:password@host:port/database URL")
+        pgtls.check(value.get_secret_value())  # sslmode and its CA bundle
         return value
 
     @field_validator("kafka_bootstrap_servers")
@@ -359,7 +366,7 @@ class Settings(BaseModel):
         for server in servers:
             host, sep, port = server.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{server!r} is not host:port")
+                raise ValueError(f'"{server}" is not host:port')
         return ",".join(servers)
 
     @property
@@ -399,13 +406,45 @@ def env_var_names() -> dict[str, str]:
     return {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
 
 
+def plain(value: object) -> str:
+    """A value as an operator writes it in the environment: ``true``/``false``, numbers and
+    words as they are; ``not set`` for no value (never a Python repr)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) >= 1 else str(value)
+    return str(value)
+
+
 def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, in declaration order."""
+    """(variable, default, meaning) for every setting, in declaration order, in plain words."""
     rows = []
     for field in Settings.model_fields.values():
-        default = "required" if field.is_required() else repr(field.default)
+        default = "required" if field.is_required() else plain(field.default)
         rows.append((str(field.validation_alias), default, field.description or ""))
     return rows
+
+
+def _secret(field: FieldInfo) -> bool:
+    return SecretStr in (field.annotation, *get_args(field.annotation))
+
+
+SECRET = "<secret>"  # noqa: S105 - configured()'s stand-in for a secret's value
+
+
+def configured(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables set in ``environ`` (default ``os.environ``) with their values as set;
+    a secret's value is never returned: ``SECRET`` stands in for it."""
+    source = os.environ if environ is None else environ
+    found = {}
+    for field in Settings.model_fields.values():
+        var = str(field.validation_alias)
+        raw = source.get(var)
+        if raw is not None and raw.strip() != "":
+            found[var] = SECRET if _secret(field) else raw.strip()
+    return found
 
 
 def load_settings(
@@ -434,14 +473,17 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_format_errors(exc, names, problems)) from None
+        raise SettingsError(_format_errors(exc, names, problems, data)) from None
     if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems))
     return settings
 
 
-def _format_errors(exc: ValidationError, names: dict[str, str], extra: list[str]) -> str:
+def _format_errors(
+    exc: ValidationError, names: dict[str, str], extra: list[str], data: Mapping[str, Any]
+) -> str:
     problems = []
+    fields = {str(f.validation_alias): f for f in Settings.model_fields.values()}
     for error in exc.errors(include_input=False, include_url=False):
         message = str(error["msg"]).removeprefix("Value error, ")
         if not error["loc"]:  # a rule across several settings; the message names them
@@ -451,6 +493,45 @@ def _format_errors(exc: ValidationError, names: dict[str, str], extra: list[str]
         var = names.get(loc, loc)
         if error["type"] == "missing":
             problems.append(f"{var} is missing")
-        else:
-            problems.append(f"{var} is invalid: {message}")
+            continue
+        field = fields.get(var)
+        expected = _expectation(field) if field is not None else None
+        if error["type"] == "value_error" or expected is None:
+            problems.append(f"{var} is invalid: {message}")  # our validators' own words
+            continue
+        shown = "" if field is None or _secret(field) else f', not "{str(data.get(var))[:60]}"'
+        problems.append(f"{var} is invalid: it must be {expected}{shown}")
     return "invalid configuration: " + "; ".join(problems + extra)
+
+
+def _expectation(field: FieldInfo) -> str | None:
+    """What a variable must hold, in words (``a whole number from 1 to 65535``), or None when
+    its validator says it."""
+    kinds = [a for a in (get_args(field.annotation) or (field.annotation,)) if a is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else field.annotation
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "a whole number" + _bounds(field)
+    if kind is float:
+        return "a number" + _bounds(field)
+    return None
+
+
+def _bounds(field: FieldInfo) -> str:
+    rules: dict[str, str] = {}
+    for rule in field.metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            if hasattr(rule, name):
+                rules[name] = plain(getattr(rule, name))
+    if "ge" in rules and "le" in rules:
+        return f" from {rules['ge']} to {rules['le']}"
+    words = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
+    parts = [f"{words[name]} {value}" for name, value in rules.items()]
+    return (
+        (" of " if parts and parts[0].startswith("at ") else " ") + " and ".join(parts)
+        if parts
+        else ""
+    )

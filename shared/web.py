@@ -60,6 +60,10 @@ REQUEST_ID_KEY = web.RequestKey("request_id", str)
 # Routes whose successful requests are not logged one by one (probes, and hot public documents
 # such as the JWKS: a log line costs more CPU than serving them). Metrics still count them.
 QUIET_ROUTES_KEY = web.AppKey("quiet_routes", set[str])
+# Who reads this service's error pages: "user" (students and teachers in the LMS: their LMS
+# administrator is who helps) or "admin" (the LMS administrator installing Attune and whoever
+# runs Attune: the request reference leads to Attune's logs). The pages' wording follows it.
+ERROR_AUDIENCE_KEY = web.AppKey("error_audience", str)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -73,6 +77,13 @@ _STATUS_CODES: dict[int, tuple[str, str, str]] = {
     413: ("request_too_large", "Request too large", "The request body is larger than allowed."),
     415: ("unsupported_media_type", "Unsupported content type", "That content type is refused."),
     429: ("rate_limited", "Too many requests", "Too many requests; slow down and retry."),
+}
+
+
+_INTERNAL_ERROR_HINTS = {
+    "user": "Try again. If it keeps happening, give the reference below to your LMS administrator.",
+    "admin": "Try again. If it keeps happening, give the reference below to whoever runs "
+    "Attune: it finds this request in Attune's logs.",
 }
 
 
@@ -138,7 +149,12 @@ def error_response(
         return web.json_response({"error": body}, status=status, headers=headers)
     env = request.app[TEMPLATES_KEY]
     html = env.get_template("error.html").render(
-        title=title, message=message, hint=hint, code=code, request_id=request_id
+        title=title,
+        message=message,
+        hint=hint,
+        code=code,
+        request_id=request_id,
+        audience=request.app.get(ERROR_AUDIENCE_KEY, "user"),
     )
     return web.Response(
         text=html,
@@ -223,6 +239,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except AttuneError as exc:
         metrics.http_errors.labels(metrics.service, exc.code).inc()
         log.info("request_rejected", code=exc.code, status=exc.status)
+        if exc.page is not None and not wants_json(request):
+            page = exc.page(request, exc)
+            page.headers.update(exc.headers or {})
+            return page
         return error_response(
             request,
             status=exc.status,
@@ -278,8 +298,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             code="internal_error",
             title="Something went wrong",
             message="Attune hit an unexpected error. Nothing was changed.",
-            hint="Try again. If it keeps happening, give the reference below to your "
-            "LMS administrator.",
+            hint=_INTERNAL_ERROR_HINTS[request.app.get(ERROR_AUDIENCE_KEY, "user")],
         )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import uuid
@@ -32,10 +33,32 @@ from shared.events import topics
 from shared.kafka import ensure_topics
 from shared.migrate import upgrade
 from shared.settings import Settings, load_settings
+from tests.tmpdirs import RunDirectory, open_run_directory
 
 if TYPE_CHECKING:
     from tests.fakes.platform import FakePlatform
     from tests.lti_support import LtiStack
+
+
+RUN_DIRECTORY = pytest.StashKey[RunDirectory]()
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # pytest then tears every fixture down, as after Ctrl-C
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own temporary directory (tests/tmpdirs.py) before anything is collected, and
+    SIGTERM (a CI or `timeout` limit) handled like Ctrl-C so that it is removed at the end."""
+    config.stash[RUN_DIRECTORY] = open_run_directory()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_DIRECTORY, None)
+    if run is not None:
+        run.close()
 
 
 def _docker_available() -> bool:

@@ -186,7 +186,7 @@ def openid_configuration(
         doc["authorization_server"] = urlsplit(auth_url).netloc
         doc[PLATFORM_CONFIG] = {
             "product_family_code": "canvas",
-            "version": "vCloud",
+            "version": "cloud",  # hosted Canvas: a word, not a version
             "messages_supported": [
                 {"type": "LtiResourceLinkRequest", "placements": ["course_navigation"]},
                 {
@@ -201,7 +201,7 @@ def openid_configuration(
     else:
         doc[PLATFORM_CONFIG] = {
             "product_family_code": "moodle",
-            "version": "4.5",
+            "version": "4.5.1+ (Build: 20250110)",  # Moodle: $CFG->release
             "messages_supported": [
                 {"type": "LtiResourceLinkRequest"},
                 {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},

@@ -15,7 +15,7 @@ from aiohttp import web
 from services.registration import credentials, errors, manual, store
 from services.registration import queries as q
 from services.registration.auth import Admin, require_admin
-from services.registration.toolconfig import compare, moodle_manual_values
+from services.registration.toolconfig import compare, describe_diff, moodle_manual_values
 from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
@@ -69,6 +69,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 def _with_diff(platform: dict[str, Any]) -> dict[str, Any]:
     requested, granted = platform["requested"], platform["granted"]
     platform["not_granted"] = compare(requested, granted) if requested and granted else {}
+    platform["not_granted_summary"] = describe_diff(platform["not_granted"])  # in words
     return platform
 
 

@@ -34,7 +34,7 @@ from shared.logs import get_logger
 from shared.lti.wiring import SECRETS_KEY, URLS_KEY, configure_lti
 from shared.settings import Settings
 from shared.signing import TokenSigner
-from shared.web import SETTINGS_KEY
+from shared.web import ERROR_AUDIENCE_KEY, SETTINGS_KEY
 
 SERVICE = "registration"
 FORM_PURPOSE = "attune:registration-form:v1"
@@ -66,6 +66,7 @@ async def _announce_regions(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
+    app[ERROR_AUDIENCE_KEY] = "admin"  # LMS administrators and whoever runs Attune
     configure_lti(app)
     app.cleanup_ctx.append(http_ctx)
     app.cleanup_ctx.append(_announce_regions)

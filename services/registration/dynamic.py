@@ -17,6 +17,7 @@ caller never sees the other registration's data (``store.save_registration``).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -31,14 +32,16 @@ from services.registration.auth import authenticate
 from services.registration.platform_config import PlatformConfiguration, validate
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import (
+    PLACEMENT_IDS,
+    PRIVACY_LABELS,
     TOOL_CONFIG,
     Product,
     choices,
-    claims_for,
     compare,
     describe_diff,
     registration_request,
     scopes,
+    services_of,
     summarize,
     validate_choice,
 )
@@ -53,7 +56,7 @@ from shared.lti.frame import derived_origins
 from shared.lti.wiring import URLS_KEY
 from shared.signing import InvalidToken
 from shared.storable import storable_json
-from shared.web import METRICS_KEY, SETTINGS_KEY
+from shared.web import METRICS_KEY, REQUEST_ID_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
 
@@ -162,15 +165,13 @@ async def _start(request: web.Request) -> web.Response:
         action=REGISTER_PATH,
         form=form,
         tool_name=settings.tool_name,
-        platform_name=config.name,
-        issuer=config.issuer,
+        platform=config,
         product=config.product,
-        version=config.version,
         placements=choices(config.product),
         auth_mode=settings.registration_auth,
-        scopes=scopes(settings),
+        services=services_of(scopes(settings)),
         privacy_level=settings.canvas_privacy_level,
-        claims=claims_for(settings.canvas_privacy_level),
+        privacy_label=PRIVACY_LABELS[settings.canvas_privacy_level],
     )
 
 
@@ -255,9 +256,17 @@ async def _finish(request: web.Request) -> web.Response:
         raise errors.registration_form_invalid()
     config_url, token = _check_params(config_url, token)
 
-    who = await _credential(request, form)
-    config = await fetch_configuration(app, config_url, token)
     chosen = [v for v in form.getall("placement", []) if isinstance(v, str)]
+    try:
+        who = await _credential(request, form)
+    except AttuneError as exc:
+        # The signed form is still good: the page offers a field for another code instead of
+        # sending the administrator back to start the LMS's registration again.
+        exc.page = functools.partial(
+            _retry_page, form=str(signed), config_url=config_url, chosen=chosen
+        )
+        raise
+    config = await fetch_configuration(app, config_url, token)
     try:
         chosen = validate_choice(config.product, chosen)
     except ValueError as exc:
@@ -317,14 +326,41 @@ async def _finish(request: web.Request) -> web.Response:
         csp=lms_page_csp(config_url),
         static=REGISTER_STATIC,
         tool_name=settings.tool_name,
-        platform_name=config.name,
-        issuer=config.issuer,
+        platform=config,
         client_id=client_id,
         product=config.product,
         created=saved.created,
         deployment_ids=saved.deployment_ids,
         policy=record.deployment_policy,
         not_granted=describe_diff(diff),
+    )
+
+
+def _retry_page(
+    request: web.Request,
+    exc: AttuneError,
+    *,
+    form: str,
+    config_url: str,
+    chosen: list[str],
+) -> web.Response:
+    """The refused credential's page: the problem, and the same form with a field for another
+    code (the placements chosen ride along; unknown ones are dropped, never echoed)."""
+    settings = request.app[SETTINGS_KEY]
+    return render(
+        request,
+        "install_retry.html",
+        csp=lms_page_csp(config_url),
+        status=exc.status,
+        static=REGISTER_STATIC,
+        action=REGISTER_PATH,
+        form=form,
+        placements=[p for p in dict.fromkeys(chosen) if p in PLACEMENT_IDS],
+        auth_mode=settings.registration_auth,
+        tool_name=settings.tool_name,
+        message=exc.message,
+        code=exc.code,
+        request_id=request.get(REQUEST_ID_KEY),
     )
 
 

@@ -1,7 +1,9 @@
 """Every way a registration or an admin request can be refused, each with a stable code.
 
-Messages speak to the LMS administrator installing Attune; hints say what to do next.
-Neither ever contains a registration token, an install code or an admin token.
+Messages speak to the LMS administrator installing Attune (or, for the admin API, to whoever
+runs Attune); hints say what that reader can do next, in plain text (they are shown in HTML
+pages and JSON alike: no Markdown). Neither ever contains a registration token, an install
+code or an admin token.
 """
 
 from __future__ import annotations
@@ -194,8 +196,8 @@ def registration_endpoint_unreachable(reason: str) -> RegistrationError:
 # --- install codes and admin tokens --------------------------------------------------------------
 
 INSTALL_HINT = (
-    "Ask the person running Attune for a new install code (`attune admin create-install-code` "
-    "or the admin page)."
+    "Ask whoever runs Attune for your school for a new install code: they create one on "
+    "Attune's admin page or with the command attune admin create-install-code."
 )
 
 
@@ -222,7 +224,10 @@ def install_code_expired() -> RegistrationError:
     return err("install_code_expired", "This install code has expired.", INSTALL_HINT, 403)
 
 
-ADMIN_HINT = "Create an admin token with `attune admin create-token NAME` and send it as a Bearer."
+ADMIN_HINT = (
+    "Whoever runs Attune creates admin tokens with the command attune admin create-token NAME; "
+    "a request sends one in its Authorization header as Bearer followed by the token."
+)
 
 
 class AdminAuthError(AttuneError):

@@ -10,6 +10,7 @@ what LTI 1.3 needs (id_token, RS256, private_key_jwt).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from shared.http import OutboundError
 from shared.lti.canvas import HOSTED_CANVAS, HostedCanvas
 
 MAX_URL = 2048
+PRODUCT_LABELS = {"canvas": "Canvas", "moodle": "Moodle"}
 ENDPOINTS = ("authorization_endpoint", "registration_endpoint", "jwks_uri", "token_endpoint")
 
 
@@ -55,6 +57,33 @@ class PlatformConfiguration:
     @property
     def name(self) -> str:
         return self.account_name or (urlsplit(self.issuer).hostname or self.issuer)
+
+    # --- the platform as its administrator knows it (install and done pages) ---
+
+    @property
+    def product_label(self) -> str:
+        """``Canvas``, ``Moodle``, else the product family code the platform sent."""
+        return PRODUCT_LABELS.get(self.product_family_code.lower(), self.product_family_code)
+
+    @property
+    def release(self) -> str | None:
+        """The platform's version when it is one (Moodle's release, ``4.5.1+ (Build: …)``);
+        Canvas sends a word (``cloud``, ``OpenSource``), which names no version."""
+        version = self.version
+        return version if version and any(c.isdigit() for c in version) else None
+
+    @property
+    def site(self) -> str | None:
+        """The host the administrator opened the registration from (the school's Canvas or
+        Moodle site), unless it is an address or ``localhost``, which names nothing."""
+        host = (urlsplit(self.url).hostname or "").lower()
+        if not host or host == "localhost" or host.endswith(".localhost"):
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        return None
 
     def summary(self) -> dict[str, Any]:
         """What is kept in ``platforms.platform_config`` (no token, nothing secret)."""

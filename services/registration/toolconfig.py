@@ -109,6 +109,9 @@ MOODLE_CHOICES = (
 )
 
 
+PLACEMENT_IDS = frozenset(p.id for p in CANVAS_CHOICES + MOODLE_CHOICES)
+
+
 def choices(product: Product) -> tuple[Placement, ...]:
     return CANVAS_CHOICES if product == "canvas" else MOODLE_CHOICES
 
@@ -125,6 +128,20 @@ def scopes(settings: Settings) -> list[str]:
     if settings.ags_enabled:
         wanted += [SCOPE_AGS_LINEITEM, SCOPE_AGS_RESULT, SCOPE_AGS_SCORE]
     return wanted
+
+
+# What each scope lets Attune do, as the keys the install page describes in words.
+SCOPE_SERVICES = {
+    SCOPE_NRPS: "roster",
+    SCOPE_AGS_LINEITEM: "grades",
+    SCOPE_AGS_RESULT: "grades",
+    SCOPE_AGS_SCORE: "grades",
+}
+
+
+def services_of(scope_list: Sequence[str]) -> list[str]:
+    """``roster``, ``grades``: what the scopes in ``scope_list`` allow (install page)."""
+    return sorted({SCOPE_SERVICES[s] for s in scope_list if s in SCOPE_SERVICES})
 
 
 def claims_for(privacy_level: str) -> list[str]:
@@ -259,19 +276,13 @@ def compare(requested: Mapping[str, Any], granted: Mapping[str, Any]) -> dict[st
     missing_messages = sorted(set(asked_messages) - set(got_messages))
     if missing_messages:
         diff["messages_missing"] = missing_messages
+    # A message the platform kept with none of the asked placements lost them all.
     missing_placements = sorted(
         {
             p
             for message_type, placements in asked_messages.items()
-            if got_messages.get(message_type)
             for p in placements
-            if p not in got_messages[message_type]
-        }
-        | {
-            p
-            for message_type, placements in asked_messages.items()
-            if message_type not in got_messages
-            for p in placements
+            if p not in got_messages.get(message_type, [])
         }
     )
     if missing_placements:
@@ -283,31 +294,47 @@ def compare(requested: Mapping[str, Any], granted: Mapping[str, Any]) -> dict[st
     return diff
 
 
+PRIVACY_LABELS = {
+    "anonymous": "Anonymous",
+    "name_only": "Name only",
+    "email_only": "Email only",
+    "public": "Public",
+}
+_SCOPE_NAMES = {
+    SCOPE_NRPS: "reading the list of people in a course (Names and Role Provisioning)",
+    SCOPE_AGS_LINEITEM: "adding gradebook columns (Assignment and Grade Services)",
+    SCOPE_AGS_RESULT: "reading gradebook results (Assignment and Grade Services)",
+    SCOPE_AGS_SCORE: "sending grade scores (Assignment and Grade Services)",
+}
+_MESSAGE_NAMES = {
+    C.RESOURCE_LINK_REQUEST: "opening Attune from a course (resource links)",
+    C.DEEP_LINKING_REQUEST: "adding check-ins to course content (deep linking)",
+}
+_PLACEMENT_NAMES = {
+    p.platform_placement: p.label
+    for p in CANVAS_CHOICES + MOODLE_CHOICES
+    if p.platform_placement is not None
+}
+
+
 def describe_diff(diff: Mapping[str, Any]) -> list[str]:
-    """One plain sentence per difference, for the admin."""
+    """One plain sentence per difference, for the admin (no identifiers or URLs)."""
     lines = []
     if diff.get("scopes_missing"):
-        lines.append(
-            "Services not granted: " + ", ".join(_scope_name(s) for s in diff["scopes_missing"])
-        )
+        names = [_SCOPE_NAMES.get(s, s) for s in diff["scopes_missing"]]
+        lines.append("Not granted: " + "; ".join(names))
     if diff.get("messages_missing"):
-        lines.append("Launch types not granted: " + ", ".join(diff["messages_missing"]))
+        names = [_MESSAGE_NAMES.get(m, m) for m in diff["messages_missing"]]
+        lines.append("Not granted: " + "; ".join(names))
     if diff.get("placements_missing"):
-        lines.append("Placements not granted: " + ", ".join(diff["placements_missing"]))
+        names = [_PLACEMENT_NAMES.get(p, p) for p in diff["placements_missing"]]
+        lines.append("Not shown in: " + "; ".join(names))
     if diff.get("privacy_level"):
         p = diff["privacy_level"]
-        lines.append(f"Privacy level is {p['granted']!r} instead of {p['requested']!r}")
+        granted = PRIVACY_LABELS.get(p["granted"], p["granted"])
+        requested = PRIVACY_LABELS.get(p["requested"], p["requested"])
+        lines.append(f"Privacy level: {granted} instead of {requested}")
     return lines
-
-
-def _scope_name(scope: str) -> str:
-    names = {
-        SCOPE_NRPS: "course roster (Names and Roles)",
-        SCOPE_AGS_LINEITEM: "grade columns (AGS line items)",
-        SCOPE_AGS_RESULT: "grade results (AGS)",
-        SCOPE_AGS_SCORE: "grade scores (AGS)",
-    }
-    return names.get(scope, scope)
 
 
 # --- Canvas JSON configuration -------------------------------------------------------------------

@@ -40,6 +40,7 @@ from shared.signing import InvalidToken
 
 MAX_ID_TOKEN = 64 * 1024
 
+
 @dataclass(frozen=True)
 class NeedsPlatformStorage:
     """No cookie came back: the browser must fetch the binding from Platform Storage."""

@@ -21,10 +21,12 @@ def _origin(url: str) -> str:
 def _check_base(var: str, url: str, *, allow_http: bool) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
-        raise SettingsError(f"invalid configuration: {var} is invalid: {url!r} is not a base URL")
+        raise SettingsError(
+            f'invalid configuration: {var} is invalid: "{url}" is not a base URL (https://host)'
+        )
     if parts.scheme == "http" and not allow_http:
         raise SettingsError(
-            f"invalid configuration: {var} is invalid: must be https "
+            f"invalid configuration: {var} is invalid: it must be https "
             "(ATTUNE_ALLOW_INSECURE_URLS=true allows http in development)"
         )
     return url.rstrip("/")
@@ -57,7 +59,7 @@ class ToolUrls:
             regions[settings.region] = public
         if settings.region not in regions:
             raise SettingsError(
-                f"invalid configuration: ATTUNE_REGION is invalid: {settings.region!r} is not "
+                f'invalid configuration: ATTUNE_REGION is invalid: "{settings.region}" is not '
                 "in ATTUNE_REGIONS"
             )
         return cls(public, settings.region, regions)

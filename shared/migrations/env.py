@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared import pgtls
 
 # Any constant shared by every Attune migration run; distinct from the outbox relay's lock.
 MIGRATION_LOCK_ID = 0x417474756E65_01
@@ -40,8 +43,17 @@ def _run(connection: Connection) -> None:
         connection.commit()
 
 
+async def _connect() -> asyncpg.Connection:
+    dsn, tls = pgtls.connect_args(config.attributes["database_url"])
+    return await asyncpg.connect(dsn, **tls)
+
+
 async def _main() -> None:
-    engine = create_async_engine(config.attributes["url"], poolclass=pool.NullPool)
+    # The URL names only the dialect: the connection comes from asyncpg with DATABASE_URL
+    # itself (libpq's TLS parameters included), as in the services.
+    engine = create_async_engine(
+        "postgresql+asyncpg://", poolclass=pool.NullPool, async_creator=_connect
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -365,6 +365,7 @@ def test_pods_run_unprivileged_on_a_read_only_root(target: str) -> None:
         assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == UID, name
         assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}, name
         volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes.pop("postgres-ca") == POSTGRES_CA, name  # below
         assert all("emptyDir" in v for v in volumes.values()), name
         for container in pod["containers"]:
             sec = container["securityContext"]
@@ -375,6 +376,30 @@ def test_pods_run_unprivileged_on_a_read_only_root(target: str) -> None:
             assert not sec.get("privileged"), name
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp must be writable"
+
+
+POSTGRES_CA = {"name": "postgres-ca", "configMap": {"name": "attune-postgres-ca", "optional": True}}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_pod_reading_the_database_can_verify_its_tls(target: str) -> None:
+    """TLS to a managed Postgres: every pod with DATABASE_URL mounts the optional CA bundle
+    ConfigMap read-only where DATABASE_URL's sslrootcert points (deploy/k8s/README.md)."""
+    docs = render(target)
+    readers = 0
+    for name, template in pod_templates(docs):
+        pod = template["spec"]
+        for container in pod["containers"]:
+            if "DATABASE_URL" not in {e["name"] for e in container.get("env", [])}:
+                continue
+            readers += 1
+            assert POSTGRES_CA in pod["volumes"], name
+            assert {
+                "name": "postgres-ca",
+                "mountPath": "/etc/attune/postgres-ca",
+                "readOnly": True,
+            } in container["volumeMounts"], name
+    assert readers >= 2
 
 
 @pytest.mark.parametrize("target", TARGETS)

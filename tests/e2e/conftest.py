@@ -15,10 +15,31 @@ import asyncpg
 import pytest
 
 from tests.conftest import Infra
+from tests.e2e.waits import ARTIFACTS, TEST_TIMEOUT_S, WAIT_S
 from tests.lti_support import LtiStack, start_stack
 
+__all__ = ["ARTIFACTS"]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Cross-site iframes stay in the page's renderer process. Site isolation is Chromium's process
+# model, not web behaviour: cookies and their partitioning, CSP frame-ancestors, postMessage
+# and navigation behave the same. But Playwright follows an out-of-process iframe through a
+# separate target that it re-attaches at every cross-site navigation (the tool frame makes
+# three), and on a busy machine it has lost one: the frame showed "Signed in as a student"
+# while none of its elements or scripts could be reached for minutes.
+SAME_PROCESS_FRAMES = (
+    "--disable-site-isolation-trials",
+    "--disable-features=IsolateOrigins,site-per-process",
+)
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests get a time limit their generous waits fit in (tests/e2e/waits.py)."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(TEST_TIMEOUT_S))
+
 
 # cookie_controls_mode 1 blocks third-party cookies (Chrome incognito, Safari-like);
 # default_content_setting_values.cookies 2 blocks every cookie.
@@ -47,8 +68,17 @@ def chromium_context() -> Callable[..., Any]:
                     str(profile),
                     executable_path=CHROMIUM,
                     headless=True,
-                    args=["--disable-gpu", "--disable-quic", "--no-first-run"],
+                    args=[
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        *SAME_PROCESS_FRAMES,
+                    ],
+                    timeout=WAIT_S * 1000,
                 )
+                # Every wait and action of the test: on its condition, within WAIT_S.
+                context.set_default_timeout(WAIT_S * 1000)
+                context.set_default_navigation_timeout(WAIT_S * 1000)
                 try:
                     yield context
                 finally:

@@ -5,7 +5,6 @@ groups."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,9 +12,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.async_api import Error as PlaywrightError
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.waits import signed_in
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR, LEARNER, Api, learners_in_roster, minted
 from tests.lti_support import LtiStack
@@ -40,38 +39,6 @@ def course_page(stack: LtiStack, canvas: FakePlatform, client: Client, sub: str,
     canvas.set_course_page(login_url, tool_origin=stack.url)
 
 
-async def signed_in(page: Any, role: str) -> None:
-    """Wait up to 45 s for the app in the iframe to say who is signed in.
-
-    The tool's frame navigates cross-site three times (login, the LMS's auth endpoint, the
-    launch) and Chromium may swap the frame out of process each time; a locator resolved
-    around a swap has once waited on a frame that was gone while the page showed the signed-in
-    app. So each try resolves the iframe afresh, with a short timeout, and the frames of the
-    page are also read directly.
-    """
-    wanted = f"Signed in as a {role}"
-    deadline = asyncio.get_running_loop().time() + 45
-    text: str | None = None
-    while asyncio.get_running_loop().time() < deadline:
-        status = page.frame_locator("#tool").locator("#status")
-        try:
-            await status.filter(has_text=wanted).wait_for(timeout=2_000)
-            return
-        except PlaywrightError:
-            pass  # not (yet) there, or the frame it resolved was swapped out
-        for frame in page.frames:
-            try:
-                text = await frame.evaluate(
-                    "() => document.querySelector('#status')?.textContent ?? null"
-                )
-            except PlaywrightError:
-                continue  # navigating or detached: the next try sees its successor
-            if text and wanted in text:
-                return
-    await page.screenshot(path=str(ARTIFACTS / f"checkins-launch-failed-{role}.png"))
-    raise AssertionError(f"{role} launch did not finish: status {text!r}")
-
-
 async def course_tab(
     context: Any,
     stack: LtiStack,
@@ -88,7 +55,7 @@ async def course_tab(
     if narrow:
         await page.set_viewport_size({"width": 420, "height": 900})  # a narrow LMS column
     await page.goto(f"{canvas.base_url}/lms/course")
-    await signed_in(page, "teacher" if role == INSTRUCTOR else "student")
+    await signed_in(page, "teacher" if role == INSTRUCTOR else "student", shot=f"checkins-{sub}")
     return page
 
 
@@ -136,7 +103,7 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
         await (
             t.locator("#results-participation")
             .filter(has_text="2 of 2 students answered")
-            .wait_for(timeout=30_000)
+            .wait_for()
         )
         chart = t.locator("#results svg[role=img]").first
         label = await chart.get_attribute("aria-label")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -16,6 +17,13 @@ from tests.fakes.platform import FakePlatform
 from tests.lti_support import LtiStack
 
 pytestmark = pytest.mark.integration
+
+
+def is_list_poll(response: Any) -> bool:
+    """The teacher list's poll (GET /api/checkins/checkins), answered."""
+    request = response.request
+    return bool(request.method == "GET" and urlsplit(response.url).path == "/api/checkins/checkins")
+
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -73,9 +81,12 @@ async def test_teacher_creates_weekly_checkin_and_edits_its_question(
         await error.filter(has_text="Required.").wait_for()
         assert await question.get_attribute("aria-invalid") == "true"
 
-        # The open form survives the list's 4-second poll.
+        # The open form survives the list's poll: wait for a poll to be answered (and a second
+        # one, so the first has certainly been drawn), then look at the field.
         await question.fill("How was this week?")
-        await teacher.wait_for_timeout(5_000)
+        for _ in range(2):
+            async with teacher.expect_response(is_list_poll):
+                pass
         assert await question.input_value() == "How was this week?"
         await teacher.screenshot(path=str(ARTIFACTS / "checkins-edit-form.png"))
 

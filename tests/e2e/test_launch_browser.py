@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.waits import frame_url, signed_in
 from tests.fakes.platform import FakePlatform
 from tests.lti_support import LtiStack
 
@@ -50,9 +51,7 @@ async def test_launch_in_cross_site_iframe(
     async with chromium_context(policy) as context:
         page = await context.new_page()
         await page.goto(f"{canvas.base_url}/lms/course")
-        frame = page.frame_locator("#tool")
-        status = frame.locator("#status")
-        await status.filter(has_text="Signed in as a student").wait_for(timeout=45_000)
+        await signed_in(page, "student", shot=f"launch-iframe-{policy}")
         log = await page.evaluate("window.storageLog")
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"launch-iframe-{policy}.png"))
@@ -103,8 +102,7 @@ async def test_only_the_registered_lms_may_frame_the_tool(
     async with chromium_context("third_party_blocked") as context:
         page = await context.new_page()
         await page.goto(f"{canvas.base_url}/lms/course")
-        status = page.frame_locator("#tool").locator("#status")
-        await status.filter(has_text="Signed in as a student").wait_for(timeout=45_000)
+        await signed_in(page, "student", shot="framed-by-registered-lms")
         tool = page.frame(name="tool")
         assert tool is not None
         app_url = tool.url  # the fragment (launch token) is gone; the frame reference stays
@@ -121,16 +119,8 @@ async def test_only_the_registered_lms_may_frame_the_tool(
             other.on("console", lambda message: console.append(message.text))
             await other.goto(f"{evil}/", wait_until="load")
             for name in ("tool", "login"):
-                # The refused frame turns into Chromium's error page; Chromium may swap the
-                # frame object while doing so, so look it up by name on every try.
-                frame, url = None, ""
-                for _ in range(100):
-                    frame = other.frame(name=name)
-                    url = frame.url if frame is not None else ""
-                    if url.startswith("chrome-error://"):
-                        break
-                    await other.wait_for_timeout(100)
-                assert frame is not None and url.startswith("chrome-error://"), (name, url)
+                # The refused frame turns into Chromium's error page.
+                frame = await frame_url(other, name, lambda url: url.startswith("chrome-error://"))
                 assert await frame.locator("#status, #attune-storage").count() == 0
             await other.screenshot(path=str(ARTIFACTS / "framed-by-unregistered-origin.png"))
             refusals = [m for m in console if "frame-ancestors" in m]
@@ -143,7 +133,7 @@ async def test_only_the_registered_lms_may_frame_the_tool(
             await again.goto(f"{canvas.base_url}/lms/course", wait_until="load")
             framed = again.frame(name="tool")
             assert framed is not None
-            await again.frame_locator("#tool").locator("#status").wait_for(timeout=15_000)
+            await again.frame_locator("#tool").locator("#status").wait_for()
             assert not framed.url.startswith("chrome-error://")
         finally:
             await runner.cleanup()

@@ -77,7 +77,9 @@ class Api:
         return resp.status, (json.loads(text) if text else None)
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 180) -> None:
+    # The condition ends the wait; the bound is generous because a busy 2-core machine (CI)
+    # delays the events that fill a roster well past what a quiet one needs.
     deadline = time.monotonic() + timeout
     while not await predicate():
         if time.monotonic() > deadline:

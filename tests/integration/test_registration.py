@@ -225,8 +225,9 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
     assert sent["redirect_uris"] == env.stack.redirect_uris()
 
     # What was not granted is shown to the admin and kept.
-    assert "did not grant" in body and "link_selection" in body and "anonymous" in body
-    assert "grade scores" in body
+    assert "did not grant" in body and "Module item / link selection" in body
+    assert "Privacy level: Anonymous instead of Name only" in body
+    assert "sending grade scores" in body
     assert "none yet" in body  # Canvas named no deployment
     row = await env.pool.fetchrow("SELECT * FROM platforms WHERE issuer = $1", canvas.issuer)
     assert (row["product"], row["deployment_policy"], row["name"]) == (
@@ -249,12 +250,17 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
         f"{env.url}/api/admin/platforms/{row['id']}", headers={"Authorization": f"Bearer {token}"}
     )
     assert api.status == 200
-    not_granted = (await api.json())["platform"]["not_granted"]
-    assert not_granted == {
+    platform = (await api.json())["platform"]
+    assert platform["not_granted"] == {
         "scopes_missing": [AGS_SCORE],
         "placements_missing": ["link_selection"],
         "privacy_level": {"requested": "name_only", "granted": "anonymous"},
     }
+    assert platform["not_granted_summary"] == [  # what the admin page shows
+        "Not granted: sending grade scores (Assignment and Grade Services)",
+        "Not shown in: Module item / link selection (add a check-in to a module)",
+        "Privacy level: Anonymous instead of Name only",
+    ]
 
     # Global developer key: the first launch of a deployment records it (policy accept).
     async with browser() as b:
@@ -286,7 +292,7 @@ async def test_reregistration_updates_instead_of_duplicating(
     )
     second, body = await register(env, moodle, [], code=code)
     assert second.status == 200, body
-    assert "re-registered" in body
+    assert "registration with Moodle is updated" in body
     rows = await env.pool.fetch("SELECT id FROM platforms WHERE issuer = $1", moodle.issuer)
     assert len(rows) == 1
     ids = await env.pool.fetch(

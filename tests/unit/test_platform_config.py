@@ -109,3 +109,52 @@ def test_other_issuers_must_share_the_configuration_origin() -> None:
     assert err.value.code == "openid_configuration_issuer_mismatch"
     ok = validate(doc, "https://moodle.school.edu/mod/lti/openid-configuration.php", accept_all)
     assert ok.issuer == "https://moodle.school.edu"
+
+
+# --- the platform as its administrator knows it --------------------------------------------------
+
+
+def moodle_config(url: str, release: str | None) -> dict[str, Any]:
+    origin = url.split("/mod/")[0]
+    doc = config(origin, origin.split("//")[1])
+    doc[PLATFORM] = {"product_family_code": "moodle", "version": release}
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("url", "site"),
+    [
+        ("https://moodle.school.edu/mod/lti/openid-configuration.php", "moodle.school.edu"),
+        ("https://127.0.0.1:8443/mod/lti/openid-configuration.php", None),
+        ("https://[::1]/mod/lti/openid-configuration.php", None),
+        ("https://localhost/mod/lti/openid-configuration.php", None),
+    ],
+)
+def test_the_site_is_a_host_name_never_an_address(url: str, site: str | None) -> None:
+    result = validate(moodle_config(url, "4.5.1+ (Build: 20250110)"), url, accept_all)
+    assert result.site == site
+    assert result.product_label == "Moodle"
+    assert result.release == "4.5.1+ (Build: 20250110)"
+
+
+def test_a_version_word_is_no_release() -> None:
+    for word in ("cloud", "OpenSource", "vCloud", None):
+        doc = config("https://canvas.instructure.com", "sso.canvaslms.com")
+        doc[PLATFORM]["version"] = word
+        url = "https://school.instructure.com/api/lti/security/openid-configuration"
+        result = validate(doc, url, accept_all)
+        assert result.release is None
+        assert (result.product_label, result.site) == ("Canvas", "school.instructure.com")
+
+
+def test_pages_name_the_site_or_the_product_alone() -> None:
+    from services.registration.wiring import pages
+
+    macros = pages().get_template("_platform.html").module
+    for host, name in (
+        ("moodle.school.edu", "Moodle at moodle.school.edu"),
+        ("127.0.0.1", "Moodle"),
+    ):
+        url = f"https://{host}/mod/lti/openid-configuration.php"
+        result = validate(moodle_config(url, "4.5"), url, accept_all)
+        assert str(macros.platform_name(result)) == name  # type: ignore[attr-defined]

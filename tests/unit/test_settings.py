@@ -72,6 +72,27 @@ def test_malformed_value_is_named(var: str, value: str) -> None:
     assert message.startswith("invalid configuration: ")
     assert f"{var} is invalid" in message
     assert "hunter2" not in message
+    for pydantic_words in ("Input should", "unable to", "valid integer", "Value error", "'"):
+        assert pydantic_words not in message, message
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "said"),
+    [
+        ("ATTUNE_PORT", "abc", 'it must be a whole number from 1 to 65535, not "abc"'),
+        ("ATTUNE_PORT", "70000", 'it must be a whole number from 1 to 65535, not "70000"'),
+        ("ATTUNE_DB_POOL_MAX", "0", 'it must be a whole number of at least 1, not "0"'),
+        ("ATTUNE_HTTP_TIMEOUT_S", "soon", 'it must be a number greater than 0, not "soon"'),
+        ("KAFKA_ENABLE_IDEMPOTENCE", "maybe", 'it must be true or false, not "maybe"'),
+        ("ATTUNE_ENV", "staging", 'it must be one of production, development, test, not "staging"'),
+        ("KAFKA_BOOTSTRAP_SERVERS", "no-port", '"no-port" is not host:port'),
+        ("DATABASE_URL", "mysql://root:hunter2@db/a", "it must be a postgresql://"),
+    ],
+)
+def test_errors_are_in_attunes_words(var: str, value: str, said: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, var: value})
+    assert str(err.value).startswith(f"invalid configuration: {var} is invalid: {said}")
 
 
 def test_several_problems_reported_together() -> None:
@@ -153,3 +174,59 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [var for var, _default, _meaning in describe() if f"| `{var}` |" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def attune_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "attune.cli", *args],
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_settings_read_as_an_operator_writes_them() -> None:
+    result = attune_cli("settings", env={**BASE, "ATTUNE_PORT": "9000"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "ATTUNE_ENV: production (the default)" in out
+    assert "ATTUNE_PORT: 9000 (set here; default 8080)" in out
+    assert "KAFKA_ENABLE_IDEMPOTENCE: true (the default)" in out
+    assert "ATTUNE_PUBLIC_URL: not set (the default)" in out
+    assert "DATABASE_URL: set here (a secret: not shown)" in out
+    assert "s3cret-pw" not in out
+    for python in ("'production'", "None", "True", "False", "`"):
+        assert python not in out, python
+    assert attune_cli("settings").stdout.count("DATABASE_URL: not set (required)") == 1
+
+
+def test_cli_settings_into_a_closed_pipe_is_no_error() -> None:
+    """attune settings | head -1: the reader leaves early; no traceback, exit status 0."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "attune.cli", "settings"],
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("Attune reads")
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 0
+        errors = proc.stderr.read()
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+def test_cli_help_says_what_attune_is_and_where_to_start() -> None:
+    result = attune_cli("--help")
+    assert result.returncode == 0
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith("usage: attune COMMAND")
+    assert lines[1] == "Attune: student wellbeing check-ins for Canvas and Moodle, an LTI 1.3 tool."
+    assert "attune dev" in result.stdout and "attune settings" in result.stdout
+    assert "attune admin create-install-code" in result.stdout
+    for internal in ("``", "composition root", "services.<name>"):
+        assert internal not in result.stdout, internal

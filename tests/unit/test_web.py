@@ -236,3 +236,45 @@ async def test_a_body_sent_to_the_api_must_be_declared_json(
     ).status == 200
     resp = await client.post("/api/nothing", data=b"x", headers={"Content-Type": "text/plain"})
     assert resp.status == 404  # no route: still a 404
+
+
+async def test_error_pages_name_who_helps_the_reader(aiohttp_client, settings: Settings) -> None:
+    """Students and teachers ask their LMS administrator; on an admin-facing service (the
+    registration pages) the reader IS that administrator, so the page points at Attune's logs."""
+    from shared.web import ERROR_AUDIENCE_KEY
+
+    html = {"Accept": "text/html"}
+    users: TestClient = await aiohttp_client(make_app(settings))
+    for path in ("/err/domain", "/err/crash"):
+        page = await (await users.get(path, headers=html)).text()
+        assert "LMS administrator" in page
+    admin_app = make_app(settings)
+    admin_app[ERROR_AUDIENCE_KEY] = "admin"
+    admins: TestClient = await aiohttp_client(admin_app)
+    for path in ("/err/domain", "/err/crash"):
+        page = await (await admins.get(path, headers=html)).text()
+        assert "LMS administrator" not in page
+        assert "whoever runs Attune" in page
+
+
+async def test_an_error_may_bring_its_own_page_for_browsers(
+    aiohttp_client, settings: Settings
+) -> None:
+    app = make_app(settings)
+
+    def page(request: web.Request, exc: AttuneError) -> web.Response:
+        return web.Response(text=f"try again ({exc.code})", status=exc.status)
+
+    async def refused(request: web.Request) -> web.Response:
+        exc = AttuneError("No.", code="code_used", status=403)
+        exc.page = page
+        exc.headers = {"Retry-After": "1"}
+        raise exc
+
+    app.router.add_get("/err/own-page", refused)
+    client: TestClient = await aiohttp_client(app)
+    resp = await client.get("/err/own-page", headers={"Accept": "text/html"})
+    assert (resp.status, await resp.text()) == (403, "try again (code_used)")
+    assert resp.headers["Retry-After"] == "1" and "X-Request-Id" in resp.headers
+    resp = await client.get("/err/own-page", headers={"Accept": "application/json"})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "code_used"

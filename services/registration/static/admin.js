@@ -86,9 +86,14 @@
       p.registration_method + " registration · new deployments: " + p.deployment_policy +
       " · " + p.environment;
     box.appendChild(facts);
-    var missing = p.not_granted || {};
-    if (Object.keys(missing).length) {
-      box.appendChild(el("p", "Not granted by the LMS: " + JSON.stringify(missing), "warning"));
+    var missing = p.not_granted_summary || [];
+    if (missing.length) {
+      var warning = el("div", null, "warning");
+      warning.appendChild(el("p", "The LMS did not grant everything Attune asked for:"));
+      var lines = el("ul");
+      missing.forEach(function (line) { lines.appendChild(el("li", line)); });
+      warning.appendChild(lines);
+      box.appendChild(warning);
     }
     var table = el("table");
     var head = el("tr");
