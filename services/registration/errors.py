@@ -151,8 +151,8 @@ def registration_collision() -> RegistrationError:
         "The LMS answered with an issuer and client ID that are already registered in Attune "
         "as another registration. An install code can only create a registration, so nothing "
         "was changed and the install code was not used.",
-        "To re-register an LMS that is already registered, ask the person running Attune for "
-        "a re-registration code for it (`attune admin create-install-code --platform-id N`).",
+        "To re-register an LMS that is already registered, ask whoever runs Attune for a "
+        "re-registration code for it (Create re-registration code on Attune's admin page).",
         409,
     )
 

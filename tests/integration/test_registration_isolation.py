@@ -366,7 +366,7 @@ async def test_reregistration_code_updates_its_platform_only(
     # Moodle's "Update" with the re-registration code: updated, audited with what changed.
     moodle.new_token()
     done, text = await _register(env, moodle, update_code, ["deep_linking"])
-    assert done.status == 200 and "re-registered" in text, text
+    assert done.status == 200 and "registration updated" in text, text
     audit = await env.pool.fetchrow(
         "SELECT actor, action, details FROM registration_audit WHERE platform_id = $1 "
         "ORDER BY id DESC LIMIT 1",
