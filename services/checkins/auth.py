@@ -7,6 +7,7 @@ from aiohttp import web
 from shared.errors import Unauthorized
 from shared.lti.launch_token import LaunchIdentity, LaunchTokens
 from shared.signing import InvalidToken
+from shared.web import SETTINGS_KEY
 
 RELAUNCH = "Open Attune again from your course in the LMS to continue."
 
@@ -32,7 +33,7 @@ def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
             "This request has no launch token.", code="launch_token_missing", hint=RELAUNCH
         )
     try:
-        return tokens.read(token.strip())
+        who = tokens.read(token.strip())
     except InvalidToken as exc:
         if exc.reason == "expired":
             raise Unauthorized(
@@ -41,3 +42,12 @@ def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
         raise Unauthorized(
             "This launch token is not valid.", code="launch_token_invalid", hint=RELAUNCH
         ) from None
+    if who.region != request.app[SETTINGS_KEY].region:
+        # Issued by another region's cell: the launch and everything of it are kept there, and
+        # only that region's app serves it (docs/architecture.md, "Regions").
+        raise Unauthorized(
+            "This launch belongs to another region of Attune.",
+            code="launch_token_other_region",
+            hint=RELAUNCH,
+        )
+    return who

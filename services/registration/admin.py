@@ -16,7 +16,7 @@ from services.registration import credentials, errors, manual, store
 from services.registration import queries as q
 from services.registration.auth import Admin, require_admin
 from services.registration.toolconfig import compare, describe_diff, moodle_manual_values
-from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
+from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, region_of, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
 from shared.http import HTTP_KEY
@@ -84,14 +84,16 @@ async def me(request: web.Request) -> web.Response:
 async def list_platforms(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platforms = await q.list_platforms(conn)
+        platforms = await q.list_platforms(conn, request.app[SETTINGS_KEY].region)
     return _no_store({"platforms": [_with_diff(p) for p in platforms]})
 
 
 async def get_platform(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, _platform_id(request))
+        platform = await q.get_platform(
+            conn, _platform_id(request), request.app[SETTINGS_KEY].region
+        )
     if platform is None:
         raise errors.platform_not_found()
     return _no_store({"platform": _with_diff(platform)})
@@ -103,7 +105,12 @@ async def create_platform(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     body = await _json_body(request)
     try:
-        reg = manual.parse(body, allow_insecure=settings.allow_insecure_urls)
+        reg = manual.parse(
+            body,
+            allow_insecure=settings.allow_insecure_urls,
+            regions=list(request.app[URLS_KEY].regions),
+            home=settings.region,
+        )
         await manual.check_jwks(
             request.app[HTTP_KEY],
             reg,
@@ -120,7 +127,7 @@ async def create_platform(request: web.Request) -> web.Response:
         details={"warnings": reg.warnings} if reg.warnings else None,
     )
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, saved.platform_id)
+        platform = await q.get_platform(conn, saved.platform_id, settings.region)
     return _no_store(
         {"created": saved.created, "platform": platform, "warnings": reg.warnings},
         status=201 if saved.created else 200,
@@ -187,6 +194,27 @@ async def set_frame_origins(request: web.Request) -> web.Response:
         return _field_errors(request, {"frame_origins": str(exc)})
     result = await store.change_frame_origins(
         request.app[POOL_KEY], _platform_id(request), origins, actor=admin.actor
+    )
+    return _no_store({"platform": result})
+
+
+async def set_region(request: web.Request) -> web.Response:
+    """``PUT /api/admin/platforms/{id}/region`` ``{"region": "eu-west-1"}``: the cell whose
+    login and launch serve this registration, where its launches and check-ins are stored
+    (``null``: any cell, as for Canvas, whose schools each sign in at their own region)."""
+    admin = await require_admin(request)
+    body = await _json_body(request)
+    if "region" not in body:
+        return _field_errors(request, {"region": "is required (a region, or null)"})
+    region = body["region"]
+    problem = manual.region_problem(region, list(request.app[URLS_KEY].regions))
+    if problem:
+        return _field_errors(request, {"region": problem})
+    result = await store.change_region(
+        request.app[POOL_KEY],
+        _platform_id(request),
+        region if isinstance(region, str) else None,
+        actor=admin.actor,
     )
     return _no_store({"platform": result})
 
@@ -291,20 +319,29 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def admin_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     return render(
-        request, "admin.html", csp=ADMIN_PAGE_CSP, static=ADMIN_STATIC, tool_name=settings.tool_name
+        request,
+        "admin.html",
+        csp=ADMIN_PAGE_CSP,
+        static=ADMIN_STATIC,
+        tool_name=settings.tool_name,
+        regions=list(request.app[URLS_KEY].regions),
     )
 
 
 async def manual_page(request: web.Request) -> web.Response:
+    """``?region=``: the Moodle is served by that region's cell (default: the home region)."""
     settings = request.app[SETTINGS_KEY]
     urls = request.app[URLS_KEY]
+    region = region_of(request) or settings.region
     return render(
         request,
         "manual.html",
         csp=ADMIN_PAGE_CSP,
         static=ADMIN_STATIC,
         tool_name=settings.tool_name,
-        values=moodle_manual_values(urls, settings),
+        values=moodle_manual_values(urls, settings, region),
+        region=region,
+        regions=list(urls.regions),
         login_path=LOGIN_PATH,
         launch_path=LAUNCH_PATH,
     )
@@ -321,6 +358,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"/api/admin/platforms/{pid}/deployments/approve", approve_deployment)
     r.add_post(f"/api/admin/platforms/{pid}/deployments/disable", disable_deployment)
     r.add_put(f"/api/admin/platforms/{pid}/frame-origins", set_frame_origins)
+    r.add_put(f"/api/admin/platforms/{pid}/region", set_region)
     r.add_get("/api/admin/audit", audit_trail)
     r.add_get("/api/admin/install-codes", list_install_codes)
     r.add_post("/api/admin/install-codes", create_install_code)

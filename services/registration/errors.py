@@ -270,3 +270,12 @@ def platform_not_found() -> AttuneError:
 
 def bad_json(detail: str) -> AttuneError:
     return AttuneError(f"The request body is not usable: {detail}.", code="bad_json", status=400)
+
+
+def region_unknown(regions: str) -> AttuneError:
+    return AttuneError(
+        "There is no such region in this installation of Attune.",
+        code="region_unknown",
+        status=400,
+        hint=f"Choose one of: {regions}.",
+    )

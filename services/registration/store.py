@@ -2,7 +2,9 @@
 
 Every change commits together with an ``attune.registration.v1`` event in the outbox, whose
 data names the ``issuer`` and ``client_id`` (what login and launch key their caches on), so
-their caches drop the entry within seconds. Events never carry a token or an install code.
+their caches drop the entry within seconds, and with the registration's whole state on
+``attune.registration-state.v1`` (``shared.cells.registrations``), which every other cell's
+mirror applies to its own copy. Events never carry a token or an install code.
 
 Who may change which registration: an install code creates one; it updates an existing
 (issuer, client_id) only when an admin issued it for that platform (a re-registration code).
@@ -19,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from services.registration import errors, queries
+from shared.cells.registrations import publish_state
 from shared.errors import AttuneError
 from shared.events import topics
 from shared.events.envelope import Event
@@ -62,6 +65,13 @@ def _event(kind: str, platform_id: int, data: dict[str, Any]) -> Event:
         subject=f"platform:{platform_id}",
         data={"platform_id": platform_id, **data},
     )
+
+
+async def _announce(conn: asyncpg.Connection, event: Event) -> None:
+    """Announce a change in its transaction: the event (caches and projections in this
+    region) and the registration's whole state (the other cells' read models)."""
+    await enqueue(conn, topics.REGISTRATION, event)
+    await publish_state(conn, int(event.data["platform_id"]))
 
 
 async def _install_code_refusal(conn: asyncpg.Connection, code_hash: bytes) -> Exception:
@@ -162,6 +172,7 @@ def _changes(before: asyncpg.Record, rec: queries.PlatformRecord) -> dict[str, A
         "name": rec.name if rec.name is not None else before["name"],
         "registration_method": rec.method,
         "frame_origins": sorted(set(before["frame_origins"]) | set(rec.frame_origins or [])),
+        "region": rec.region if rec.region is not None else before["region"],
     }
     old = {k: sorted(before[k]) if k == "frame_origins" else before[k] for k in after}
     return {k: [old[k], after[k]] for k in after if old[k] != after[k]}
@@ -247,9 +258,8 @@ async def save_registration(
                     **(details or {}),
                 },
             )
-            await enqueue(
+            await _announce(
                 conn,
-                topics.REGISTRATION,
                 _event(
                     kind,
                     platform_id,
@@ -314,7 +324,7 @@ async def change_deployment(
             client_id=platform["client_id"],
             details={"deployment_id": deployment_id, "previous_status": previous, "label": label},
         )
-        await enqueue(conn, topics.REGISTRATION, _event(kind, platform_id, data))
+        await _announce(conn, _event(kind, platform_id, data))
     return {"platform_id": platform_id, **data}
 
 
@@ -344,11 +354,41 @@ async def change_frame_origins(
             client_id=platform["client_id"],
             details={"frame_origins": origins, "previous_frame_origins": previous},
         )
-        await enqueue(
+        await _announce(
             conn,
-            topics.REGISTRATION,
             _event("registration.frame_origins_changed", platform_id, data),
         )
+    return {"platform_id": platform_id, **data}
+
+
+async def change_region(
+    pool: asyncpg.Pool, platform_id: int, region: str | None, *, actor: str
+) -> dict[str, Any]:
+    """Move a registration to the cell of ``region`` (None: any cell); audited and announced,
+    so every cell's login and launch serve it, or refuse it, within seconds. Data already
+    stored in the old region stays there (docs/architecture.md, "Regions")."""
+    async with pool.acquire() as conn, conn.transaction():
+        platform = await queries.lock_platform(conn, platform_id)
+        if platform is None:
+            raise errors.platform_not_found()
+        previous = platform["region"]
+        await queries.set_region(conn, platform_id, region)
+        data = {
+            "issuer": platform["issuer"],
+            "client_id": platform["client_id"],
+            "region": region,
+            "previous_region": previous,
+        }
+        await queries.audit(
+            conn,
+            actor=actor,
+            action="registration.region_changed",
+            platform_id=platform_id,
+            issuer=platform["issuer"],
+            client_id=platform["client_id"],
+            details={"region": region, "previous_region": previous},
+        )
+        await _announce(conn, _event("registration.region_changed", platform_id, data))
     return {"platform_id": platform_id, **data}
 
 
@@ -373,7 +413,7 @@ async def delete_platform(pool: asyncpg.Pool, platform_id: int, *, actor: str) -
             client_id=platform["client_id"],
             details={"deployment_ids": ids},
         )
-        await enqueue(conn, topics.REGISTRATION, _event("registration.deleted", platform_id, data))
+        await _announce(conn, _event("registration.deleted", platform_id, data))
     return {"platform_id": platform_id, **data}
 
 

@@ -43,6 +43,18 @@ def platform_unknown() -> LtiError:
     )
 
 
+def platform_other_region(region: str, login_url: str | None) -> LtiError:
+    """A registration served by another cell: its data lives in that region."""
+    where = f"the login URL of that region, {login_url}" if login_url else "that region's URL"
+    return err(
+        "platform_other_region",
+        f"This LMS is registered with Attune in the {region} region, where its data is kept, "
+        "and signs in there.",
+        f"An LMS administrator needs to set Attune's login URL in the LMS to {where}.",
+        status=403,
+    )
+
+
 def target_link_uri_foreign() -> LtiError:
     return err(
         "target_link_uri_foreign", "The launch points at an address that is not Attune's.", ADMIN

@@ -162,6 +162,10 @@ class LaunchVerifier:
             raise errors.registration_unknown()
         if platform.id != state.platform_id:
             raise errors.registration_mismatch()
+        if state.region != self._urls.region:
+            raise errors.state_invalid()  # another cell's login: its launch is there
+        if not platform.served_in(self._urls.region):
+            raise errors.platform_other_region(*self._urls.where(platform.region))
 
         # 4. signature
         if header.get("alg") != "RS256":

@@ -136,6 +136,8 @@ class LoginFlow:
         platform = await self._registrations.get(request.issuer, request.client_id)
         if platform is None:
             raise errors.platform_unknown()
+        if not platform.served_in(self._urls.region):
+            raise errors.platform_other_region(*self._urls.where(platform.region))
         if request.deployment_id is not None:
             status = platform.deployments.get(request.deployment_id)
             if status == "disabled":

@@ -39,6 +39,13 @@ class Platform:
     deployments: dict[str, DeploymentStatus] = field(default_factory=dict)
     # Origins the LMS's pages come from (CSP frame-ancestors); see shared.lti.frame.
     frame_origins: tuple[str, ...] = ()
+    # The cell that serves this registration (a Moodle or manual registration's choice);
+    # None: any cell (Canvas sends each school to its own region's login URL).
+    region: str | None = None
+
+    def served_in(self, region: str) -> bool:
+        """Whether the cell of ``region`` may log in and launch this registration."""
+        return self.region is None or self.region == region
 
     @functools.cached_property
     def frame_ancestors(self) -> tuple[str, ...]:
@@ -51,7 +58,7 @@ Loader = Callable[[str, str], Awaitable[Platform | None]]
 
 _SELECT_PLATFORM = """
 SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
-       p.deployment_policy, p.frame_origins,
+       p.deployment_policy, p.frame_origins, p.region,
        coalesce(
            (SELECT jsonb_object_agg(d.deployment_id, d.status)
               FROM deployments d WHERE d.platform_id = p.id),
@@ -78,6 +85,7 @@ def db_loader(pool: asyncpg.Pool) -> Loader:
             deployment_policy=row["deployment_policy"],
             deployments=json.loads(row["deployments"]),
             frame_origins=tuple(row["frame_origins"]),
+            region=row["region"],
         )
 
     return load

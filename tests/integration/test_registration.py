@@ -29,7 +29,16 @@ from tests.fakes.registration_platform import (
     registration_platform,
     submit_install,
 )
-from tests.lti_support import RegistrationEnv, browser, full_launch, registration_env
+from tests.lti_support import (
+    RegistrationEnv,
+    browser,
+    error_code,
+    full_launch,
+    login,
+    registration_env,
+)
+
+JSON = {"Accept": "application/json"}
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +141,8 @@ async def test_moodle_dynamic_registration_then_launch(
     assert close_js.status == 200 and "javascript" in close_js.headers["Content-Type"]
     assert "window.parent" in script and "org.imsglobal.lti.close" in script
 
-    # What Moodle received: its required fields, its domain rule, every region's launch URL.
+    # What Moodle received: its required fields, its domain rule, and the login and launch
+    # URLs of the region it was registered in (the home region: none was chosen).
     sent = moodle.registrations[-1]
     assert moodle.registration_authorizations[-1] == f"Bearer {moodle.token}"
     stack = env.stack
@@ -140,8 +150,8 @@ async def test_moodle_dynamic_registration_then_launch(
     assert sent["response_types"] == ["id_token"]
     assert set(sent["grant_types"]) == {"implicit", "client_credentials"}
     assert sent["initiate_login_uri"] == f"{stack.url}/lti/login"
-    assert sent["redirect_uris"] == stack.redirect_uris()
-    assert len(sent["redirect_uris"]) == 2
+    assert sent["redirect_uris"] == [f"{stack.url}/lti/launch"]
+    assert len(stack.regions) == 2
     assert sent["client_name"] == "Attune"
     assert sent["jwks_uri"] == f"{stack.url}/.well-known/jwks.json"
     assert sent["token_endpoint_auth_method"] == "private_key_jwt"
@@ -162,6 +172,7 @@ async def test_moodle_dynamic_registration_then_launch(
     assert row["auth_url"] == moodle.lms.auth_url and row["jwks_url"] == moodle.lms.jwks_url
     assert row["token_url"] == moodle.lms.token_url
     assert row["frame_origins"] == [moodle.base_url]  # the site that opened the registration
+    assert row["region"] == stack.regions[0].name  # its data lives in the home region
     assert json.loads(row["requested"])["scopes"] == sorted(sent["scope"].split())
     assert NRPS in json.loads(row["granted"])["scopes"]
     deployments = await env.pool.fetch(
@@ -187,12 +198,15 @@ async def test_moodle_dynamic_registration_then_launch(
     raw = json.dumps(event.to_dict())
     assert moodle.token not in raw and code not in raw
 
-    # The stored registration launches, in both regions.
+    # The stored registration launches in its region, and only there.
     async with browser() as b:
-        for region in stack.regions:
-            resp = await full_launch(b, region.url, moodle.lms, client)
-            assert resp.status == 303, await resp.text()
-            assert resp.headers["Location"].startswith(f"{stack.url}/app/?f=")
+        resp = await full_launch(b, stack.url, moodle.lms, client)
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"].startswith(f"{stack.url}/app/?f=")
+        other = stack.regions[1].url
+        refused = await login(b, other, moodle.lms, client, headers=JSON)
+        assert refused.status == 403
+        assert await error_code(refused) == "platform_other_region"
 
 
 async def test_canvas_dynamic_registration_then_launch_new_deployment(

@@ -1,0 +1,102 @@
+"""First sightings of deployments: from every cell to the home region's admin API.
+
+A launch of a deployment the registration does not list records a row in its cell's
+``deployment_sightings`` (accepted under the ``accept`` policy, held under ``hold``). The same
+statement writes a ``deployment.sighted`` event to the cell's ``attune.sighting.v1`` through
+the outbox: platform id, deployment id, policy, when, and the cell's region; nothing about the
+person who launched. The home region's registration service reads that topic on every other
+cell's cluster (``sightings_ctx``; read remote, write local) into ``cell_sightings``, so an
+administrator sees and approves a held deployment wherever it launched. The approval travels
+back as registration state (``shared.cells.registrations``).
+
+The event is built in SQL (``sighting_events``) because only the statement knows whether its
+insert found the deployment new; ``tests`` decode it with ``Event.decode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from shared.db import POOL_KEY
+from shared.events import topics
+from shared.events.consumer import EventConsumer
+from shared.events.envelope import SCHEMA_VERSION, Event
+from shared.tasks import stop_task
+from shared.web import METRICS_KEY, SETTINGS_KEY
+
+SIGHTED = "deployment.sighted"
+
+
+def sighting_events(sightings: str, *, topic: str, region: str, source: str) -> str:
+    """SQL (a statement or a CTE body) inserting one ``deployment.sighted`` outbox row per
+    row of the relation ``sightings`` (platform_id, deployment_id, policy, first_seen_at).
+    ``topic`` and ``region`` are SQL expressions (parameters); ``source`` a literal name."""
+    assert source.isidentifier()
+    return f"""
+    INSERT INTO outbox (id, topic, key, event_type, value)
+    SELECT e.id, {topic}, convert_to(e.subject, 'UTF8'), '{SIGHTED}',
+           convert_to(jsonb_build_object(
+               'id', e.id, 'type', '{SIGHTED}', 'source', '{source}',
+               'occurred_at', e.first_seen_at, 'subject', e.subject,
+               'schema_version', {SCHEMA_VERSION},
+               'data', jsonb_build_object(
+                   'platform_id', e.platform_id, 'deployment_id', e.deployment_id,
+                   'policy', e.policy, 'first_seen_at', e.first_seen_at,
+                   'region', {region}::text))::text, 'UTF8')
+    FROM (SELECT gen_random_uuid() AS id, 'platform:' || s.platform_id AS subject, s.*
+          FROM {sightings} s) e
+    """  # noqa: S608 - constant identifiers only
+
+
+_CELL_SIGHTING = """
+INSERT INTO cell_sightings AS c (platform_id, deployment_id, region, policy, first_seen_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (platform_id, deployment_id, region) DO UPDATE
+    SET first_seen_at = least(c.first_seen_at, excluded.first_seen_at)
+"""
+
+
+def apply_sighting(region: str) -> Callable[[asyncpg.Connection, Event], Awaitable[None]]:
+    """The handler for one cell's sightings: recorded under that cell's region (the cluster
+    it came from, not what the event says)."""
+
+    async def handle(conn: asyncpg.Connection, event: Event) -> None:
+        if event.type != SIGHTED:
+            return
+        data = event.data
+        platform_id, deployment_id = data.get("platform_id"), data.get("deployment_id")
+        policy = data.get("policy")
+        if not isinstance(platform_id, int) or not isinstance(deployment_id, str):
+            raise ValueError("a sighting names a platform id and a deployment id")
+        if policy not in ("accept", "hold"):
+            raise ValueError("a sighting's policy is accept or hold")
+        await conn.execute(
+            _CELL_SIGHTING, platform_id, deployment_id, region, policy, event.occurred_at
+        )
+
+    return handle
+
+
+async def sightings_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Home region (registration service): one consumer per other cell."""
+    settings = app[SETTINGS_KEY]
+    tasks = []
+    for region in settings.cells():
+        consumer = EventConsumer(
+            name=f"cell-sightings-{region}",
+            topics=[topics.SIGHTING],
+            handler=apply_sighting(region),
+            pool=app[POOL_KEY],
+            settings=settings.cell_kafka_of(region),
+            metrics=app[METRICS_KEY],
+            group_id="attune.home.cell-sightings",  # on that cell's cluster
+            dedupe=False,  # idempotent: the earliest sighting wins
+        )
+        tasks.append(asyncio.create_task(consumer.run(), name=f"cell-sightings-{region}"))
+    yield
+    for task in tasks:
+        await stop_task(task)
