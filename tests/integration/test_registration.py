@@ -209,6 +209,42 @@ async def test_moodle_dynamic_registration_then_launch(
         assert await error_code(refused) == "platform_other_region"
 
 
+async def test_moodle_dynamic_registration_in_the_region_chosen(
+    env: Env, moodle: RegistrationPlatform
+) -> None:
+    """The install page asks where the Moodle's data is kept; the registration sent to Moodle
+    and stored names that region's cell, which alone serves it."""
+    code, _ = await create_install_code(env.pool, label="EU school", ttl_s=3600)
+    resp, page = await open_install_page(env.session, env.url, moodle)
+    assert resp.status == 200, page
+    home, eu = env.stack.regions
+    assert f'name="region" value="{home.name}" aria-describedby="region-help" checked' in page
+    assert f'name="region" value="{eu.name}" aria-describedby="region-help">' in page
+    fields = [("form", form_value(page)), ("placement", "activity_chooser")]
+    wrong = await env.session.post(
+        f"{env.url}/lti/register",
+        data=[*fields, ("install_code", code), ("region", "mars-1")],
+        headers=JSON,
+    )
+    assert wrong.status == 400 and (await wrong.json())["error"]["code"] == "region_unknown"
+    done = await env.session.post(
+        f"{env.url}/lti/register", data=[*fields, ("install_code", code), ("region", eu.name)]
+    )
+    assert done.status == 200, await done.text()
+    sent = moodle.registrations[-1]
+    assert sent["initiate_login_uri"] == f"{eu.url}/lti/login"
+    assert sent["redirect_uris"] == [f"{eu.url}/lti/launch"]
+    region = await env.pool.fetchval(
+        "SELECT region FROM platforms WHERE issuer = $1", moodle.issuer
+    )
+    assert region == eu.name
+    async with browser() as b:
+        launched = await full_launch(b, eu.url, moodle.lms, moodle.client)
+        assert launched.status == 303, await launched.text()
+        refused = await login(b, home.url, moodle.lms, moodle.client, headers=JSON)
+        assert await error_code(refused) == "platform_other_region"
+
+
 async def test_canvas_dynamic_registration_then_launch_new_deployment(
     env: Env, canvas: RegistrationPlatform
 ) -> None:
@@ -223,6 +259,7 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
     assert "Test University" in page
     for placement in ("course_navigation", "editor_button", "link_selection"):
         assert f'value="{placement}"' in page
+    assert 'name="region"' not in page  # Canvas sends each school to its own region
     done, body = await register(
         env, canvas, ["course_navigation", "editor_button", "link_selection"]
     )
