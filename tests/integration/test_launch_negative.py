@@ -1472,14 +1472,25 @@ async def test_deployment_pending(stack: LtiStack, canvas: FakePlatform) -> None
 async def test_unknown_deployment_under_hold_policy(stack: LtiStack, canvas: FakePlatform) -> None:
     env = await make_env(stack, canvas, policy="hold", deployment_status=None)
     async with browser() as b:
-        for _ in range(2):  # seen twice, recorded once
+        for sightings in (1, 0):  # seen twice, recorded once
             params = await auth_params(b, env.url, env.platform, env.client)
             token = env.sign(env.claims(params))
             before = await counts(env.pool)
             resp = await post_launch(b, env.url, form(token, params))
             await assert_error(resp, 403, "deployment_pending")
             after = await counts(env.pool)
-            assert {t: after[t] for t in TABLES[:3]} == {t: before[t] for t in TABLES[:3]}
+            assert {t: after[t] for t in TABLES[:2]} == {t: before[t] for t in TABLES[:2]}
+            # The first sighting's event, which takes it to the home region's admin API
+            # (shared/cells/sightings.py), and nothing else.
+            assert after["outbox"] - before["outbox"] == sightings
+    assert (
+        await env.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_type = 'deployment.sighted' "
+            "AND convert_from(value, 'UTF8')::jsonb #>> '{data,deployment_id}' = $1",
+            env.client.deployment_id,
+        )
+        == 1
+    )
     rows = await env.pool.fetch(
         "SELECT deployment_id, policy FROM deployment_sightings WHERE platform_id = $1",
         env.platform_id,
