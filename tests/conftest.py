@@ -153,6 +153,9 @@ def infra() -> Iterator[Infra]:
             "ATTUNE_OUTBOX_POLL_INTERVAL_MS": "200",
             "ATTUNE_LOG_FORMAT": "json",
             "ATTUNE_PUBLIC_URL": "http://127.0.0.1:8000",
+            # The region the stacks' first region and the tokens tests mint name: a checkins
+            # service accepts launch tokens of its own region only.
+            "ATTUNE_REGION": "us-east-1",
             "ATTUNE_ALLOW_INSECURE_URLS": "true",
             # Test-only secrets, made fresh per run.
             "ATTUNE_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),

@@ -105,6 +105,7 @@ KNOWN_CODES = frozenset(
         "deployment_missing",
         "deployment_pending",
         "deployment_disabled",
+        "platform_other_region",
         "message_type_unsupported",
         "claim_missing",
         "request_too_large",
@@ -259,8 +260,11 @@ async def post_accepted(env: Env, b: Browser, fields: dict[str, str]) -> None:
     assert resp.status == 303, await resp.text()
     assert resp.headers["Location"].startswith(f"{env.url}/app/?f=")
     after = await counts(env.pool)
-    for table in ("launches", "used_nonces", "outbox"):
+    for table in ("launches", "used_nonces"):
         assert after[table] == before[table] + 1, (table, before, after)
+    # The launch event, and the first sighting's when the deployment was new (it goes home).
+    sighted = after["deployment_sightings"] - before["deployment_sightings"]
+    assert after["outbox"] == before["outbox"] + 1 + sighted, (before, after)
 
 
 def form(token: str, params: dict[str, str]) -> dict[str, str]:
@@ -1425,8 +1429,11 @@ async def test_nonce_replayed_concurrently(env: Env) -> None:
         [(303, None)] + [(409, "nonce_replayed")] * 9, key=str
     ), results
     after = await counts(env.pool)
-    for table in ("launches", "used_nonces", "outbox"):
+    for table in ("launches", "used_nonces"):
         assert after[table] == before[table] + 1, (table, before, after)
+    # The launch event, and the first sighting's when the deployment was new (it goes home).
+    sighted = after["deployment_sightings"] - before["deployment_sightings"]
+    assert after["outbox"] == before["outbox"] + 1 + sighted, (before, after)
 
 
 async def test_nonce_of_another_state(env: Env) -> None:
