@@ -29,6 +29,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -434,7 +435,10 @@ def main() -> None:
             slot_levels: dict[int, int] = {}  # subject offset // 10**6 -> concurrency
             for level in levels:
                 for round_ in range(1, rounds + 1):
-                    for driven, driven_groups in drivers:
+                    # --cell: the two regions in turn, the first of a round alternating (ABBA),
+                    # so neither is always the one that runs right after the other.
+                    order = drivers[::-1] if args.cell and round_ % 2 == 0 else drivers
+                    for driven, driven_groups in order:
                         slot = len(slot_levels)
                         slot_levels[slot] = level
                         row = run_level(
@@ -785,6 +789,16 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False, durability: str =
     return "\n".join(lines)
 
 
+def _ratio_line(first: str, ratio: Sequence[float], *, bold: bool = False) -> str:
+    """A table row: ``first`` (its leading cells), then each ratio as ``1.23x``."""
+    shown = (f"**{x:.2f}x**" if bold else f"{x:.2f}x" for x in ratio)
+    return f"| {first} | " + " | ".join(shown) + " |"
+
+
+def _medians(values: list[tuple[float, ...]]) -> list[float]:
+    return [statistics.median(v[i] for v in values) for i in range(len(values[0]))]
+
+
 def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
     """Per round: the cell (registrations mirrored across the WAN link) ÷ the single-region
     launch run right before it; then the median of the rounds."""
@@ -807,16 +821,9 @@ def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
             c["cpu_ms_per_launch"]["generator"] / s["cpu_ms_per_launch"]["generator"],
         )
         ratios.setdefault(c["concurrency"], []).append(ratio)
-        lines.append(
-            f"| {c['concurrency']} | {c.get('round', 1)} | "
-            + " | ".join(f"{x:.2f}x" for x in ratio)
-            + " |"
-        )
+        lines.append(_ratio_line(f"{c['concurrency']} | {c.get('round', 1)}", ratio))
     for level, values in ratios.items():
-        medians = [statistics.median(v[i] for v in values) for i in range(4)]
-        lines.append(
-            f"| {level} | **median** | " + " | ".join(f"**{x:.2f}x**" for x in medians) + " |"
-        )
+        lines.append(_ratio_line(f"{level} | **median**", _medians(values), bold=True))
     return lines
 
 
@@ -841,17 +848,10 @@ def _peer_table(rows: list[dict[str, Any]]) -> list[str]:
             b["cpu_ms_per_launch"]["generator"] / a["cpu_ms_per_launch"]["generator"],
         )
         ratios.setdefault(b["concurrency"], []).append(ratio)
-        lines.append(
-            f"| {b['concurrency']} | {b.get('round', 1)} | "
-            + " | ".join(f"{x:.2f}x" for x in ratio)
-            + " |"
-        )
+        lines.append(_ratio_line(f"{b['concurrency']} | {b.get('round', 1)}", ratio))
     for c, values in ratios.items():
         if len(values) > 1:
-            medians = [statistics.median(v[i] for v in values) for i in range(4)]
-            lines.append(
-                f"| {c} | **median** | " + " | ".join(f"**{x:.2f}x**" for x in medians) + " |"
-            )
+            lines.append(_ratio_line(f"{c} | **median**", _medians(values), bold=True))
     return lines
 
 
@@ -890,18 +890,9 @@ def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
                 r["cpu_ms_per_launch"]["generator"] / small["cpu_ms_per_launch"]["generator"],
             )
             ratios.setdefault(r["concurrency"], []).append(ratio)
-            lines.append(
-                f"| {r['concurrency']} | {label} | {r['round']} | "
-                + " | ".join(f"{x:.2f}x" for x in ratio)
-                + " |"
-            )
+            lines.append(_ratio_line(f"{r['concurrency']} | {label} | {r['round']}", ratio))
         for c, values in ratios.items():
-            medians = [statistics.median(v[i] for v in values) for i in range(4)]
-            lines.append(
-                f"| {c} | {label} | **median** | "
-                + " | ".join(f"**{x:.2f}x**" for x in medians)
-                + " |"
-            )
+            lines.append(_ratio_line(f"{c} | {label} | **median**", _medians(values), bold=True))
     return lines
 
 

@@ -136,12 +136,7 @@ class Cells:
         region.runners.append(runner)
 
     async def stop_region(self, region: Region) -> None:
-        for runner in reversed(region.runners):
-            await runner.cleanup()
-        region.runners.clear()
-        if region.pool is not None:
-            await region.pool.close()
-            region.pool = None
+        await _stop_services(region)
         region.broker.stop()
         region.pg.stop()
 

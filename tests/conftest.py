@@ -90,6 +90,15 @@ class Infra:
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.env, **overrides)
 
+    async def new_database(self, prefix: str = "attune_db") -> str:
+        """An empty database of its own next to the run's; returns its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        await _create_database(self.admin_url, name)
+        return _with_database(self.admin_url, name)
+
+    async def drop_database(self, url: str) -> None:
+        await _drop_database(self.admin_url, url.rpartition("/")[2])
+
 
 DURABILITY_ENV = "ATTUNE_TEST_POSTGRES"
 

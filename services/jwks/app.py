@@ -34,7 +34,7 @@ from shared.keys.crypto import keks_from_settings
 from shared.keys.rotation import KeyRotation
 from shared.keys.store import Clock, KeyStore, jwks_max_age_s, utc_now
 from shared.logs import get_logger
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.web import (
     QUIET_ROUTES_KEY,
     SETTINGS_KEY,
@@ -90,6 +90,12 @@ def create_app(settings: Settings, *, now: Clock = utc_now) -> web.Application:
     Raises ``KeyConfigError`` at once when ``ATTUNE_KEY_ENCRYPTION_KEYS`` is missing or
     malformed.
     """
+    if settings.is_remote_cell:
+        raise SettingsError(
+            "invalid configuration: the jwks service runs in the home region only "
+            "(ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS is set: this is another region's cell, whose "
+            "checkins rotates its keys once the home region's JWKS publishes them)"
+        )
     keks_from_settings(settings)
     app = service_app(settings, service=SERVICE, relays_events=True)
 

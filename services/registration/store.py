@@ -15,6 +15,7 @@ committed in a transaction of its own.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,68 +329,71 @@ async def change_deployment(
     return {"platform_id": platform_id, **data}
 
 
+async def _change_field(
+    pool: asyncpg.Pool,
+    platform_id: int,
+    field: str,
+    value: Any,
+    *,
+    actor: str,
+    write: Callable[[asyncpg.Connection, int, Any], Awaitable[None]],
+    before: Callable[[asyncpg.Record], Any],
+) -> dict[str, Any]:
+    """Set one field of a registration; audited and announced as
+    ``registration.<field>_changed`` with the value before and after."""
+    action = f"registration.{field}_changed"
+    async with pool.acquire() as conn, conn.transaction():
+        platform = await queries.lock_platform(conn, platform_id)
+        if platform is None:
+            raise errors.platform_not_found()
+        details = {field: value, f"previous_{field}": before(platform)}
+        await write(conn, platform_id, value)
+        data = {"issuer": platform["issuer"], "client_id": platform["client_id"], **details}
+        await queries.audit(
+            conn,
+            actor=actor,
+            action=action,
+            platform_id=platform_id,
+            issuer=platform["issuer"],
+            client_id=platform["client_id"],
+            details=details,
+        )
+        await _announce(conn, _event(action, platform_id, data))
+    return {"platform_id": platform_id, **data}
+
+
 async def change_frame_origins(
     pool: asyncpg.Pool, platform_id: int, origins: list[str], *, actor: str
 ) -> dict[str, Any]:
     """Replace the origins allowed to frame this platform's pages; audited and announced
     (``registration.frame_origins_changed``), so every service's cache drops the entry."""
-    async with pool.acquire() as conn, conn.transaction():
-        platform = await queries.lock_platform(conn, platform_id)
-        if platform is None:
-            raise errors.platform_not_found()
-        previous = list(platform["frame_origins"] or [])
-        await queries.set_frame_origins(conn, platform_id, origins)
-        data = {
-            "issuer": platform["issuer"],
-            "client_id": platform["client_id"],
-            "frame_origins": origins,
-            "previous_frame_origins": previous,
-        }
-        await queries.audit(
-            conn,
-            actor=actor,
-            action="registration.frame_origins_changed",
-            platform_id=platform_id,
-            issuer=platform["issuer"],
-            client_id=platform["client_id"],
-            details={"frame_origins": origins, "previous_frame_origins": previous},
-        )
-        await _announce(
-            conn,
-            _event("registration.frame_origins_changed", platform_id, data),
-        )
-    return {"platform_id": platform_id, **data}
+    return await _change_field(
+        pool,
+        platform_id,
+        "frame_origins",
+        origins,
+        actor=actor,
+        write=queries.set_frame_origins,
+        before=lambda platform: list(platform["frame_origins"] or []),
+    )
 
 
 async def change_region(
     pool: asyncpg.Pool, platform_id: int, region: str | None, *, actor: str
 ) -> dict[str, Any]:
-    """Move a registration to the cell of ``region`` (None: any cell); audited and announced,
-    so every cell's login and launch serve it, or refuse it, within seconds. Data already
-    stored in the old region stays there (docs/architecture.md, "Regions")."""
-    async with pool.acquire() as conn, conn.transaction():
-        platform = await queries.lock_platform(conn, platform_id)
-        if platform is None:
-            raise errors.platform_not_found()
-        previous = platform["region"]
-        await queries.set_region(conn, platform_id, region)
-        data = {
-            "issuer": platform["issuer"],
-            "client_id": platform["client_id"],
-            "region": region,
-            "previous_region": previous,
-        }
-        await queries.audit(
-            conn,
-            actor=actor,
-            action="registration.region_changed",
-            platform_id=platform_id,
-            issuer=platform["issuer"],
-            client_id=platform["client_id"],
-            details={"region": region, "previous_region": previous},
-        )
-        await _announce(conn, _event("registration.region_changed", platform_id, data))
-    return {"platform_id": platform_id, **data}
+    """Move a registration to the cell of ``region`` (None: any cell); audited and announced
+    (``registration.region_changed``), so every cell's login and launch serve it, or refuse
+    it, within seconds. Data already stored in the old region stays there
+    (docs/architecture.md, "Regions")."""
+    return await _change_field(
+        pool,
+        platform_id,
+        "region",
+        region,
+        actor=actor,
+        write=queries.set_region,
+        before=lambda platform: platform["region"],
+    )
 
 
 async def delete_platform(pool: asyncpg.Pool, platform_id: int, *, actor: str) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from shared.cells.remote import CleanupContext, each_cell
 from shared.db import POOL_KEY
 from shared.events import topics
-from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
 from shared.http import HTTP_KEY, OutboundError, OutboundHttp
 from shared.keys.crypto import load_public_der
@@ -41,7 +41,7 @@ from shared.keys.store import KeyStore
 from shared.logs import get_logger
 from shared.lti.wiring import URLS_KEY
 from shared.tasks import stop_task
-from shared.web import METRICS_KEY, SERVICE_KEY, SETTINGS_KEY
+from shared.web import SERVICE_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
 
@@ -116,33 +116,16 @@ def apply_cell_key(region: str) -> Callable[[asyncpg.Connection, Event], Any]:
     return handle
 
 
-def cell_keys_ctx(
-    on_change: Callable[[], None],
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Home region (jwks service): one consumer of each other cell's key events; ``on_change``
-    after each one applied (the JWKS document reloads)."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS_KEY]
-        tasks = []
-        for region in settings.cells():
-            consumer = EventConsumer(
-                name=f"cell-keys-{region}",
-                topics=[topics.KEY],
-                handler=apply_cell_key(region),
-                pool=app[POOL_KEY],
-                settings=settings.cell_kafka_of(region),
-                metrics=app[METRICS_KEY],
-                group_id="attune.home.cell-keys",  # on that cell's cluster
-                dedupe=False,  # idempotent: a key's state only moves forward
-                after_commit=lambda _event: on_change(),
-            )
-            tasks.append(asyncio.create_task(consumer.run(), name=f"cell-keys-{region}"))
-        yield
-        for task in tasks:
-            await stop_task(task)
-
-    return ctx
+def cell_keys_ctx(on_change: Callable[[], None]) -> CleanupContext:
+    """Home region (jwks service): every other cell's key events; ``on_change`` after each
+    one applied (the JWKS document reloads)."""
+    return each_cell(
+        "cell-keys",
+        topics.KEY,
+        apply_cell_key,
+        group_id="attune.home.cell-keys",  # on each cell's cluster; a key only moves forward
+        after_commit=lambda _event: on_change(),
+    )
 
 
 async def cell_rotation_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -15,18 +15,13 @@ insert found the deployment new; ``tests`` decode it with ``Event.decode``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
-from aiohttp import web
 
-from shared.db import POOL_KEY
+from shared.cells.remote import each_cell
 from shared.events import topics
-from shared.events.consumer import EventConsumer
 from shared.events.envelope import SCHEMA_VERSION, Event
-from shared.tasks import stop_task
-from shared.web import METRICS_KEY, SETTINGS_KEY
 
 SIGHTED = "deployment.sighted"
 
@@ -81,22 +76,10 @@ def apply_sighting(region: str) -> Callable[[asyncpg.Connection, Event], Awaitab
     return handle
 
 
-async def sightings_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Home region (registration service): one consumer per other cell."""
-    settings = app[SETTINGS_KEY]
-    tasks = []
-    for region in settings.cells():
-        consumer = EventConsumer(
-            name=f"cell-sightings-{region}",
-            topics=[topics.SIGHTING],
-            handler=apply_sighting(region),
-            pool=app[POOL_KEY],
-            settings=settings.cell_kafka_of(region),
-            metrics=app[METRICS_KEY],
-            group_id="attune.home.cell-sightings",  # on that cell's cluster
-            dedupe=False,  # idempotent: the earliest sighting wins
-        )
-        tasks.append(asyncio.create_task(consumer.run(), name=f"cell-sightings-{region}"))
-    yield
-    for task in tasks:
-        await stop_task(task)
+# Home region (registration service): every other cell's sightings.
+sightings_ctx = each_cell(
+    "cell-sightings",
+    topics.SIGHTING,
+    apply_sighting,
+    group_id="attune.home.cell-sightings",  # on each cell's cluster
+)

@@ -282,7 +282,8 @@ class KeyStore:
     ) -> None:
         """``published``: in a cell outside the home region (whose keys the home region's
         JWKS publishes), the check that a next key is in the public JWKS before it becomes
-        current; its kids then carry the region as a prefix."""
+        current. Such a cell's kids carry its region as a prefix, whoever creates them (the
+        rotation, ``attune keys rotate``): the home region publishes no other kid of it."""
         self._pool = pool
         self._keks: KeyEncryptionKeys = keks_from_settings(settings)
         self.timings = KeyTimings.from_settings(settings)
@@ -290,7 +291,7 @@ class KeyStore:
         self._source = source
         self._published = published
         self._region = settings.region
-        self._kid_prefix = settings.region if published is not None else None
+        self._kid_prefix = settings.region if settings.is_remote_cell else None
 
     def now(self) -> datetime:
         return self._now()

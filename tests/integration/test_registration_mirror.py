@@ -39,13 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def _database(infra: Infra) -> str:
-    name = f"attune_mirror_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(infra.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = infra.admin_url.rpartition("/")[0] + "/" + name
+    url = await infra.new_database("attune_mirror")
     await asyncio.to_thread(upgrade, url)
     return url
 
@@ -60,12 +54,8 @@ async def dbs(infra: Infra) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
     finally:
         await home.close()
         await cell.close()
-        conn = await asyncpg.connect(infra.admin_url)
-        try:
-            for url in (home_url, cell_url):
-                await conn.execute(f'DROP DATABASE "{url.rpartition("/")[2]}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        for url in (home_url, cell_url):
+            await infra.drop_database(url)
 
 
 async def new_platform(home: asyncpg.Pool, **values: Any) -> int:

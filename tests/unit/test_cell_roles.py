@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from services.jwks.app import create_app as jwks_app
 from services.registration.app import create_app as registration_app
 from shared.settings import SettingsError, load_settings
 
@@ -25,6 +26,21 @@ def test_the_registration_service_runs_in_the_home_region_only() -> None:
     elsewhere = {**BASE, "ATTUNE_REGION": "eu-west-1", "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "h:1"}
     with pytest.raises(SettingsError, match="runs in the home region only"):
         registration_app(load_settings(elsewhere))
+
+
+def test_the_jwks_service_runs_in_the_home_region_only() -> None:
+    """Elsewhere checkins rotates the cell's keys, a next key waiting for the home JWKS; a
+    jwks service there would rotate without waiting."""
+    kek = {"ATTUNE_KEY_ENCRYPTION_KEYS": "k1:" + base64.b64encode(os.urandom(32)).decode()}
+    jwks_app(load_settings({**BASE, **kek}))
+    elsewhere = {
+        **BASE,
+        **kek,
+        "ATTUNE_REGION": "eu-west-1",
+        "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "h:1",
+    }
+    with pytest.raises(SettingsError, match="runs in the home region only"):
+        jwks_app(load_settings(elsewhere))
 
 
 def test_the_home_region_reads_only_cells_the_region_map_names() -> None:
