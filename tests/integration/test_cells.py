@@ -21,10 +21,13 @@ The servers start once for the module (about half a minute) and the tests run in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import secrets
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -510,6 +513,65 @@ async def test_each_cell_signs_with_its_own_key_and_home_publishes_it(
 
 def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def _erase(cell: Region, command: str, platform_id: int, subject: str) -> dict[str, int]:
+    """``attune <command> erase`` run with the cell's own settings, as an operator does."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "attune.cli",
+        command,
+        "erase",
+        "--platform-id",
+        str(platform_id),
+        "--subject",
+        subject,
+        env={"PATH": os.environ["PATH"], **cell.env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    counts: dict[str, int] = json.loads(out.decode().strip().splitlines()[-1])
+    return counts
+
+
+async def test_each_cell_erases_what_it_holds_and_the_loop_erases_everywhere(
+    cells: Cells, lms: FakePlatform
+) -> None:
+    """Data rights per cell: the erase commands act on the cell they run in; running them in
+    every cell (deploy/k8s/README.md, *Data rights across cells*) erases a person everywhere."""
+    eu, ap = cells.cells["eu-west-1"], cells.cells["ap-southeast-2"]
+    client = lms.add_client(launch_urls(cells))
+    platform_id = await register(cells, lms, client)
+    for cell in (eu, ap):
+        await wait_for(lambda cell=cell: known(cell, platform_id, client.deployment_id))
+    subject = f"travelling-{secrets.token_hex(4)}"
+    teacher = await token_of(eu, lms, client, f"erase-teacher-{subject}", teacher=True)
+    _, created = await call(eu, teacher, "POST", "/checkins", {"question": "Erase?"})
+    student = await token_of(eu, lms, client, subject)
+    status, _ = await call(
+        eu, student, "PUT", f"/checkins/{created['id']}/response", {"emotion": "calm"}
+    )
+    assert status == 201
+    await token_of(ap, lms, client, subject)  # the same person, in the other region
+
+    launches = "SELECT count(*) FROM launches WHERE platform_id = $1 AND subject = $2"
+    assert (await _erase(eu, "launches", platform_id, subject)) == {"launches": 1}
+    assert (await _erase(eu, "checkins", platform_id, subject))["identified_answers"] == 1
+    assert await eu.db.fetchval(launches, platform_id, subject) == 0
+    assert await ap.db.fetchval(launches, platform_id, subject) == 1  # the other cell's own
+    for cell in (ap, eu):
+        await _erase(cell, "launches", platform_id, subject)
+        await _erase(cell, "checkins", platform_id, subject)
+    for cell in (eu, ap):
+        assert await cell.db.fetchval(launches, platform_id, subject) == 0
+    assert not await eu.db.fetchval(
+        "SELECT count(*) FROM checkin_responses r JOIN checkins c ON c.id = r.checkin_id "
+        "WHERE c.id = $1",
+        created["id"],
+    )
 
 
 async def test_home_down_cells_keep_serving_and_nothing_is_lost(
