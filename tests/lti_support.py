@@ -8,6 +8,7 @@ its own cookie jar that does not follow redirects, so each hop can be asserted.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -177,6 +178,12 @@ async def start_stack(
     public = regions[0].url
     stack = LtiStack(regions=regions, settings={}, pool=pool)
     base = {"public_url": public, "regions": region_map, **overrides}
+    together: list[web.AppRunner] = []
+    # The regions' checkins share the database and broker here, so their work consumers are
+    # members of one consumer group: they stop together (members leaving one by one, each in
+    # the rebalance the previous one started, leave the embedded broker's group unable to take
+    # a new member, and a later test's consumer would never get a partition).
+    exits.push_async_callback(_cleanup_together, together)
     for region in regions:
         settings = infra.settings(region=region.name, **base)
         stack.settings[region.name] = settings
@@ -187,11 +194,18 @@ async def start_stack(
             ("checkins", checkins_app),
         ):
             runner, url = await _serve(factory(settings))
-            exits.push_async_callback(runner.cleanup)
+            if name == "checkins":
+                together.append(runner)
+            else:
+                exits.push_async_callback(runner.cleanup)
             upstreams[name] = url
         gw_runner, _ = await _serve(create_gateway(upstreams), int(URL(region.url).port or 0))
         exits.push_async_callback(gw_runner.cleanup)
     return stack, exits
+
+
+async def _cleanup_together(runners: list[web.AppRunner]) -> None:
+    await asyncio.gather(*(runner.cleanup() for runner in runners))
 
 
 @dataclass
