@@ -277,8 +277,8 @@ async def _finish(request: web.Request) -> web.Response:
         )
         raise
     config = await fetch_configuration(app, config_url, token)
-    if config.product == "canvas":
-        region = None  # every cell: each school signs in at its own region
+    if config.product == "canvas" or len(app[URLS_KEY].regions) == 1:
+        region = None  # every cell (Canvas: each school signs in at its own region)
     elif region is None:
         region = settings.region
     try:

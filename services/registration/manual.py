@@ -102,7 +102,8 @@ def parse(
 ) -> ManualRegistration:
     """Check the shape of every field; raises ``FieldErrors``. ``regions``: the cells of this
     installation (``ATTUNE_REGIONS``); a Moodle or generic registration without ``region`` is
-    served by ``home``, a Canvas one by every cell (each school's own region)."""
+    served by ``home``, a Canvas one by every cell (each school's own region). With one region
+    no region is recorded."""
     if not isinstance(body, dict):
         raise FieldErrors({"body": "must be a JSON object"})
     problems: dict[str, str] = {}
@@ -190,6 +191,10 @@ def parse(
     problem = region_problem(region, regions)
     if problem:
         problems["region"] = f"Region {problem}"
+    if len(regions) <= 1:
+        # One region: nothing to choose, and nothing recorded that a later region map could
+        # contradict (NULL: any cell, until an admin sets it).
+        region = None
     if problems:
         raise FieldErrors(problems)
     assert client_id is not None

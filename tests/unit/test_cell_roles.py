@@ -8,6 +8,7 @@ import os
 import pytest
 
 from services.jwks.app import create_app as jwks_app
+from services.registration import manual
 from services.registration.app import create_app as registration_app
 from shared.settings import SettingsError, load_settings
 
@@ -46,3 +47,33 @@ def test_the_jwks_service_runs_in_the_home_region_only() -> None:
 def test_the_home_region_reads_only_cells_the_region_map_names() -> None:
     with pytest.raises(SettingsError, match="ap-southeast-2 is not in ATTUNE_REGIONS"):
         registration_app(load_settings({**BASE, "ATTUNE_CELL_KAFKA": "ap-southeast-2=ap:9093"}))
+
+
+def test_a_registration_names_a_region_only_where_there_is_a_choice() -> None:
+    """Several regions: a Moodle defaults to the home region's cell, Canvas to any cell, an
+    unknown region is a field error. One region: nothing is recorded (a region map added later
+    must not find registrations tied to a region name it does not have)."""
+    body = {
+        "product": "moodle",
+        "issuer": "https://moodle.school.example",
+        "client_id": "c1",
+        "deployment_id": "1",
+        "auth_url": "https://moodle.school.example/mod/lti/auth.php",
+        "jwks_url": "https://moodle.school.example/mod/lti/certs.php",
+    }
+    regions = ["us-east-1", "eu-west-1"]
+    parsed = manual.parse(body, allow_insecure=True, regions=regions, home="us-east-1")
+    assert parsed.record.region == "us-east-1"
+    chosen = {**body, "region": "eu-west-1"}
+    assert manual.parse(chosen, allow_insecure=True, regions=regions).record.region == "eu-west-1"
+    anywhere = {**body, "region": None}
+    assert manual.parse(anywhere, allow_insecure=True, regions=regions).record.region is None
+    with pytest.raises(manual.FieldErrors) as refused:
+        manual.parse({**body, "region": "mars-1"}, allow_insecure=True, regions=regions)
+    assert set(refused.value.fields) == {"region"}
+    single = manual.parse(
+        {**body, "region": "default"}, allow_insecure=True, regions=["default"], home="default"
+    )
+    assert single.record.region is None
+    alone = manual.parse(body, allow_insecure=True, regions=["default"], home="default")
+    assert alone.record.region is None
