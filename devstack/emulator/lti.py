@@ -202,10 +202,10 @@ def openid_configuration(
         doc[PLATFORM_CONFIG] = {
             "product_family_code": "moodle",
             "version": "4.5.1+ (Build: 20250110)",  # Moodle: $CFG->release
-            "messages_supported": [
-                {"type": "LtiResourceLinkRequest"},
-                {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},
-            ],
+            # As mod/lti/openid-configuration.php sends them: message types as plain strings
+            # (not the spec's objects), the placements beside them.
+            "messages_supported": ["LtiResourceLinkRequest", "LtiDeepLinkingRequest"],
+            "placements": ["AddContentMenu"],
             "variables": ["basic-lti-launch-request", "ContentItemSelectionRequest"],
         }
     return doc

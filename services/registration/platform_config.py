@@ -131,9 +131,14 @@ def _supports(doc: dict[str, Any], name: str, value: str) -> None:
 
 
 def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
+    """The message types the platform supports, as the spec's objects. Moodle sends plain
+    strings (mod/lti/openid-configuration.php) with its placements beside them."""
     result: list[dict[str, Any]] = []
     raw = platform.get("messages_supported")
+    shared = platform.get("placements")
     for message in raw[:20] if isinstance(raw, list) else []:
+        if isinstance(message, str):
+            message = {"type": message, "placements": shared}
         if isinstance(message, dict) and isinstance(message.get("type"), str):
             placements = message.get("placements")
             result.append(

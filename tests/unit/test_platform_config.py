@@ -158,3 +158,28 @@ def test_pages_name_the_site_or_the_product_alone() -> None:
         url = f"https://{host}/mod/lti/openid-configuration.php"
         result = validate(moodle_config(url, "4.5"), url, accept_all)
         assert str(macros.platform_name(result)) == name  # type: ignore[attr-defined]
+
+
+def test_moodles_message_types_as_plain_strings_are_kept() -> None:
+    """Moodle's mod/lti/openid-configuration.php sends ``messages_supported`` as strings with
+    ``placements`` beside them, not the spec's objects; both shapes are understood."""
+    doc = config("https://moodle.school.edu", "moodle.school.edu")
+    doc["registration_endpoint"] = "https://moodle.school.edu/mod/lti/openid-registration.php"
+    doc[PLATFORM] = {
+        "product_family_code": "moodle",
+        "version": "4.5.1+ (Build: 20250110)",
+        "messages_supported": ["LtiResourceLinkRequest", "LtiDeepLinkingRequest", 7],
+        "placements": ["AddContentMenu"],
+    }
+    url = "https://moodle.school.edu/mod/lti/openid-configuration.php"
+    result = validate(doc, url, accept_all)
+    assert result.messages_supported == [
+        {"type": "LtiResourceLinkRequest", "placements": ["AddContentMenu"]},
+        {"type": "LtiDeepLinkingRequest", "placements": ["AddContentMenu"]},
+    ]
+    doc[PLATFORM]["messages_supported"] = [
+        {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]}
+    ]
+    assert validate(doc, url, accept_all).messages_supported == [
+        {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]}
+    ]
