@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put(f"{API}/checkins/{{checkin_id}}/response", api.answer)
     app.router.add_get(f"{API}/history", api.history)
     app.router.add_get(f"{API}/insights", api.insights)
+    app.router.add_get(f"{API}/students", api.students)
     app.router.add_get(f"{API}/export", rights.export_course)
     app.router.add_get(f"{API}/history/export", rights.export_own)
     app.router.add_static("/static", HERE / "static", append_version=False)
