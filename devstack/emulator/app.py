@@ -50,6 +50,7 @@ from devstack.emulator.lti import (
     new_client_id,
     new_deployment_id,
     openid_configuration,
+    frame_resize_js,
     storage_responder_js,
 )
 from shared.jose import TokenShapeError, peek
@@ -564,9 +565,9 @@ async def course(request: web.Request) -> web.Response:
         f'<iframe id="tool" name="tool" title="{e(client.name or "Attune")}" src="{e(src)}"'
         ' allow="clipboard-write"></iframe>'
     )
-    return page(
-        COURSE_TITLE, body, lms=lms, script=storage_responder_js(f"{tool.scheme}://{tool.netloc}")
-    )
+    origin = f"{tool.scheme}://{tool.netloc}"
+    script = storage_responder_js(origin) + frame_resize_js(origin, lms.flavour)
+    return page(COURSE_TITLE, body, lms=lms, script=script)
 
 
 # --- the LTI endpoints ---------------------------------------------------------------------

@@ -63,7 +63,11 @@ async def app_page(request: web.Request) -> web.Response:
         {"strings": strings, "vocabularies": emotions.vocabulary_payload()},
         ensure_ascii=False,
     ).replace("<", "\\u003c")
-    html = request.app[PAGES_KEY].get_template("app.html").render(t=strings, data=data)
+    html = (
+        request.app[PAGES_KEY]
+        .get_template("app.html")
+        .render(t=strings, data=data, lang=emotions.DEFAULT_LOCALE, dir="ltr")
+    )
     # The launch redirect names the platform in a signed reference (f=): the page may be framed
     # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
     platform_id = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))

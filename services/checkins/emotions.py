@@ -133,6 +133,11 @@ EN: dict[str, str] = {
         "Answers not included: {not_shown}. Fewer than {group} came after the last update, and "
         "showing them would single them out."
     ),
+    "teacher.results_heading": "Responses: {question}",
+    "teacher.participation_text": "Participation: {answered} of {learners} students answered",
+    "teacher.recurrence_text": "Repeats: {rule}",
+    "teacher.anonymity_fixed_text": "{kind}. Anonymity cannot be changed after creation.",
+    "teacher.edit_label": "Edit: {question}",
     "teacher.who": "Who answered",
     "teacher.who_item": "{name}: {emotion} ({band})",
     "teacher.not_answered": "Not answered yet",
@@ -195,8 +200,8 @@ EN: dict[str, str] = {
         "check-in closes."
     ),
     "student.next_anonymous": (
-        "Your answer joins the class results, which your teacher sees only in groups of at "
-        "least {group} answers. You can change it until the check-in closes."
+        "Your teacher sees your feeling only in results of at least {group} answers together. "
+        "You can change it until the check-in closes."
     ),
     "student.change": "Change my answer",
     "student.saved": (
@@ -207,7 +212,8 @@ EN: dict[str, str] = {
     "student.answer_text": "{emotion} ({face})",
     "student.history": "My check-ins",
     "student.no_history": "You have not answered any check-in yet.",
-    "student.export": "Download my answers",
+    "student.export_csv": "Download my answers (CSV)",
+    "student.export_json": "Download my answers (JSON)",
     "student.this_checkin": "Your check-in",
     "student.not_open": "This check-in is not open right now.",
     "student.others": "Other open check-ins",
