@@ -101,7 +101,7 @@ FOCUS_STYLE = """() => {
     n = n.parentElement;
   }
   return {
-    tag: el.tagName, id: el.id,
+    tag: el.tagName, id: el.id, focus: el.matches(':focus'), within: el.matches(':focus-within'),
     text: (el.innerText || el.value || el.name || "").trim().slice(0, 40),
     width: parseFloat(cs.outlineWidth), style: cs.outlineStyle, color: cs.outlineColor, bg: bg,
   };

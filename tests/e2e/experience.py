@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +29,8 @@ def launch_url(
         "client_id": client.client_id,
         "target_link_uri": f"{stack.url}/app",
         "lti_deployment_id": client.deployment_id,
-        "lti_message_hint": json.dumps({"roles": [role], **message}),
+        # Unique: Moodle's hints are single use.
+        "lti_message_hint": json.dumps({"roles": [role], "n": secrets.token_hex(4), **message}),
     }
     if lms.flavour == "canvas":
         params |= {
