@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from services.checkins import emotions
 from tests.e2e.waits import ARTIFACTS, signed_in
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR
@@ -91,3 +92,21 @@ def record(**figures: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with FIGURES.open("a") as out:
         out.write(json.dumps(figures) + "\n")
+
+
+def face_of(word: str) -> str:
+    """The face (step 1) whose band holds ``word`` (an emotion id)."""
+    return emotions.catalogue()[f"face.{emotions.PLEASANTNESS[word]}"]
+
+
+async def answer(card: Any, word: str, *, note: str | None = None) -> None:
+    """A student's answer in the card: the face of ``word``'s band, then the word, the note,
+    Send; returns once the confirmation shows."""
+    await card.get_by_role("button", name=face_of(word), exact=True).click()
+    await (
+        card.locator("label.word").filter(has_text=emotions.catalogue()[f"emotion.{word}"]).click()
+    )
+    if note is not None:
+        await card.get_by_label("Anything to add?").fill(note)
+    await card.locator("button.send").click()
+    await card.locator(".thanks").wait_for()
