@@ -68,3 +68,18 @@ PHYSICAL = re.compile(
 def test_the_stylesheet_uses_logical_properties_only() -> None:
     rules = re.sub(r"/\*.*?\*/", "", APP_CSS, flags=re.S)
     assert [m.group(0) for m in PHYSICAL.finditer(rules)] == []
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_screenshots_exist_are_small_and_come_from_the_browser_suite() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shots = re.findall(r"docs/screenshots/([\w-]+)\.png", readme)
+    made = (ROOT / "tests/e2e/test_experience_browser.py").read_text()
+    assert len(set(shots)) >= 4
+    for name in shots:
+        png = ROOT / "docs/screenshots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size < 120_000, name
+        assert f'shot_path("{name}", readme=readme)' in made, name  # scripts/screenshots remakes it
