@@ -44,13 +44,13 @@ from devstack.emulator.lti import (
     auth_request_problem,
     canvas_answer,
     canvas_problems,
+    frame_resize_js,
     launch_claims,
     moodle_answer,
     moodle_problem,
     new_client_id,
     new_deployment_id,
     openid_configuration,
-    frame_resize_js,
     storage_responder_js,
 )
 from shared.jose import TokenShapeError, peek

@@ -100,6 +100,10 @@ async def test_student_and_teacher_flows(
             "anonymous": await card_height(anonymous_card),
         }
         await audit(s, f"answer step 1 ({where})")
+        moving = await faces.get_by_role("button", name="Good", exact=True).evaluate(
+            "el => getComputedStyle(el).transitionDuration"
+        )
+        assert moving != "0s"  # the faces move a little (not with prefers-reduced-motion)
         await no_horizontal_scroll(s)
         if width == 375:
             await card.screenshot(path=str(shot_path("student-step-1", readme=readme)))

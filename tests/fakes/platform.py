@@ -25,10 +25,10 @@ from devstack.emulator.lti import (
     LEARNER,
     Client,
     auth_request_problem,
+    frame_resize_js,
     launch_claims,
     new_client_id,
     new_deployment_id,
-    frame_resize_js,
     storage_responder_js,
 )
 from shared.lti import claims as C
