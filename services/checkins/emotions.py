@@ -182,7 +182,7 @@ EN: dict[str, str] = {
     "student.step": "Step {step} of 2",
     "student.faces": "How does it feel? Pick the face closest to how you feel.",
     "student.words": "Which word fits best?",
-    "student.words_hint": "Point at, tap or move to a word to see what it means.",
+    "student.words_hint": "Tap a word to see what it means.",
     "student.chosen_face": "Your face: {face}",
     "student.back": "Back to the faces",
     "student.word_needed": "Choose a word first.",

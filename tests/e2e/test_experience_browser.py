@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.checkins import emotions
 from tests.e2e.a11y import audit, contrast, no_horizontal_scroll, smallest_text
 from tests.e2e.experience import card_height, open_tool, record, shot_path
 from tests.fakes.platform import FakePlatform
@@ -110,11 +112,16 @@ async def test_student_and_teacher_flows(
         await faces.get_by_role("button", name="Not so good", exact=True).click()
         words = card.get_by_role("group", name="Which word fits best?")
         assert await words.get_by_role("radio").count() == 10
-        # The anonymous card with a note is the tallest: every band's words are measured.
+        # The anonymous card with a note is the tallest: every band's words are measured, with
+        # the word whose meaning is the longest chosen (its meaning shows).
         step2 = {"identified": await card_height(card)}
-        for band in ("Really bad", "Not so good", "Okay", "Good", "Really good"):
-            await anonymous_card.get_by_role("button", name=band, exact=True).click()
-            step2[f"anonymous {band}"] = await card_height(anonymous_card)
+        strings = emotions.catalogue()
+        for band, words_of_band in emotions.FULL.items():
+            face = strings[f"face.{band}"]
+            longest = max(words_of_band, key=lambda w: len(strings[f"meaning.{w}"]))
+            await anonymous_card.get_by_role("button", name=face, exact=True).click()
+            await anonymous_card.get_by_role("radio", name=strings[f"emotion.{longest}"]).check()
+            step2[f"anonymous {face}"] = await card_height(anonymous_card)
             await anonymous_card.get_by_role("button", name="Back to the faces").click()
         await anonymous_card.get_by_role("button", name="Really bad", exact=True).click()
         record(flavour=flavour, width=width, step1=step1, step2=step2)
@@ -240,7 +247,7 @@ async def test_student_and_teacher_flows(
                 await t.get_by_role("button", name=button).click()
             download = await info.value
             assert download.suggested_filename == f"checkins-course.{fmt}"
-            text = open(await download.path(), encoding="utf-8").read()  # noqa: ASYNC230
+            text = Path(await download.path()).read_text(encoding="utf-8")  # noqa: ASYNC240
             if fmt == "csv":
                 assert text.startswith("checkin_id,question") and QUESTION in text
             else:
