@@ -106,6 +106,31 @@ async def test_keyboard_only_at_200_percent_with_reduced_motion(
         assert (ring is not None and ring["text"] == "Relaxed") or ring["tag"] == "BUTTON"
         await page.close()
 
+        # Four classmates answer: the class picture appears (a group of 5 is released).
+        platform_id = await stack.pool.fetchval(
+            "SELECT id FROM platforms WHERE client_id = $1", client.client_id
+        )
+        checkin_id = await stack.pool.fetchval(
+            "SELECT id FROM checkins WHERE question = 'Keyboard check-in'"
+        )
+        for i, word in enumerate(("sad", "calm", "happy", "proud")):
+            classmate = Api(
+                stack.url,
+                minted(stack.settings["us-east-1"], platform_id=platform_id, subject=f"k-{i}"),
+            )
+            status, _ = await classmate.call(
+                "PUT", f"/checkins/{checkin_id}/response", {"emotion": word}
+            )
+            assert status == 201
+        page, s = await open_tool(context, stack, lms, client, "student-k", LEARNER, width=375)
+        picture = s.get_by_role("table", name="Pleasantness")
+        await picture.wait_for()
+        rows = [r.split() for r in await picture.locator("tbody tr").all_inner_texts()]
+        assert rows == [["Really", "bad", "0"], ["Not", "so", "good", "1"], ["Okay", "1"],
+                        ["Good", "1"], ["Really", "good", "2"]]  # fmt: skip
+        await audit(s, "class picture (canvas, 375 px)")
+        await page.close()
+
         # The teacher reads the results with the keyboard.
         await tab_to(teacher, t, "#teacher-list li button.secondary")
         await teacher.keyboard.press("Enter")
