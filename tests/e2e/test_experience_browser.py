@@ -182,6 +182,12 @@ async def test_student_and_teacher_flows(
         await audit(s, f"answer sent ({where})")
         if width == 375:
             await card.screenshot(path=str(shot_path("student-sent", readme=readme)))
+        async with page.expect_download() as info:
+            await s.get_by_role("button", name="Download my answers (CSV)").click()
+        mine = await info.value
+        assert mine.suggested_filename == "my-checkins.csv"
+        own = Path(await mine.path()).read_text(encoding="utf-8")  # noqa: ASYNC240
+        assert QUESTION in own and "nervous" in own
         await card.get_by_role("button", name="Change my answer").click()
         assert (
             await faces.get_by_role("button", name="Not so good", exact=True).get_attribute(
