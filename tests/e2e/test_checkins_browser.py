@@ -5,17 +5,15 @@ groups."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.experience import answer as answer_in
-from tests.e2e.experience import face_of
+from tests.e2e.experience import face_of, launch_url
 from tests.e2e.waits import signed_in
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR, LEARNER, Api, learners_in_roster, minted
@@ -25,20 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def course_page(stack: LtiStack, canvas: FakePlatform, client: Client, sub: str, role: str) -> None:
-    login_url = f"{stack.url}/lti/login?" + urlencode(
-        {
-            "iss": canvas.issuer,
-            "login_hint": sub,
-            "client_id": client.client_id,
-            "target_link_uri": f"{stack.url}/app",
-            "lti_deployment_id": client.deployment_id,
-            "lti_message_hint": json.dumps({"roles": [role]}),
-            "canvas_environment": "prod",
-            "canvas_region": "us-east-1",
-            "lti_storage_target": "_parent",
-        }
-    )
-    canvas.set_course_page(login_url, tool_origin=stack.url)
+    canvas.set_course_page(launch_url(stack, canvas, client, sub, role), tool_origin=stack.url)
 
 
 async def course_tab(
