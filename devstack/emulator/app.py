@@ -44,6 +44,7 @@ from devstack.emulator.lti import (
     auth_request_problem,
     canvas_answer,
     canvas_problems,
+    frame_resize_js,
     launch_claims,
     moodle_answer,
     moodle_problem,
@@ -564,9 +565,9 @@ async def course(request: web.Request) -> web.Response:
         f'<iframe id="tool" name="tool" title="{e(client.name or "Attune")}" src="{e(src)}"'
         ' allow="clipboard-write"></iframe>'
     )
-    return page(
-        COURSE_TITLE, body, lms=lms, script=storage_responder_js(f"{tool.scheme}://{tool.netloc}")
-    )
+    origin = f"{tool.scheme}://{tool.netloc}"
+    script = storage_responder_js(origin) + frame_resize_js(origin, lms.flavour)
+    return page(COURSE_TITLE, body, lms=lms, script=script)
 
 
 # --- the LTI endpoints ---------------------------------------------------------------------

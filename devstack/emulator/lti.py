@@ -386,3 +386,41 @@ window.addEventListener("message", (event) => {{
   }}
 }});
 """
+
+
+def frame_resize_js(tool_origin: str, flavour: str) -> str:
+    """How the LMS page sizes the tool's iframe (``#tool``). Canvas listens for the tool's
+    ``lti.frameResize`` postMessage (an object or its JSON string; ``height`` in px or a CSS
+    length) and sets the iframe's height to it (ui/shared/lti/jquery/subjects/lti.frameResize);
+    it answers subjects it does not support (``org.imsglobal.lti.frameResize`` among them) with
+    an error response, which changes nothing. Moodle 4.5 listens for no message: mod/lti/view.php
+    makes the iframe as tall as the window below it (minus 15 px) on load and on every window
+    resize, and the tool scrolls inside it. Each resize is logged in ``window.frameResizes``."""
+    if flavour == "moodle":
+        return """
+window.frameResizes = [];
+(() => {
+  const frame = document.getElementById("tool");
+  if (!frame) return;
+  const fit = () => {
+    const top = frame.getBoundingClientRect().top + window.scrollY;
+    frame.style.height = Math.max(window.innerHeight - top - 15, 150) + "px";
+  };
+  fit();
+  window.addEventListener("resize", fit);
+})();
+"""
+    return f"""
+window.frameResizes = [];
+window.addEventListener("message", (event) => {{
+  if (event.origin !== {json.dumps(tool_origin)}) return;
+  let m = event.data;
+  if (typeof m === "string") {{ try {{ m = JSON.parse(m); }} catch (e) {{ return; }} }}
+  if (!m || m.subject !== "lti.frameResize") return;
+  const frame = document.getElementById("tool");
+  const h = Number(m.height) > 0 ? m.height + "px" : String(m.height || "1px");
+  frame.height = h;
+  frame.style.height = h;
+  window.frameResizes.push(m.height);
+}});
+"""

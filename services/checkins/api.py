@@ -44,6 +44,8 @@ LOW_BAND_MAX = 1
 LOW_WINDOW = 3
 LOW_AT_LEAST = 2
 TREND_DAYS = 90
+# The per-student view: each student's answers to this many latest identified check-ins.
+STUDENTS_CHECKINS = 12
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -415,6 +417,11 @@ async def get_checkin(request: web.Request) -> web.Response:
                 }
                 for r in await queries.identified_responses(conn, course, checkin_id)
             ]
+            # Identified check-ins only: for an anonymous one, who is missing says who answered.
+            result["not_answered"] = [
+                {"subject": r["subject"], "name": r["name"]}
+                for r in await queries.not_answered(conn, course, checkin_id)
+            ]
     return web.json_response(result, headers=NO_STORE)
 
 
@@ -592,6 +599,37 @@ async def history(request: web.Request) -> web.Response:
         for r in answered
     ]
     return web.json_response({"history": items}, headers=NO_STORE)
+
+
+async def students(request: web.Request) -> web.Response:
+    """Per student, their answers to the course's latest identified check-ins (oldest first):
+    change over time at a glance. Anonymous check-ins never appear (docs/checkins.md)."""
+    _, course = _teacher(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.identified_checkins(conn, course, STUDENTS_CHECKINS)
+        people, answers = await queries.students_answers(conn, course, [r["id"] for r in rows])
+    by_subject: dict[str, dict[int, asyncpg.Record]] = {}
+    for a in answers:
+        by_subject.setdefault(a["subject"], {})[a["checkin_id"]] = a
+    return web.json_response(
+        {
+            "checkins": [_checkin_json(r) for r in rows],
+            "students": [
+                {
+                    "subject": p["subject"],
+                    "name": p["name"],
+                    "answers": [
+                        {"emotion": a["emotion"], "pleasantness": a["pleasantness"]}
+                        if (a := by_subject.get(p["subject"], {}).get(r["id"])) is not None
+                        else None
+                        for r in rows
+                    ],
+                }
+                for p in people
+            ],
+        },
+        headers=NO_STORE,
+    )
 
 
 async def insights(request: web.Request) -> web.Response:

@@ -63,7 +63,11 @@ async def app_page(request: web.Request) -> web.Response:
         {"strings": strings, "vocabularies": emotions.vocabulary_payload()},
         ensure_ascii=False,
     ).replace("<", "\\u003c")
-    html = request.app[PAGES_KEY].get_template("app.html").render(t=strings, data=data)
+    html = (
+        request.app[PAGES_KEY]
+        .get_template("app.html")
+        .render(t=strings, data=data, lang=emotions.DEFAULT_LOCALE, dir="ltr")
+    )
     # The launch redirect names the platform in a signed reference (f=): the page may be framed
     # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
     platform_id = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
@@ -118,6 +122,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put(f"{API}/checkins/{{checkin_id}}/response", api.answer)
     app.router.add_get(f"{API}/history", api.history)
     app.router.add_get(f"{API}/insights", api.insights)
+    app.router.add_get(f"{API}/students", api.students)
     app.router.add_get(f"{API}/export", rights.export_course)
     app.router.add_get(f"{API}/history/export", rights.export_own)
     app.router.add_static("/static", HERE / "static", append_version=False)

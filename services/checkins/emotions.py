@@ -66,9 +66,6 @@ EN: dict[str, str] = {
     "teacher.created": "Check-in created.",
     "teacher.list": "Check-ins",
     "teacher.none": "No check-ins yet.",
-    "teacher.responses": "Responses",
-    "teacher.participation": "Participation",
-    "teacher.of_learners": "{answered} of {learners} students answered",
     "teacher.close": "Close now",
     "teacher.delete": "Delete",
     "teacher.delete_confirm": "Delete this check-in and all its answers? This cannot be undone.",
@@ -78,13 +75,11 @@ EN: dict[str, str] = {
     "teacher.cancel": "Cancel",
     "teacher.edit_heading": "Edit check-in",
     "teacher.saved": "Check-in saved.",
-    "teacher.anonymity_fixed": "Anonymity cannot be changed after creation.",
     "teacher.recurrence": "Repeat",
     "teacher.recurrence.none": "Does not repeat",
     "teacher.recurrence.daily": "Every day",
     "teacher.recurrence.weekly": "Every week on",
     "teacher.recurrence.days": "Days of the week",
-    "teacher.recurrence_badge": "Repeats",
     "weekday.1": "Monday",
     "weekday.2": "Tuesday",
     "weekday.3": "Wednesday",
@@ -133,25 +128,89 @@ EN: dict[str, str] = {
         "Answers not included: {not_shown}. Fewer than {group} came after the last update, and "
         "showing them would single them out."
     ),
+    "teacher.results_heading": "Responses: {question}",
+    "teacher.participation_text": "Participation: {answered} of {learners} students answered",
+    "teacher.recurrence_text": "Repeats: {rule}",
+    "teacher.anonymity_fixed_text": "{kind}. Anonymity cannot be changed after creation.",
+    "teacher.edit_label": "Edit: {question}",
     "teacher.who": "Who answered",
+    "teacher.who_item": "{name}: {emotion} ({band})",
+    "teacher.not_answered": "Not answered yet",
+    "teacher.not_answered_help": (
+        "Students on the course roster who have not answered this check-in."
+    ),
+    "teacher.not_answered_none": "Everyone on the roster has answered.",
+    "teacher.unnamed": "Student {subject}",
+    "teacher.attention_item": "{name}: {low} of their last {of} answers very unpleasant",
+    "teacher.average_participation": "Average participation: {percent}%",
+    "teacher.trend_scale": (
+        "Average pleasantness per day, on a scale from 1 (very unpleasant) to 5 (very pleasant)."
+    ),
+    "teacher.students": "Students",
+    "teacher.students_help": (
+        "Each student's answers to the identified check-ins, oldest first. Anonymous check-ins "
+        "never appear here."
+    ),
+    "teacher.students_none": "No identified check-in has opened yet.",
+    "teacher.student_answers": "Answers of {name}",
+    "teacher.no_answer": "no answer",
+    "teacher.answer_cell": "{date}: {emotion}",
+    "teacher.export": "Export",
+    "teacher.export_help": (
+        "Every check-in of this course: identified answers with names, anonymous check-ins as "
+        "their released results only."
+    ),
+    "export.csv": "Download CSV",
+    "export.json": "Download JSON",
+    "export.failed": "The download did not work. Try again.",
+    "nav.label": "Views",
+    "nav.checkins": "Check-ins",
+    "nav.insights": "Insights",
+    "nav.students": "Students",
+    "time.range": "{from} \u2013 {to}",
     "chart.emotions": "Emotions",
     "chart.pleasantness": "Pleasantness",
     "chart.count": "Answers",
     "chart.day": "Day",
     "chart.average": "Average pleasantness",
+    "chart.face": "Feeling",
     "status.scheduled": "Scheduled",
     "status.open": "Open",
     "status.closed": "Closed",
     "student.open": "Open check-ins",
     "student.none_open": "No check-in is open right now.",
-    "student.choose": "Choose the word closest to how you feel",
+    "student.step": "Step {step} of 2",
+    "student.faces": "How does it feel? Pick the face closest to how you feel.",
+    "student.words": "Which word fits best?",
+    "student.words_hint": "Tap a word to see what it means.",
+    "student.chosen_face": "Your face: {face}",
+    "student.back": "Back to the faces",
+    "student.word_needed": "Choose a word first.",
     "student.note": "Anything to add? (optional)",
+    "student.note_count": "{count} of {max} characters",
     "student.submit": "Send my answer",
+    "student.next_identified": (
+        "Your teacher will see your answer with your name. You can change it until the "
+        "check-in closes."
+    ),
+    "student.next_anonymous": (
+        "Your teacher sees your feeling only in results of at least {group} answers together. "
+        "You can change it until the check-in closes."
+    ),
     "student.change": "Change my answer",
-    "student.saved": "Thanks, your answer was saved. You can change it until the check-in closes.",
+    "student.saved": (
+        "Thanks for checking in! Your answer is saved. You can change it until the check-in closes."
+    ),
     "student.your_answer": "Your answer",
+    "student.answer_text": "{emotion} ({face})",
     "student.history": "My check-ins",
     "student.no_history": "You have not answered any check-in yet.",
+    "student.export_csv": "Download my answers (CSV)",
+    "student.export_json": "Download my answers (JSON)",
+    "student.this_checkin": "Your check-in",
+    "student.not_open": "This check-in is not open right now.",
+    "student.others": "Other open check-ins",
+    "student.show_others": "Show the other open check-ins ({count})",
     "student.class": "How the class feels",
     "student.class_hidden": (
         "The class picture appears once {group} students have answered, and changes only when "
@@ -165,6 +224,11 @@ EN: dict[str, str] = {
     "student.anonymous_note_hint": (
         "Your teacher reads notes without names: leave yours out if you want to stay anonymous."
     ),
+    "face.1": "Really bad",
+    "face.2": "Not so good",
+    "face.3": "Okay",
+    "face.4": "Good",
+    "face.5": "Really good",
     "dl.heading": "Choose the check-in to add to your course",
     "dl.intro": "Pick an existing check-in, or create one: it is added to the course at once.",
     "dl.choose": "Add to course",
@@ -173,9 +237,66 @@ EN: dict[str, str] = {
     "dl.continue": "Continue",
 }
 EMOTION_EN: dict[str, str] = {w: w.capitalize() for words in FULL.values() for w in words}
+# One line each, in words a 12-year-old understands: shown on focus, hover and tap.
+MEANING_EN: dict[str, str] = {
+    "devastated": "So upset that everything feels broken.",
+    "miserable": "Very unhappy, and it will not go away.",
+    "hopeless": "Feeling like nothing will get better.",
+    "furious": "Really, really angry.",
+    "terrified": "Very, very scared.",
+    "lonely": "Sad because you feel alone or left out.",
+    "overwhelmed": "Like there is too much to handle at once.",
+    "depressed": "Down and empty for a long time, even about things you like.",
+    "panicked": "So scared all of a sudden that you cannot think straight.",
+    "ashamed": "Feeling bad about yourself because of something you did.",
+    "sad": "Unhappy, maybe like crying.",
+    "worried": "Thinking something bad might happen.",
+    "stressed": "Tense because there is a lot to do or think about.",
+    "angry": "Mad about something that feels unfair or wrong.",
+    "frustrated": "Annoyed because something is not working out.",
+    "anxious": "Uneasy and jumpy inside, without always knowing why.",
+    "tired": "Low on energy and wanting to rest.",
+    "disappointed": "Let down because something did not go as you hoped.",
+    "nervous": "Jittery about something that is coming up.",
+    "bored": "Nothing feels interesting right now.",
+    "okay": "Not great, not bad: just fine.",
+    "calm": "Quiet and peaceful inside.",
+    "meh": "Not much of anything either way.",
+    "thoughtful": "Busy thinking things over.",
+    "unsure": "Not certain what you feel or what to do.",
+    "distracted": "Your mind keeps wandering off.",
+    "curious": "Wanting to find out more about something.",
+    "sleepy": "Ready for a nap.",
+    "surprised": "Something you did not expect just happened.",
+    "indifferent": "You do not mind either way.",
+    "content": "Happy enough with how things are.",
+    "relaxed": "Loose and easy, with nothing to worry about.",
+    "hopeful": "Expecting something good to happen.",
+    "focused": "Your attention is all on what you are doing.",
+    "grateful": "Thankful for something or someone.",
+    "confident": "Sure that you can do it.",
+    "interested": "Wanting to know or do more.",
+    "relieved": "Glad that a worry is over.",
+    "cheerful": "In a bright, sunny mood.",
+    "motivated": "Ready and wanting to get things done.",
+    "happy": "Feeling good and glad.",
+    "excited": "You can hardly wait for something.",
+    "joyful": "Full of happiness.",
+    "proud": "Pleased with something you did.",
+    "energised": "Full of energy and ready to go.",
+    "thrilled": "Super excited and happy.",
+    "inspired": "Full of ideas and wanting to try them.",
+    "loved": "Cared about by the people around you.",
+    "amazed": "Wowed by something wonderful.",
+    "fantastic": "Everything feels great.",
+}
 
 CATALOGUES: dict[str, dict[str, str]] = {
-    "en": {**EN, **{f"emotion.{k}": v for k, v in EMOTION_EN.items()}},
+    "en": {
+        **EN,
+        **{f"emotion.{k}": v for k, v in EMOTION_EN.items()},
+        **{f"meaning.{k}": v for k, v in MEANING_EN.items()},
+    },
 }
 DEFAULT_LOCALE = "en"
 
@@ -199,7 +320,11 @@ def vocabulary_payload(locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
             {
                 "band": band,
                 "label": strings[f"band.{band}"],
-                "words": [{"id": w, "label": strings[f"emotion.{w}"]} for w in words[band]],
+                "face": strings[f"face.{band}"],
+                "words": [
+                    {"id": w, "label": strings[f"emotion.{w}"], "meaning": strings[f"meaning.{w}"]}
+                    for w in words[band]
+                ],
             }
             for band in BANDS
         ]

@@ -28,8 +28,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from devstack.embedded import free_port
+from tests.e2e.a11y import audit
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.waits import WAIT_S, signed_in
+from tests.e2e.experience import answer, face_of
+from tests.e2e.waits import WAIT_S, frame_url, signed_in
 
 pytestmark = pytest.mark.integration
 
@@ -146,11 +148,20 @@ async def test_register_create_answer_and_see_results(
             "Add LTI Advantage" if flavour == "moodle" else "Register with dynamic registration"
         )
         await page.get_by_role("button", name=action).click()
-        # 2. Attune's install page in the LMS's iframe: install code, Register, Finish.
+        # 2. Attune's install page in the LMS's iframe: install code, Register, Finish. A
+        # mistyped code first: the page to try again. axe audits each page in the frame.
         frame = page.frame_locator("#registration")
+        await frame.locator("#credential").wait_for()
+        await audit(await frame_url(page, "registration", bool), f"install page ({flavour})")
+        await frame.locator("#credential").fill("not-the-code")
+        await frame.get_by_role("button", name="Register Attune").click()
+        await frame.get_by_role("heading", name="That install code was not accepted").wait_for()
+        retry = page.frame(name="registration")
+        await audit(retry, f"install page, code not accepted ({flavour})")
         await frame.locator("#credential").fill(code)
         await frame.get_by_role("button", name="Register Attune").click()
         await frame.get_by_role("button", name="Finish").wait_for()
+        await audit(page.frame(name="registration"), f"registered page ({flavour})")
         await page.screenshot(path=str(ARTIFACTS / f"emulator-{flavour}-registered.png"))
         await frame.get_by_role("button", name="Finish").click()
         await page.wait_for_url(f"{lms}/admin")
@@ -169,13 +180,16 @@ async def test_register_create_answer_and_see_results(
         await t.locator("#teacher-list li h3").filter(has_text="exam").wait_for()
         await page.screenshot(path=str(ARTIFACTS / f"emulator-{flavour}-teacher-created.png"))
 
-        # 4. Two students answer, switching user on the course page.
-        for who, word in (("Ada Student", "Nervous"), ("Ben Student", "Excited")):
+        # 4. Two students answer, switching user on the course page: one on a phone (375 px),
+        # one at 1280 px.
+        for who, word, width in (("Ada Student", "nervous", 375), ("Ben Student", "excited", 1280)):
+            await page.set_viewport_size({"width": width, "height": 900})
             s = await act_as(page, f"{who} (student)", "student", f"{flavour}-{who}")
             card = s.get_by_role("article", name=question)
-            await card.get_by_role("radio", name=word).check()
-            await card.get_by_role("button", name="Send my answer").click()
-            await s.get_by_text("Thanks, your answer was saved").wait_for()
+            await card.get_by_role("button", name=face_of(word), exact=True).wait_for()
+            await audit(page.frame(name="tool"), f"answer step 1 ({flavour} emulator, {width} px)")
+            await answer(card, word)
+            await audit(page.frame(name="tool"), f"answer sent ({flavour} emulator, {width} px)")
             shot = f"emulator-{flavour}-{who.split()[0].lower()}-answered.png"
             await page.screenshot(path=str(ARTIFACTS / shot))
 
@@ -186,7 +200,8 @@ async def test_register_create_answer_and_see_results(
         await item.filter(has_text=answered).wait_for()
         await item.get_by_role("button", name="View results").click()
         await t.locator("#results-participation").filter(has_text=answered).wait_for()
-        await t.locator("#results svg[role=img]").first.wait_for()
+        await t.get_by_role("table", name="Pleasantness").wait_for()
+        await audit(page.frame(name="tool"), f"results ({flavour} emulator, 1280 px)")
         await page.screenshot(
             path=str(ARTIFACTS / f"emulator-{flavour}-teacher-results.png"), full_page=True
         )

@@ -25,6 +25,7 @@ from devstack.emulator.lti import (
     LEARNER,
     Client,
     auth_request_problem,
+    frame_resize_js,
     launch_claims,
     new_client_id,
     new_deployment_id,
@@ -154,8 +155,9 @@ class FakePlatform(PlatformServices):
         self.course_html = f"""<!doctype html><html><head><title>Course</title></head><body>
 <h1>Wellbeing 101</h1>
 <script>{storage_responder_js(tool_origin)}</script>
-<iframe id="tool" name="tool" title="Attune" style="width:100%;height:400px"
+<iframe id="tool" name="tool" title="Attune" style="width:100%;height:400px;border:0"
         src="{html.escape(iframe_src)}"></iframe>
+<script>{frame_resize_js(tool_origin, self.flavour)}</script>
 </body></html>"""
 
     async def _jwks(self, request: web.Request) -> web.Response:

@@ -88,6 +88,7 @@ ROUTES: dict[tuple[str, str, str], str] = {
     ("checkins", "PUT", "/api/checkins/checkins/{checkin_id}/response"): JSON,
     ("checkins", "GET", "/api/checkins/history"): JSON,
     ("checkins", "GET", "/api/checkins/insights"): JSON,
+    ("checkins", "GET", "/api/checkins/students"): JSON,
     ("checkins", "GET", "/api/checkins/export"): JSON,
     ("checkins", "GET", "/api/checkins/history/export"): JSON,
     ("checkins", "GET", "/static"): STATIC,
