@@ -218,6 +218,14 @@
     });
     return form;
   }
+  // What the launch showed the LMS shares (its admin decides it after registering Attune):
+  // without the roster or names, say so instead of showing partial numbers silently.
+  function showLmsShares(shares) {
+    if (!shares) { return; }
+    $("lms-no-roster").hidden = shares.roster;
+    $("lms-no-names").hidden = shares.names;
+    $("lms-shares").hidden = shares.roster && shares.names;
+  }
   function setupTeacher() {
     $("teacher").hidden = false;
     var now = new Date();
@@ -478,6 +486,7 @@
       setupTeacher();
     } else if (res.body.is_teacher) {
       if (res.body.checkin_id) { shownResults = res.body.checkin_id; }
+      showLmsShares(res.body.lms_shares);
       setupTeacher();
     } else if (res.body.is_learner) { $("student").hidden = false; refreshStudent(); }
   }).catch(function (e) {
