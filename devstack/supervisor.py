@@ -170,6 +170,7 @@ def make_plan(
     *,
     gateway_port: int = 8000,
     public_host: str = HOST,
+    canvas_cloud: str | None = None,
 ) -> DevPlan:
     """Resolve what to embed and the services' environment; raises ``SettingsError``.
 
@@ -193,6 +194,9 @@ def make_plan(
         env["ATTUNE_PUBLIC_URL"] = f"http://{public_host}:{gateway_port}"
     if not _is_set(env, "ATTUNE_ALLOW_INSECURE_URLS") and env["ATTUNE_ENV"] != "production":
         env["ATTUNE_ALLOW_INSECURE_URLS"] = "true"
+    # The emulator's hosted-Canvas cloud (a development setting: only with insecure URLs).
+    if canvas_cloud and env.get("ATTUNE_ALLOW_INSECURE_URLS", "").lower() == "true":
+        env.setdefault("ATTUNE_DEV_CANVAS_CLOUD", canvas_cloud)
     parse_keks(env[KEK_VAR])  # malformed KEKs fail here, not in a service after start-up
     if embed_broker:
         # Forced, not defaulted: the embedded broker refuses idempotent producers and starts
@@ -427,6 +431,7 @@ class Supervisor:
             tool_url=self._env["ATTUNE_PUBLIC_URL"],
             install_codes=self._install_codes,
             state_path=self._plan.data_dir / "emulator.json",
+            cloud_url=self._env.get("ATTUNE_DEV_CANVAS_CLOUD"),
         )
         self._emulator_runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=2
@@ -612,6 +617,7 @@ def run_dev(args: argparse.Namespace) -> int:
             gateway_port=args.port,
             # The emulated LMS is on 127.0.0.1: the tool must be another site, as in production.
             public_host="localhost" if emulate else HOST,
+            canvas_cloud=f"http://localhost:{emulator_port}" if emulate else None,
         )
     except SettingsError as exc:
         print(f"attune: {exc}", file=sys.stderr)
