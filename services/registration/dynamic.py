@@ -29,7 +29,11 @@ from aiohttp import web
 
 from services.registration import credentials, errors, outbound, platform_jwks, store
 from services.registration.auth import authenticate
-from services.registration.platform_config import PlatformConfiguration, validate
+from services.registration.platform_config import (
+    PlatformConfiguration,
+    validate,
+    without_query,
+)
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import (
     PLACEMENT_IDS,
@@ -52,8 +56,7 @@ from shared.forms import read_form
 from shared.http import HTTP_KEY, OutboundError
 from shared.identifiers import identifier
 from shared.logs import get_logger
-from shared.lti.frame import derived_origins
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
 from shared.signing import InvalidToken
 from shared.storable import storable_json
 from shared.web import METRICS_KEY, REQUEST_ID_KEY, SETTINGS_KEY
@@ -118,7 +121,7 @@ async def fetch_configuration(
         raise errors.openid_configuration_malformed("it is not JSON") from None
     if not storable_json(doc):
         raise errors.openid_configuration_malformed(UNSTORABLE)
-    return validate(doc, config_url, http.check_url)
+    return validate(doc, config_url, http.check_url, app[CLOUDS_KEY])
 
 
 def _config_fetch_error(exc: OutboundError) -> AttuneError:
@@ -160,7 +163,7 @@ async def _start(request: web.Request) -> web.Response:
     return render(
         request,
         "install.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         action=REGISTER_PATH,
         form=form,
@@ -272,7 +275,7 @@ async def _finish(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise errors.placements_invalid(str(exc)) from None
     origin = {
-        "openid_configuration": config_url,
+        "openid_configuration": without_query(config_url),
         "registration_endpoint": config.registration_endpoint,
     }
     if who.code is not None:
@@ -301,7 +304,7 @@ async def _finish(request: web.Request) -> web.Response:
         requested=requested,
         granted=granted,
         platform_config=config.summary(),
-        frame_origins=derived_origins(config.issuer, config_url=config_url),
+        frame_origins=config.page_origins,
     )
     saved = await store.save_registration(
         app[POOL_KEY],
@@ -323,7 +326,7 @@ async def _finish(request: web.Request) -> web.Response:
     return render(
         request,
         "registered.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         tool_name=settings.tool_name,
         platform=config,
