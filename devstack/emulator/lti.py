@@ -391,14 +391,15 @@ def canvas_answer(
 
 def storage_responder_js(tool_origin: str) -> str:
     """The LMS page's LTI Platform Storage responder (lti.put_data / lti.get_data), answering
-    only the tool's origin; it logs each subject in ``window.storageLog``."""
+    only the tool's origin; it logs each storage subject in ``window.storageLog`` (the tool's
+    other messages, such as ``lti.frameResize``, are not storage)."""
     return f"""
 window.storageLog = [];
 const ltiStore = new Map();
 window.addEventListener("message", (event) => {{
   if (event.origin !== {json.dumps(tool_origin)}) return;
   const m = event.data || {{}};
-  window.storageLog.push(m.subject);
+  if (["lti.put_data", "lti.get_data"].includes(m.subject)) window.storageLog.push(m.subject);
   if (m.subject === "lti.put_data") {{
     ltiStore.set(m.key, m.value);
     event.source.postMessage({{subject: "lti.put_data.response", message_id: m.message_id,

@@ -157,8 +157,16 @@ async def _start(request: web.Request) -> web.Response:
         request.query.get("openid_configuration"), request.query.get("registration_token")
     )
     config = await fetch_configuration(app, config_url, token)
+    # The LMS's page origins ride in the signed form, so a page answered before the
+    # configuration is fetched again (a refused install code: the retry page) can still be
+    # framed by the LMS that opened it, and by nobody else.
     form = app[FORM_SIGNER_KEY].sign(
-        {"oc": config_url, "rt": token, "exp": int(time.time()) + FORM_TTL_S}
+        {
+            "oc": config_url,
+            "rt": token,
+            "po": config.page_origins,
+            "exp": int(time.time()) + FORM_TTL_S,
+        }
     )
     return render(
         request,
@@ -266,7 +274,7 @@ async def _finish(request: web.Request) -> web.Response:
         # The signed form is still good: the page offers a field for another code instead of
         # sending the administrator back to start the LMS's registration again.
         exc.page = functools.partial(
-            _retry_page, form=str(signed), config_url=config_url, chosen=chosen
+            _retry_page, form=str(signed), page_origins=_page_origins(bound), chosen=chosen
         )
         raise
     config = await fetch_configuration(app, config_url, token)
@@ -339,12 +347,20 @@ async def _finish(request: web.Request) -> web.Response:
     )
 
 
+def _page_origins(bound: dict[str, Any]) -> list[str]:
+    """The LMS page origins the install page signed into its form (none: only 'self')."""
+    found = bound.get("po")
+    if not isinstance(found, list):
+        return []
+    return [o for o in found if isinstance(o, str)]
+
+
 def _retry_page(
     request: web.Request,
     exc: AttuneError,
     *,
     form: str,
-    config_url: str,
+    page_origins: list[str],
     chosen: list[str],
 ) -> web.Response:
     """The refused credential's page: the problem, and the same form with a field for another
@@ -353,7 +369,7 @@ def _retry_page(
     return render(
         request,
         "install_retry.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(page_origins),
         status=exc.status,
         static=REGISTER_STATIC,
         action=REGISTER_PATH,

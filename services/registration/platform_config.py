@@ -103,8 +103,17 @@ class PlatformConfiguration:
     @property
     def site(self) -> str | None:
         """The host the administrator opened the registration from (the school's Canvas or
-        Moodle site), unless it is an address or ``localhost``, which names nothing."""
-        host = (urlsplit(self.url).hostname or "").lower()
+        Moodle site), unless it is an address or ``localhost``, which names nothing. Hosted
+        Canvas serves its configuration from the issuer's host, so there it is the school's
+        host: the account domain, else the registration endpoint's."""
+        if self.hosted is not None:
+            school = (
+                f"//{self.account_domain}" if self.account_domain else self.registration_endpoint
+            )
+            host = urlsplit(school).hostname or ""
+        else:
+            host = urlsplit(self.url).hostname or ""
+        host = host.lower()
         if not host or host == "localhost" or host.endswith(".localhost"):
             return None
         try:

@@ -584,7 +584,7 @@ def test_dev_flags_and_public_url(tmp_path: Path) -> None:
     assert "ATTUNE_DEV_CANVAS_CLOUD" not in plan.env
     # The emulator's hosted-Canvas cloud reaches the services (a development setting).
     cloud = "http://localhost:9100"
-    plan = make_plan({}, tmp_path, gateway_port=8100, public_host="localhost", canvas_cloud=cloud)
+    plan = make_plan({}, tmp_path, gateway_port=8100, canvas_cloud=cloud)
     assert plan.env["ATTUNE_DEV_CANVAS_CLOUD"] == cloud
     strict = {"ATTUNE_ALLOW_INSECURE_URLS": "false"}
     plan = make_plan(strict, tmp_path, gateway_port=8100, canvas_cloud=cloud)

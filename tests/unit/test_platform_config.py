@@ -220,7 +220,9 @@ def test_a_version_word_is_no_release() -> None:
     for word in ("cloud", "OpenSource", "vCloud", None):
         doc = config("https://canvas.instructure.com", "sso.canvaslms.com")
         doc[PLATFORM]["version"] = word
-        url = "https://school.instructure.com/api/lti/security/openid-configuration"
+        # Hosted Canvas: the configuration is on the issuer's host, the school's pages (and its
+        # registration endpoint) on its own.
+        url = "https://canvas.instructure.com/api/lti/security/openid-configuration"
         result = validate(doc, url, accept_all)
         assert result.release is None
         assert (result.product_label, result.site) == ("Canvas", "school.instructure.com")
