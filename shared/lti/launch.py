@@ -27,6 +27,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.identifiers import identifier
 from shared.jose import SignatureError, TokenShapeError, peek_once, verify_signature
 from shared.lti import claims as C
 from shared.lti import errors
@@ -250,7 +251,10 @@ class LaunchVerifier:
             raise errors.lti_version_unsupported()
 
         # 9. deployment
-        deployment_id = text(claims.get(C.DEPLOYMENT_ID), 255)
+        # An identifier (printable ASCII, at most 255: shared/identifiers.py), as the admin API
+        # takes deployment ids; a JSON number is no deployment id (the claim is a string).
+        raw_deployment = claims.get(C.DEPLOYMENT_ID)
+        deployment_id = identifier(raw_deployment) if isinstance(raw_deployment, str) else None
         if deployment_id is None:
             raise errors.deployment_missing()
         status = platform.deployments.get(deployment_id)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from shared.identifiers import identifier
 from shared.lti import errors
 from shared.lti.frame import origin_allowed
 from shared.lti.registry import Platform, RegistrationCache
@@ -45,6 +46,12 @@ class LoginDecision:
     ancestors: tuple[str, ...]
 
 
+def _deployment_id(value: str | None, name: str) -> str | None:
+    if value is not None and identifier(value) is None:
+        raise errors.login_bad_param(name)
+    return value
+
+
 def parse_login(params: Mapping[str, str]) -> LoginRequest:
     def get(name: str, required: bool = False) -> str | None:
         value = params.get(name)
@@ -67,10 +74,12 @@ def parse_login(params: Mapping[str, str]) -> LoginRequest:
         raise errors.login_bad_param("iss") from None
     if scheme not in ("https", "http"):
         raise errors.login_bad_param("iss")
-    deployment_id = get("lti_deployment_id")
+    # Deployment ids are identifiers (printable ASCII, at most 255: shared/identifiers.py), as
+    # the admin API takes them; anything else never names a deployment.
+    deployment_id = _deployment_id(get("lti_deployment_id"), "lti_deployment_id")
     # Canvas's LoginRequest names it deployment_id (lti-advantage gem); the IMS name is
     # lti_deployment_id. Both may come; they must then agree.
-    other = get("deployment_id")
+    other = _deployment_id(get("deployment_id"), "deployment_id")
     if deployment_id is None:
         deployment_id = other
     elif other is not None and other != deployment_id:

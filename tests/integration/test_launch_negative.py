@@ -1201,6 +1201,11 @@ REJECTED_CLAIMS = [
     pytest.param(
         put(C.DEPLOYMENT_ID, "d" * 256), 400, "deployment_missing", id="deployment-too-long"
     ),
+    # Deployment ids are identifiers (shared/identifiers.py), as the admin API takes them: one
+    # a launch recorded could not be approved or disabled there otherwise.
+    pytest.param(put(C.DEPLOYMENT_ID, "d 1"), 400, "deployment_missing", id="deployment-space"),
+    pytest.param(put(C.DEPLOYMENT_ID, "dé"), 400, "deployment_missing", id="deployment-non-ascii"),
+    pytest.param(put(C.DEPLOYMENT_ID, "d\t1"), 400, "deployment_missing", id="deployment-tab"),
     # 10. message type
     pytest.param(
         put(C.MESSAGE_TYPE, "LtiSubmissionReviewRequest"),
@@ -1605,6 +1610,18 @@ LOGIN_REFUSALS = [
     ),
     pytest.param(
         {"deployment_id": "another-deployment"}, 400, "login_bad_param", id="deployment-ids-differ"
+    ),
+    pytest.param(
+        {"lti_deployment_id": "d 1", "deployment_id": None},
+        400,
+        "login_bad_param",
+        id="deployment-id-space",
+    ),
+    pytest.param(
+        {"lti_deployment_id": None, "deployment_id": "dé"},
+        400,
+        "login_bad_param",
+        id="canvas-deployment-id-non-ascii",
     ),
     pytest.param({"iss": "ftp://canvas.example"}, 400, "login_bad_param", id="iss-not-http"),
     pytest.param({"login_hint": "user\x00"}, 400, "login_bad_param", id="nul-byte"),
