@@ -23,9 +23,12 @@ from services.checkins.recurrence import recurrence_ctx
 from services.checkins.roster import roster_ctx
 from shared.app import service_app
 from shared.http import http_ctx
+from shared.i18n.jinja import environment, page_context
+from shared.i18n.web import set_language
 from shared.keys.signer import signer_ctx
 from shared.lti.frame import REF_PARAM, with_frame_ancestors
 from shared.lti.launch_token import LaunchTokens
+from shared.lti.urls import LANG_PARAM
 from shared.lti.wiring import (
     FRAME_REFS_KEY,
     FRAMES_KEY,
@@ -56,17 +59,19 @@ API = "/api/checkins"
 
 
 async def app_page(request: web.Request) -> web.Response:
-    strings = emotions.catalogue(group=request.app[SETTINGS_KEY].checkin_min_class_size)
+    # The launch chose the language (lang=, also in the token); without one, the browser's.
+    lang = set_language(request, request.query.get(LANG_PARAM))
+    strings = emotions.catalogue(lang, group=request.app[SETTINGS_KEY].checkin_min_class_size)
     # A JSON data block is never executed, so it passes `script-src 'self'`; "<" is escaped so
     # no string can end the block.
     data = json.dumps(
-        {"strings": strings, "vocabularies": emotions.vocabulary_payload()},
+        {"strings": strings, "vocabularies": emotions.vocabulary_payload(lang)},
         ensure_ascii=False,
     ).replace("<", "\\u003c")
     html = (
         request.app[PAGES_KEY]
         .get_template("app.html")
-        .render(t=strings, data=data, lang=emotions.DEFAULT_LOCALE, dir="ltr")
+        .render(t=strings, data=data, **page_context(lang))
     )
     # The launch redirect names the platform in a signed reference (f=): the page may be framed
     # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
@@ -88,11 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     configure_lti(app)
     app.middlewares.append(api.validation_middleware)
     app.middlewares.append(read_only_middleware)
-    app[PAGES_KEY] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    app[PAGES_KEY] = environment(jinja2.FileSystemLoader(str(HERE / "templates")))
 
     async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS_KEY] = LaunchTokens(app[SECRETS_KEY], ttl_s=app[SETTINGS_KEY].launch_token_ttl_s)

@@ -42,6 +42,7 @@ class LaunchIdentity:
     expires_at: int
     deep_link: DeepLinkContext | None = None
     custom_checkin_id: str | None = None  # custom parameter ``checkin_id`` of the link
+    language: str = "en"  # the page's language (BCP 47), chosen from the launch's locale
 
     @property
     def is_teacher(self) -> bool:
@@ -67,6 +68,7 @@ class LaunchTokens:
         region: str,
         deep_link: DeepLinkContext | None = None,
         custom_checkin_id: str | None = None,
+        language: str = "en",
     ) -> str:
         claims: dict[str, Any] = {
             "lid": launch_id,
@@ -78,6 +80,7 @@ class LaunchTokens:
             "ro": list(roles),
             "mt": message_type,
             "r": region,
+            "lg": language,
             "exp": int(time.time()) + self._ttl,
         }
         if deep_link is not None:
@@ -120,6 +123,7 @@ class LaunchTokens:
                 expires_at=int(p["exp"]),
                 deep_link=deep_link,
                 custom_checkin_id=None if ck is None else str(ck),
+                language=str(p.get("lg") or "en"),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidToken("malformed") from None
