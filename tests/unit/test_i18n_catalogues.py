@@ -239,7 +239,9 @@ def _po(text: str) -> Catalog:
     return read_po(io.BytesIO(text.encode()))
 
 
-HEADER = 'msgid ""\nmsgstr ""\n"Language: ar\\n"\n"Plural-Forms: nplurals=2; plural=(n != 1);\\n"\n\n'
+HEADER = (
+    'msgid ""\nmsgstr ""\n"Language: ar\\n"\n"Plural-Forms: nplurals=2; plural=(n != 1);\\n"\n\n'
+)
 
 
 def test_the_checks_catch_a_missing_a_left_over_and_an_untranslated_message() -> None:
