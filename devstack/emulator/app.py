@@ -39,6 +39,7 @@ from devstack.emulator.keys import SigningKey, load_key, new_key
 from devstack.emulator.lti import (
     INSTRUCTOR,
     LEARNER,
+    LOCALES,
     Client,
     Flavour,
     auth_request_problem,
@@ -492,14 +493,24 @@ async def admin_activate(request: web.Request) -> web.Response:
 async def course(request: web.Request) -> web.Response:
     lms = _lms(request)
     person = PEOPLE.get(request.query.get("user", ROSTER[0].id), ROSTER[0])
+    # The user's LMS language, in this LMS's own spelling: sent in launch_presentation.locale.
+    locales = LOCALES[lms.flavour]
+    locale = request.query.get("lang", "en")
+    locale = locale if locale in locales else "en"
     options = "".join(
         f'<option value="{e(p.id)}"{" selected" if p is person else ""}>'
         f"{e(p.name)} ({p.role})</option>"
         for p in ROSTER
     )
+    languages = "".join(
+        f'<option value="{e(code)}" lang="{e(code.replace("_", "-"))}"'
+        f'{" selected" if code == locale else ""}>{e(name)}</option>'
+        for code, name in locales.items()
+    )
     switcher = (
         f'<form method="get" action="{lms.prefix}/course" id="switcher">'
         f'<label for="user">Act as</label> <select id="user" name="user">{options}</select> '
+        f'<label for="lang">Language</label> <select id="lang" name="lang">{languages}</select> '
         '<button type="submit">Switch user</button></form>'
     )
     client = lms.launchable()
@@ -521,6 +532,7 @@ async def course(request: web.Request) -> web.Response:
         "person": person.id,
         "message_type": C.DEEP_LINKING_REQUEST if deep_linking else C.RESOURCE_LINK_REQUEST,
         "link": request.query["link"] if link is not None else None,
+        "locale": locale,
     }
     params = {
         "iss": lms.issuer,
@@ -538,7 +550,7 @@ async def course(request: web.Request) -> web.Response:
         }
     src = client.initiate_login_uri + "?" + urlencode(params)
     tool = urlsplit(client.target_link_uri)
-    who = f"user={person.id}"
+    who = f"user={person.id}&amp;lang={e(locale)}"
     items = "".join(
         f'<li><a href="{lms.prefix}/course?{who}&amp;link={i}">'
         f"{e(str(item.get('title') or 'Link'))}</a></li>"
@@ -678,6 +690,7 @@ async def authorize(request: web.Request) -> web.Response:
         resource_link_id=f"{lms.flavour}-link-{link_id}" if link_id else f"{lms.flavour}-nav",
         message_type=launch["message_type"],
         extra=extra,
+        locale=launch.get("locale") or "en",
     )
     fields = {"id_token": lms.keys[-1].sign(claims), "state": params["state"]}
     inputs = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in fields.items())

@@ -27,7 +27,8 @@ from shared.errors import AttuneError, Conflict, Forbidden, NotFound
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.forms import read_json
-from shared.i18n.catalogues import _
+from shared.i18n.catalogues import _, translate
+from shared.i18n.web import request_language
 from shared.identifiers import row_id
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
@@ -55,10 +56,10 @@ class ValidationFailed(AttuneError):
 
     status = 422
     code = "validation_failed"
-    title = "Some fields need attention"
+    title = _("Some fields need attention")
 
     def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("Some fields are missing or invalid.")
+        super().__init__(_("Some fields are missing or invalid."))
         self.fields = fields
 
 
@@ -71,7 +72,13 @@ async def validation_middleware(request: web.Request, handler: Any) -> web.Strea
     except ValidationFailed as exc:
         log.info("request_rejected", code=exc.code, status=exc.status, fields=sorted(exc.fields))
         return web.json_response(
-            {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
+            {
+                "error": {
+                    "code": exc.code,
+                    "message": translate(exc.message, request_language(request)),
+                    "fields": exc.fields,
+                }
+            },
             status=exc.status,
             headers=NO_STORE,
         )

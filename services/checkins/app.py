@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.checkins import api, deep_linking, emotions, rights
+from services.checkins import api, auth, deep_linking, emotions, rights
 from services.checkins.deployments import deployments_ctx, read_only_middleware
 from services.checkins.keys import PAGES_KEY, PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.nrps import nrps_ctx
@@ -91,6 +91,7 @@ async def app_page(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
     configure_lti(app)
+    app.middlewares.append(auth.language_middleware)
     app.middlewares.append(api.validation_middleware)
     app.middlewares.append(read_only_middleware)
     app[PAGES_KEY] = environment(jinja2.FileSystemLoader(str(HERE / "templates")))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
+from services.checkins.keys import TOKENS_KEY
 from shared.errors import Unauthorized
 from shared.i18n.catalogues import _
 from shared.i18n.web import set_language
@@ -14,6 +17,7 @@ RELAUNCH = _("Open Attune again from your course in the LMS to continue.")
 
 
 _IDENTITY_KEY = web.RequestKey("launch_identity", LaunchIdentity)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
@@ -25,6 +29,20 @@ def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
     request[_IDENTITY_KEY] = who
     set_language(request, who.language)  # the API's messages speak the launch's language
     return who
+
+
+@web.middleware
+async def language_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request with a valid launch token speaks the launch's language from the start, so
+    that even a refusal before the handler reads the token (a body that fails validation)
+    is worded in it. A missing or invalid token changes nothing here: the handler refuses
+    it."""
+    if request.headers.get("Authorization"):
+        try:
+            identity(request, request.app[TOKENS_KEY])
+        except Unauthorized:
+            pass
+    return await handler(request)
 
 
 def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:

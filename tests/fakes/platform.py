@@ -192,6 +192,7 @@ class FakePlatform(PlatformServices):
             message_type=message.get("message_type", C.RESOURCE_LINK_REQUEST),
             roles=message.get("roles"),
             custom=message.get("custom"),
+            locale=message.get("locale") or "en",
         )
         fields = {"id_token": token, "state": params["state"]}
         inputs = "".join(
@@ -216,6 +217,7 @@ class FakePlatform(PlatformServices):
         target_link_uri: str | None = None,
         context_id: str = "course-1",
         custom: dict[str, str] | None = None,
+        locale: str = "en",
     ) -> dict[str, Any]:
         return launch_claims(
             flavour=self.flavour,
@@ -232,6 +234,7 @@ class FakePlatform(PlatformServices):
             context_id=context_id,
             lifetime_s=self.token_lifetime_s,
             extra=self.service_claims(context_id, custom),
+            locale=locale,
         )
 
     def id_token(self, client: Client, **kwargs: Any) -> str:
