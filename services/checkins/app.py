@@ -7,9 +7,11 @@ cookies inside the LMS iframe.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -24,6 +26,7 @@ from services.checkins.roster import roster_ctx
 from shared.app import service_app
 from shared.http import http_ctx
 from shared.i18n.jinja import environment, page_context
+from shared.i18n.languages import Language
 from shared.i18n.web import set_language
 from shared.keys.signer import signer_ctx
 from shared.lti.frame import REF_PARAM, with_frame_ancestors
@@ -58,16 +61,24 @@ async def framed_by(request: web.Request, platform_id: int | None) -> tuple[str,
 API = "/api/checkins"
 
 
-async def app_page(request: web.Request) -> web.Response:
-    # The launch chose the language (lang=, also in the token); without one, the browser's.
-    lang = set_language(request, request.query.get(LANG_PARAM))
-    strings = emotions.catalogue(lang, group=request.app[SETTINGS_KEY].checkin_min_class_size)
+@functools.lru_cache(maxsize=32)
+def page_strings(lang: Language, group: int) -> tuple[dict[str, Any], str]:
+    """The page's strings in ``lang`` and its JSON data block (the same for every request in
+    that language: made once)."""
+    strings = emotions.catalogue(lang, group=group)
     # A JSON data block is never executed, so it passes `script-src 'self'`; "<" is escaped so
     # no string can end the block.
     data = json.dumps(
         {"strings": strings, "vocabularies": emotions.vocabulary_payload(lang)},
         ensure_ascii=False,
     ).replace("<", "\\u003c")
+    return strings, data
+
+
+async def app_page(request: web.Request) -> web.Response:
+    # The launch chose the language (lang=, also in the token); without one, the browser's.
+    lang = set_language(request, request.query.get(LANG_PARAM))
+    strings, data = page_strings(lang, request.app[SETTINGS_KEY].checkin_min_class_size)
     html = (
         request.app[PAGES_KEY]
         .get_template("app.html")
