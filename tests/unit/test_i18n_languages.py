@@ -97,3 +97,28 @@ def test_negotiation_takes_the_first_supported_preference() -> None:
     assert negotiate(None, accept_language("sv, ja")) == ENGLISH
     assert negotiate() == ENGLISH
     assert negotiate(None, []) == ENGLISH
+
+
+def test_the_launch_token_carries_the_language_and_older_tokens_read_as_english() -> None:
+    from shared.lti.launch_token import LaunchTokens
+    from shared.signing import TokenSigner
+
+    tokens = LaunchTokens([b"k" * 32], ttl_s=60)
+    fields: dict[str, object] = {
+        "launch_id": "l1",
+        "platform_id": 1,
+        "deployment_id": "d",
+        "subject": "s",
+        "context_id": "c",
+        "resource_link_id": None,
+        "roles": ("learner",),
+        "message_type": "LtiResourceLinkRequest",
+        "region": "us-east-1",
+    }
+    assert tokens.read(tokens.issue(**fields, language="ar")).language == "ar"  # type: ignore[arg-type]
+    # A token issued before the language was carried (a rolling deploy): English.
+    older = TokenSigner([b"k" * 32], "attune/launch-token/v1").sign(
+        {"lid": "l1", "p": 1, "d": "d", "sub": "s", "ctx": "c", "rl": None, "ro": ["learner"],
+         "mt": "LtiResourceLinkRequest", "r": "us-east-1", "exp": 2**40}
+    )  # fmt: skip
+    assert tokens.read(older).language == "en"
