@@ -296,10 +296,13 @@ async def registration_env(
     infra: Infra,
     pool: asyncpg.Pool,
     region_names: tuple[str, ...] = ("us-east-1",),
+    *,
+    every_service: dict[str, Any] | None = None,
     **update: object,
 ) -> AsyncIterator[RegistrationEnv]:
-    """For fixtures: ``update`` changes the registration service's settings only."""
-    stack, exits = await start_stack(infra, pool, region_names)
+    """For fixtures: ``update`` changes the registration service's settings only,
+    ``every_service`` every service's (the registration service's included)."""
+    stack, exits = await start_stack(infra, pool, region_names, **(every_service or {}))
     runner: web.AppRunner | None = None
     try:
         settings = stack.settings[region_names[0]].model_copy(update=update)

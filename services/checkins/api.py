@@ -316,6 +316,14 @@ async def me(request: web.Request) -> web.Response:
             "min_class_size": results.group_size(request),
             # A deep-linking launch: the page opens in "choose a check-in" mode.
             "deep_linking": who.deep_link is not None and who.is_teacher,
+            # What the LMS shares (from the launch's verified claims): without the roster,
+            # participation counts only students who opened Attune; without names, people
+            # show as the LMS's identifiers. The teacher's page says so.
+            "lms_shares": (
+                {"roster": who.shares.roster, "names": who.shares.names}
+                if who.shares is not None
+                else None
+            ),
             # A deep-linked resource link: the check-in it points at.
             "checkin_id": row_id(who.custom_checkin_id),
         },

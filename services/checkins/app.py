@@ -34,9 +34,9 @@ from shared.lti.launch_token import LaunchTokens
 from shared.lti.urls import LANG_PARAM
 from shared.lti.wiring import (
     FRAME_REFS_KEY,
-    FRAMES_KEY,
     SECRETS_KEY,
     configure_lti,
+    framed_by,
     platform_frames_ctx,
 )
 from shared.settings import Settings
@@ -48,14 +48,6 @@ APP_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; base-uri 'none'; form-action 'self'"
 )
-
-
-async def framed_by(request: web.Request, platform_id: int | None) -> tuple[str, ...]:
-    """The origins allowed to frame a page of this platform's launch ('self' only when the
-    platform is unknown or deleted)."""
-    if platform_id is None:
-        return ()
-    return await request.app[FRAMES_KEY].get(platform_id) or ()
 
 
 API = "/api/checkins"
@@ -85,9 +77,10 @@ async def app_page(request: web.Request) -> web.Response:
         .render(t=strings, data=data, **page_context(lang))
     )
     # The launch redirect names the platform in a signed reference (f=): the page may be framed
-    # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
-    platform_id = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
-    ancestors = await framed_by(request, platform_id)
+    # by that platform's LMS pages only (and the page the launch proved it came from). No
+    # reference, or a forged or expired one: 'self' only.
+    ref = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
+    ancestors = await framed_by(request.app, ref.platform_id, ref.origin) if ref is not None else ()
     return web.Response(
         text=html,
         content_type="text/html",

@@ -35,7 +35,7 @@ from shared.logs import get_logger
 from shared.lti import claims as C
 from shared.lti.frame import frame_ancestors
 from shared.lti.launch_token import LaunchIdentity
-from shared.lti.wiring import FRAMES_KEY, URLS_KEY
+from shared.lti.wiring import URLS_KEY, framed_by
 from shared.signing import InvalidToken
 from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
@@ -128,7 +128,7 @@ async def deep_link_return(request: web.Request) -> web.Response:
     log.info("deep_link_response", checkin_id=row["id"], platform_id=who.platform_id)
     strings = emotions.catalogue(lang)
     # Shown in the LMS's frame: that platform's page origins may frame it, nobody else.
-    ancestors = frame_ancestors(await request.app[FRAMES_KEY].get(who.platform_id) or ())
+    ancestors = frame_ancestors(await framed_by(request.app, who.platform_id, who.page_origin))
     html = (
         request.app[PAGES_KEY]
         .get_template("deep_link_return.html")

@@ -52,6 +52,21 @@ EN: dict[str, str] = {
     "app.unreachable": "Attune could not be reached.",
     "app.signed_in_teacher": "Signed in as a teacher of this course.",
     "app.signed_in_student": "Signed in as a student of this course.",
+    "lms.heading": "What your LMS shares with Attune",
+    "lms.no_roster": (
+        "Your LMS does not share this course's roster with Attune (the Names and Role "
+        "Provisioning service is not enabled for it), so participation counts only the "
+        "students who have opened Attune, not the whole class."
+    ),
+    "lms.no_names": (
+        "Your LMS does not share people's names with Attune (its privacy setting), so named "
+        "check-ins show each student's LMS identifier instead of a name."
+    ),
+    "lms.ask_admin": (
+        "To change this, ask your LMS administrator to edit Attune's settings (in Canvas: "
+        "Admin, Developer Keys, Attune: enable Names and Role Provisioning and a privacy "
+        "level that includes names)."
+    ),
     "band.1": "Very unpleasant",
     "band.2": "Unpleasant",
     "band.3": "Neutral",

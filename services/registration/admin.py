@@ -27,7 +27,7 @@ from shared.identifiers import identifier, row_id
 from shared.logs import get_logger
 from shared.lti.frame import normalize_origins
 from shared.lti.urls import LAUNCH_PATH, LOGIN_PATH
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
 from shared.web import REQUEST_ID_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -88,14 +88,14 @@ async def me(request: web.Request) -> web.Response:
 async def list_platforms(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platforms = await q.list_platforms(conn)
+        platforms = await q.list_platforms(conn, request.app[CLOUDS_KEY])
     return _no_store({"platforms": [_with_diff(p, request_language(request)) for p in platforms]})
 
 
 async def get_platform(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, _platform_id(request))
+        platform = await q.get_platform(conn, _platform_id(request), request.app[CLOUDS_KEY])
     if platform is None:
         raise errors.platform_not_found()
     return _no_store({"platform": _with_diff(platform, request_language(request))})
@@ -107,7 +107,9 @@ async def create_platform(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     body = await _json_body(request)
     try:
-        reg = manual.parse(body, allow_insecure=settings.allow_insecure_urls)
+        reg = manual.parse(
+            body, allow_insecure=settings.allow_insecure_urls, clouds=request.app[CLOUDS_KEY]
+        )
         await manual.check_jwks(
             request.app[HTTP_KEY],
             reg,
@@ -124,7 +126,7 @@ async def create_platform(request: web.Request) -> web.Response:
         details={"warnings": reg.warnings} if reg.warnings else None,
     )
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, saved.platform_id)
+        platform = await q.get_platform(conn, saved.platform_id, request.app[CLOUDS_KEY])
     return _no_store(
         {"created": saved.created, "platform": platform, "warnings": reg.warnings},
         status=201 if saved.created else 200,

@@ -29,7 +29,11 @@ from aiohttp import web
 
 from services.registration import credentials, errors, outbound, platform_jwks, store
 from services.registration.auth import authenticate
-from services.registration.platform_config import PlatformConfiguration, validate
+from services.registration.platform_config import (
+    PlatformConfiguration,
+    validate,
+    without_query,
+)
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import (
     PLACEMENT_IDS,
@@ -53,8 +57,7 @@ from shared.http import HTTP_KEY, OutboundError
 from shared.i18n.web import request_language
 from shared.identifiers import identifier
 from shared.logs import get_logger
-from shared.lti.frame import derived_origins
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
 from shared.signing import InvalidToken
 from shared.storable import storable_json
 from shared.web import METRICS_KEY, REQUEST_ID_KEY, SETTINGS_KEY
@@ -119,7 +122,7 @@ async def fetch_configuration(
         raise errors.openid_configuration_malformed("it is not JSON") from None
     if not storable_json(doc):
         raise errors.openid_configuration_malformed(UNSTORABLE)
-    return validate(doc, config_url, http.check_url)
+    return validate(doc, config_url, http.check_url, app[CLOUDS_KEY])
 
 
 def _config_fetch_error(exc: OutboundError) -> AttuneError:
@@ -155,13 +158,21 @@ async def _start(request: web.Request) -> web.Response:
         request.query.get("openid_configuration"), request.query.get("registration_token")
     )
     config = await fetch_configuration(app, config_url, token)
+    # The LMS's page origins ride in the signed form, so a page answered before the
+    # configuration is fetched again (a refused install code: the retry page) can still be
+    # framed by the LMS that opened it, and by nobody else.
     form = app[FORM_SIGNER_KEY].sign(
-        {"oc": config_url, "rt": token, "exp": int(time.time()) + FORM_TTL_S}
+        {
+            "oc": config_url,
+            "rt": token,
+            "po": config.page_origins,
+            "exp": int(time.time()) + FORM_TTL_S,
+        }
     )
     return render(
         request,
         "install.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         action=REGISTER_PATH,
         form=form,
@@ -264,7 +275,7 @@ async def _finish(request: web.Request) -> web.Response:
         # The signed form is still good: the page offers a field for another code instead of
         # sending the administrator back to start the LMS's registration again.
         exc.page = functools.partial(
-            _retry_page, form=str(signed), config_url=config_url, chosen=chosen
+            _retry_page, form=str(signed), page_origins=_page_origins(bound), chosen=chosen
         )
         raise
     config = await fetch_configuration(app, config_url, token)
@@ -273,7 +284,7 @@ async def _finish(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise errors.placements_invalid(str(exc)) from None
     origin = {
-        "openid_configuration": config_url,
+        "openid_configuration": without_query(config_url),
         "registration_endpoint": config.registration_endpoint,
     }
     if who.code is not None:
@@ -304,7 +315,7 @@ async def _finish(request: web.Request) -> web.Response:
         requested=requested,
         granted=granted,
         platform_config=config.summary(),
-        frame_origins=derived_origins(config.issuer, config_url=config_url),
+        frame_origins=config.page_origins,
     )
     saved = await store.save_registration(
         app[POOL_KEY],
@@ -326,7 +337,7 @@ async def _finish(request: web.Request) -> web.Response:
     return render(
         request,
         "registered.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         tool_name=settings.tool_name,
         platform=config,
@@ -339,12 +350,20 @@ async def _finish(request: web.Request) -> web.Response:
     )
 
 
+def _page_origins(bound: dict[str, Any]) -> list[str]:
+    """The LMS page origins the install page signed into its form (none: only 'self')."""
+    found = bound.get("po")
+    if not isinstance(found, list):
+        return []
+    return [o for o in found if isinstance(o, str)]
+
+
 def _retry_page(
     request: web.Request,
     exc: AttuneError,
     *,
     form: str,
-    config_url: str,
+    page_origins: list[str],
     chosen: list[str],
 ) -> web.Response:
     """The refused credential's page: the problem, and the same form with a field for another
@@ -353,7 +372,7 @@ def _retry_page(
     return render(
         request,
         "install_retry.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(page_origins),
         status=exc.status,
         static=REGISTER_STATIC,
         action=REGISTER_PATH,

@@ -26,6 +26,7 @@ CANVAS_PLACEMENTS_KEY = "https://canvas.instructure.com/lti/placements"
 CANVAS_PRIVACY_KEY = "https://canvas.instructure.com/lti/privacy_level"
 CANVAS_TOOL_ID_KEY = "https://canvas.instructure.com/lti/tool_id"
 CANVAS_ACCOUNT_NAME_KEY = "https://canvas.instructure.com/lti/account_name"
+CANVAS_ACCOUNT_DOMAIN_KEY = "https://canvas.instructure.com/lti/account_domain"
 
 SCOPE_NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
 SCOPE_AGS_LINEITEM = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
@@ -454,6 +455,10 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
             }
         ],
         "public_jwk_url": urls.jwks_url,
+        # Every region's launch URL. Newer Canvas takes the developer key's redirect URIs from
+        # here and otherwise defaults them to [target_link_uri] (Lti::CreateRegistrationService),
+        # which is the app, not the launch: its auth endpoint then refuses every launch.
+        "redirect_uris": urls.redirect_uris,
         "custom_fields": dict(CANVAS_CUSTOM_FIELDS),
     }
 

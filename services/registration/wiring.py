@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from aiohttp import web
 from shared.i18n.catalogues import Text, translate
 from shared.i18n.jinja import environment, page_context
 from shared.i18n.web import request_language
-from shared.lti.frame import origin_of, with_frame_ancestors
+from shared.lti.frame import with_frame_ancestors
 from shared.signing import TokenSigner
 from shared.web import HTML_SECURITY_HEADERS
 
@@ -38,11 +39,11 @@ ADMIN_PAGE_CSP = (
 )
 
 
-def lms_page_csp(config_url: str) -> str:
-    """The CSP of a dynamic-registration page: framed only by the LMS that opened it (the origin
-    of its openid configuration URL: Canvas and Moodle open the registration from that host)."""
-    origin = origin_of(config_url)
-    return with_frame_ancestors(_LMS_PAGE_CSP, [origin] if origin else [])
+def lms_page_csp(page_origins: Sequence[str]) -> str:
+    """The CSP of a dynamic-registration page: framed only by the LMS that opened it — the
+    page origins its validated configuration names (``PlatformConfiguration.page_origins``:
+    Canvas's school host, not hosted Canvas's issuer host; Moodle's site)."""
+    return with_frame_ancestors(_LMS_PAGE_CSP, page_origins)
 
 
 def pages() -> jinja2.Environment:

@@ -316,6 +316,14 @@
     if (name === "insights") { refreshInsights(); }
     if (name === "students") { refreshStudents(); }
   }
+  // What the launch showed the LMS shares (its admin decides it after registering Attune):
+  // without the roster or names, say so instead of showing partial numbers silently.
+  function showLmsShares(shares) {
+    if (!shares) { return; }
+    $("lms-no-roster").hidden = shares.roster;
+    $("lms-no-names").hidden = shares.names;
+    $("lms-shares").hidden = shares.roster && shares.names;
+  }
   function setupTeacher() {
     $("teacher").hidden = false;
     if (deepLinking) {
@@ -744,6 +752,7 @@
       setupTeacher();
     } else if (res.body.is_teacher) {
       if (res.body.checkin_id) { shownResults = res.body.checkin_id; }
+      showLmsShares(res.body.lms_shares);
       setupTeacher();
     } else if (res.body.is_learner) {
       linked = res.body.checkin_id || null;
