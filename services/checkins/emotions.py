@@ -393,6 +393,16 @@ def translator_note(key: str) -> str | None:
         return f"Pleasantness band {name} of 5, as teachers read it in charts."
     if kind == "weekday":
         return "Day of the week (1 is Monday), as a check-box label."
+    if kind == "lms":
+        note = (
+            "Shown to teachers only, when their LMS does not share the course roster or "
+            "people's names with Attune."
+        )
+        if "Names and Role Provisioning" in SOURCE[key]:
+            note += " Keep 'Names and Role Provisioning' in English (the LTI service's name)."
+        if "Developer Keys" in SOURCE[key]:
+            note += " Name Canvas's menus as Canvas shows them in your language."
+        return note
     if key in PLURALS or "{" in SOURCE.get(key, ""):
         return "Keep every {placeholder} as it is (names in braces are filled in by Attune)."
     return None
