@@ -272,3 +272,6 @@ async def test_canvas_json_labels_every_placement_in_every_language(
     assert by_placement["link_selection"]["labels"]["ar"] == "إضافة تسجيل مشاعر من Attune"
     assert by_placement["link_selection"]["labels"]["pt"] == "Adicionar um check-in do Attune"
     assert "zh" not in settings["labels"]  # Traditional Chinese readers keep the English text
+    # One document with #20's redirect_uris: every region's launch URL (Canvas's default,
+    # the target_link_uri, would refuse every launch).
+    assert doc["redirect_uris"] == env.stack.redirect_uris()
