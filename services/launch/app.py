@@ -23,7 +23,7 @@ from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
 from shared.i18n.jinja import page_context
-from shared.i18n.web import request_language, set_language
+from shared.i18n.web import set_language
 from shared.identifiers import row_id
 from shared.ids import uuid7
 from shared.logs import get_logger
@@ -256,7 +256,8 @@ def _platform_storage_page(
             id_token=form.get("id_token", ""),
             state=form.get("state", ""),
             script=f"{ASSETS}/platform-storage.js",
-            **page_context(request_language(request)),
+            # The token is verified before this page: it speaks the launch's language.
+            **page_context(set_language(request, launch_locale(verified.claims))),
         )
     )
     return web.Response(

@@ -7,6 +7,7 @@ browser's Accept-Language; the LMS is told the tool's labels in every language.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 
 from services.registration.cli import create_install_code
 from tests.conftest import Infra
-from tests.fakes.platform import FakePlatform
+from tests.fakes.platform import FakePlatform, query_of
 from tests.fakes.registration_platform import (
     RegistrationPlatform,
     form_value,
@@ -29,6 +30,7 @@ from tests.lti_support import (
     RegistrationEnv,
     browser,
     full_launch,
+    login,
     registration_env,
     start_stack,
 )
@@ -119,6 +121,34 @@ async def test_an_unknown_launch_locale_falls_back_to_the_browser_then_english(
     assert '<html lang="nl" dir="ltr">' in page
     _, page, _ = await launch(stack, canvas, "zh-Hant", accept_language="ja")
     assert '<html lang="en" dir="ltr">' in page
+
+
+async def test_the_platform_storage_page_speaks_the_launchs_language(
+    stack: LtiStack, canvas: FakePlatform
+) -> None:
+    """A launch in a browser without the login's cookie (Canvas in a frame with third-party
+    cookies blocked) first shows the page that fetches the binding from Platform Storage. The
+    token is verified before it, so it is in the launch's language, not the browser's."""
+    client = canvas.add_client(stack.redirect_uris())
+    await stack.register(canvas, client)
+    async with browser() as a, browser({"Accept-Language": "en"}) as b:
+        resp = await login(a, stack.url, canvas, client, lti_storage_target="_parent")
+        page = await resp.text()
+        assert resp.status == 200, page
+        found = re.search(r'data-next="([^"]*)"', page)
+        assert found is not None, page
+        params = query_of(html.unescape(found.group(1)))
+        token = canvas.id_token(client, nonce=params["nonce"], locale="ar")
+        relaunch = await b.post(
+            f"{stack.url}/lti/launch",
+            data={"id_token": token, "state": params["state"]},
+            allow_redirects=False,
+        )
+        page = await relaunch.text()
+        assert relaunch.status == 200, page
+        assert 'name="lti_storage_bind"' in page
+        assert '<html lang="ar" dir="rtl">' in page
+        assert "<title>جارٍ تشغيل Attune…</title>" in page
 
 
 async def test_api_messages_speak_the_tokens_language(
