@@ -95,8 +95,10 @@ class Browser:
     way a browser does for these tests (Secure cookies are allowed on loopback, as in Chrome).
     """
 
-    def __init__(self) -> None:
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self._session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), headers=headers or {}
+        )
         self.cookies: dict[tuple[str, str], tuple[str, str]] = {}  # (host, name) -> (value, path)
         self.set_cookie_headers: list[str] = []
 
@@ -148,8 +150,9 @@ class Browser:
         return await self.request("POST", url, **kwargs)
 
 
-def browser() -> Browser:
-    return Browser()
+def browser(headers: dict[str, str] | None = None) -> Browser:
+    """A browser; ``headers`` go with every request (``Accept-Language``, say)."""
+    return Browser(headers)
 
 
 async def _serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:

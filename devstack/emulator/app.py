@@ -53,6 +53,7 @@ from devstack.emulator.keys import SigningKey, load_key, new_key
 from devstack.emulator.lti import (
     INSTRUCTOR,
     LEARNER,
+    LOCALES,
     Client,
     Flavour,
     auth_request_problem,
@@ -673,10 +674,19 @@ async def course(request: web.Request) -> web.Response:
     lms = _lms(request)
     person = PEOPLE.get(request.query.get("user", ROSTER[0].id), ROSTER[0])
     env = environment(request.query.get("env")) if lms.flavour == "canvas" else None
+    # The user's LMS language, in this LMS's own spelling: sent in launch_presentation.locale.
+    locales = LOCALES[lms.flavour]
+    locale = request.query.get("lang", "en")
+    locale = locale if locale in locales else "en"
     options = "".join(
         f'<option value="{e(p.id)}"{" selected" if p is person else ""}>'
         f"{e(p.name)} ({p.role})</option>"
         for p in ROSTER
+    )
+    languages = "".join(
+        f'<option value="{e(code)}" lang="{e(code.replace("_", "-"))}"'
+        f"{' selected' if code == locale else ''}>{e(name)}</option>"
+        for code, name in locales.items()
     )
     environments = (
         '<label for="env">Canvas environment</label> <select id="env" name="env">'
@@ -692,6 +702,7 @@ async def course(request: web.Request) -> web.Response:
     switcher = (
         f'<form method="get" action="{lms.prefix}/course" id="switcher">'
         f'<label for="user">Act as</label> <select id="user" name="user">{options}</select> '
+        f'<label for="lang">Language</label> <select id="lang" name="lang">{languages}</select> '
         f'{environments}<button type="submit">Switch user</button></form>'
     )
     client = lms.launchable()
@@ -715,11 +726,14 @@ async def course(request: web.Request) -> web.Response:
     in_navigation = granted is None or "course_navigation" in granted.placements
     launch = {
         "user": person.id,
+        "lang": locale,
         **({"env": env.name} if env is not None else {}),
         **({"message": "deep_linking"} if deep_linking and can_deep_link else {}),
         **({"link": request.query["link"]} if link is not None else {}),
     }
-    who = f"user={person.id}" + (f"&amp;env={env.name}" if env is not None else "")
+    who = f"user={person.id}&amp;lang={e(locale)}" + (
+        f"&amp;env={env.name}" if env is not None else ""
+    )
     items = "".join(
         f'<li><a href="{lms.prefix}/course?{who}&amp;link={i}">'
         f"{e(str(item.get('title') or 'Link'))}</a></li>"
@@ -783,7 +797,8 @@ def _origin(url: str) -> str:
 
 
 def _hint(lms: EmulatedLms, launch: dict[str, str]) -> str:
-    """A fresh lti_message_hint for a launch (who, which message, which link, environment)."""
+    """A fresh lti_message_hint for a launch (who, which message, which link, environment,
+    the user's LMS language)."""
     hint = secrets.token_urlsafe(16)
     lms.message_hints[hint] = {
         "person": launch["user"],
@@ -793,6 +808,7 @@ def _hint(lms: EmulatedLms, launch: dict[str, str]) -> str:
         "link": launch.get("link"),
         "env": launch.get("env", "production"),
         "return_url": launch.get("return_url"),
+        "locale": launch.get("lang", "en"),
     }
     return hint
 
@@ -832,6 +848,9 @@ async def canvas_launch(request: web.Request) -> web.Response:
     for name in ("message", "link"):
         if request.query.get(name):
             launch[name] = request.query[name]
+    # The user's Canvas language (the course page's choice), sent as launch_presentation.locale.
+    if request.query.get("lang") in LOCALES["canvas"]:
+        launch["lang"] = request.query["lang"]
     fields = {
         "iss": lms.issuer_of(env.name),
         "login_hint": person.id,
@@ -1038,6 +1057,7 @@ async def authorize(request: web.Request) -> web.Response:
         resource_link_id=f"{lms.flavour}-link-{link_id}" if link_id else f"{lms.flavour}-nav",
         message_type=launch["message_type"],
         extra=extra,
+        locale=launch.get("locale") or "en",
         # Canvas builds the return URL on the host of the page the launch came from.
         return_url=launch.get("return_url") or f"{lms.site_url}/course",
         names=granted is None or granted.names,

@@ -121,12 +121,18 @@ def launch_claims(
     resource_link_id: str | None = None,
     lifetime_s: int = 3600,
     extra: dict[str, Any] | None = None,
+    locale: str = "en",
     return_url: str | None = None,
     names: bool = True,
 ) -> dict[str, Any]:
     """The id_token claims of a launch. Moodle's id_tokens live 60 seconds. ``return_url``:
     the page the launch came from (Canvas builds it on that page's host); ``names``: whether
-    the platform shares the user's name (Canvas: privacy level public or name_only)."""
+    the platform shares the user's name (Canvas: privacy level public or name_only).
+
+    ``locale`` is the user's LMS language, spelt as that LMS spells it (``LOCALES``): both
+    send it as ``launch_presentation.locale`` (Moodle: ``current_language()``, mod/lti
+    locallib.php; Canvas: ``I18n.locale``, lib/lti/messages/jwt_message.rb, which also sends
+    the top-level OIDC ``locale`` claim)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -143,12 +149,15 @@ def launch_claims(
         C.ROLES: roles,
         C.CONTEXT: {"id": context_id, "title": context_title},
         C.TOOL_PLATFORM: {"guid": platform_url, "product_family_code": flavour},
+        C.LAUNCH_PRESENTATION: {"document_target": "iframe", "locale": locale},
     }
+    if flavour == "canvas":
+        claims["locale"] = locale
     if names:
         first, _, last = name.partition(" ")
         claims.update({"name": name, "given_name": first, "family_name": last or first})
     if return_url is not None:
-        claims[C.LAUNCH_PRESENTATION] = {"document_target": "iframe", "return_url": return_url}
+        claims[C.LAUNCH_PRESENTATION]["return_url"] = return_url
     if message_type == C.RESOURCE_LINK_REQUEST:
         claims[C.RESOURCE_LINK] = {
             "id": resource_link_id or f"rl-{uuid.uuid4().hex[:8]}",
@@ -163,6 +172,36 @@ def launch_claims(
         }
     claims.update(extra or {})
     return claims
+
+
+# The languages a user can pick in the emulated LMS, as each LMS spells its locale codes
+# (Canvas: config/locales; Moodle: its language packs' codes) -> the language's own name.
+LOCALES: dict[Flavour, dict[str, str]] = {
+    "canvas": {
+        "en": "English",
+        "es": "Español",
+        "fr": "Français",
+        "de": "Deutsch",
+        "pt-BR": "Português (Brasil)",
+        "nl": "Nederlands",
+        "ar": "العربية",
+        "zh-Hans": "简体中文",
+        "zh-Hant": "繁體中文",
+        "ja": "日本語",
+    },
+    "moodle": {
+        "en": "English",
+        "es_mx": "Español - México",
+        "fr": "Français",
+        "de_du": "Deutsch - Du",
+        "pt_br": "Português - Brasil",
+        "nl": "Nederlands",
+        "ar": "عربي",
+        "zh_cn": "简体中文",
+        "zh_tw": "正體中文",
+        "ja": "日本語",
+    },
+}
 
 
 def openid_configuration(

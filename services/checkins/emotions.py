@@ -2,13 +2,21 @@
 
 Words are stable ids grouped by a five-point pleasantness scale (1 very unpleasant … 5 very
 pleasant), in the spirit of Reflect's "Feelings Monster". ``simple`` is a subset of ``full``
-for younger students. Every string a person reads lives in ``CATALOGUES`` (one dict per
-locale); English is complete and is the fallback for any missing key.
+for younger students. Every string the check-in page shows is here, keyed, in English (``EN``,
+``PLURALS``, the feeling words and their meanings); the other languages are the gettext
+catalogues (``shared/locale``), where each key is the message context, so one English text
+can be translated differently where it means something else ("Okay" the face, "Okay" the
+word). ``catalogue(lang)`` is what the page's script receives in its JSON data block.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from babel.numbers import format_decimal
+
+from shared.i18n.catalogues import plural_samples, translations
+from shared.i18n.languages import ENGLISH, Language
 
 BANDS: tuple[int, ...] = (1, 2, 3, 4, 5)
 
@@ -70,10 +78,6 @@ EN: dict[str, str] = {
     "teacher.vocabulary": "Feeling words",
     "teacher.vocabulary.full": "Full (about 50 words)",
     "teacher.vocabulary.simple": "Simple (10 words, for younger students)",
-    "teacher.anonymous": (
-        "Anonymous: Attune shows no one, you included, who answered what; results appear only "
-        "in groups of at least {group} answers"
-    ),
     "teacher.allow_note": "Let students add a note",
     "teacher.opens_at": "Opens",
     "teacher.closes_at": "Closes",
@@ -95,6 +99,7 @@ EN: dict[str, str] = {
     "teacher.recurrence.daily": "Every day",
     "teacher.recurrence.weekly": "Every week on",
     "teacher.recurrence.days": "Days of the week",
+    "teacher.recurrence.weekly_on": "Every week on {days}",
     "weekday.1": "Monday",
     "weekday.2": "Tuesday",
     "weekday.3": "Wednesday",
@@ -126,15 +131,6 @@ EN: dict[str, str] = {
     "teacher.attention_none": "Nobody right now.",
     "teacher.notes": "Notes",
     "teacher.notes_anonymous": "Notes, in alphabetical order, without names or feelings",
-    "teacher.results_waiting": (
-        "Results appear once {group} students have answered: {next} more to go. Until then "
-        "only the number of answers shows, so that no one's answer stands alone."
-    ),
-    "teacher.results_cover": (
-        "These results cover {answers} answers. They update when {next} more students answer: "
-        "always in groups of at least {group}, so that no one's answer stands alone."
-    ),
-    "teacher.results_final": "These results cover {answers} answers.",
     "teacher.results_none": (
         "No results: fewer than {group} students answered, and showing their answers would "
         "single them out."
@@ -144,7 +140,6 @@ EN: dict[str, str] = {
         "showing them would single them out."
     ),
     "teacher.results_heading": "Responses: {question}",
-    "teacher.participation_text": "Participation: {answered} of {learners} students answered",
     "teacher.recurrence_text": "Repeats: {rule}",
     "teacher.anonymity_fixed_text": "{kind}. Anonymity cannot be changed after creation.",
     "teacher.edit_label": "Edit: {question}",
@@ -156,8 +151,7 @@ EN: dict[str, str] = {
     ),
     "teacher.not_answered_none": "Everyone on the roster has answered.",
     "teacher.unnamed": "Student {subject}",
-    "teacher.attention_item": "{name}: {low} of their last {of} answers very unpleasant",
-    "teacher.average_participation": "Average participation: {percent}%",
+    "teacher.average_participation": "Average participation: {percent}",
     "teacher.trend_scale": (
         "Average pleasantness per day, on a scale from 1 (very unpleasant) to 5 (very pleasant)."
     ),
@@ -225,12 +219,7 @@ EN: dict[str, str] = {
     "student.this_checkin": "Your check-in",
     "student.not_open": "This check-in is not open right now.",
     "student.others": "Other open check-ins",
-    "student.show_others": "Show the other open check-ins ({count})",
     "student.class": "How the class feels",
-    "student.class_hidden": (
-        "The class picture appears once {group} students have answered, and changes only when "
-        "{group} more have."
-    ),
     "student.anonymous_note": (
         "This check-in is anonymous: your teacher sees feelings only as results of at least "
         "{group} answers together, never yours alone or with your name, and reads notes "
@@ -306,30 +295,155 @@ MEANING_EN: dict[str, str] = {
     "fantastic": "Everything feels great.",
 }
 
-CATALOGUES: dict[str, dict[str, str]] = {
-    "en": {
-        **EN,
-        **{f"emotion.{k}": v for k, v in EMOTION_EN.items()},
-        **{f"meaning.{k}": v for k, v in MEANING_EN.items()},
-    },
+# Messages with a count: key -> (the placeholder that counts, singular, plural). A count the
+# server knows (``group``: ATTUNE_CHECKIN_MIN_CLASS_SIZE) is resolved here; the others reach
+# the script as one text per plural category of the language, chosen there with
+# Intl.PluralRules.
+PLURALS: dict[str, tuple[str, str, str]] = {
+    "teacher.anonymous": (
+        "group",
+        "Anonymous: Attune shows no one, you included, who answered what; results appear only "
+        "in groups of at least {group} answer",
+        "Anonymous: Attune shows no one, you included, who answered what; results appear only "
+        "in groups of at least {group} answers",
+    ),
+    "student.class_hidden": (
+        "group",
+        "The class picture appears once {group} student has answered, and changes only when "
+        "{group} more has.",
+        "The class picture appears once {group} students have answered, and changes only when "
+        "{group} more have.",
+    ),
+    "teacher.results_waiting": (
+        "next",
+        "Results appear once {group} students have answered: {next} more to go. Until then "
+        "only the number of answers shows, so that no one's answer stands alone.",
+        "Results appear once {group} students have answered: {next} more to go. Until then "
+        "only the number of answers shows, so that no one's answer stands alone.",
+    ),
+    "teacher.results_cover": (
+        "answers",
+        "These results cover {answers} answer. They update when {next} more students answer: "
+        "always in groups of at least {group}, so that no one's answer stands alone.",
+        "These results cover {answers} answers. They update when {next} more students answer: "
+        "always in groups of at least {group}, so that no one's answer stands alone.",
+    ),
+    "teacher.results_final": (
+        "answers",
+        "These results cover {answers} answer.",
+        "These results cover {answers} answers.",
+    ),
+    "teacher.participation_text": (
+        "learners",
+        "Participation: {answered} of {learners} student answered",
+        "Participation: {answered} of {learners} students answered",
+    ),
+    "teacher.attention_item": (
+        "of",
+        "{name}: {low} of their last {of} answer very unpleasant",
+        "{name}: {low} of their last {of} answers very unpleasant",
+    ),
+    "student.show_others": (
+        "count",
+        "Show the other open check-in ({count})",
+        "Show the other open check-ins ({count})",
+    ),
 }
-DEFAULT_LOCALE = "en"
+
+# Everything keyed, in English: what the extraction (shared/i18n/extract.py) hands to
+# translators, with a note for each kind of string.
+SOURCE: dict[str, str] = {
+    **EN,
+    **{f"emotion.{k}": v for k, v in EMOTION_EN.items()},
+    **{f"meaning.{k}": v for k, v in MEANING_EN.items()},
+}
+BAND_WORDS = {
+    1: "very unpleasant",
+    2: "unpleasant",
+    3: "neutral",
+    4: "pleasant",
+    5: "very pleasant",
+}
 
 
-def catalogue(locale: str = DEFAULT_LOCALE, *, group: int | None = None) -> dict[str, str]:
-    """Strings for ``locale`` (a language tag), English filling any gap; ``{group}`` is the
-    results group size (ATTUNE_CHECKIN_MIN_CLASS_SIZE) when given."""
-    base = CATALOGUES[DEFAULT_LOCALE]
-    chosen = CATALOGUES.get(locale.split("-")[0].lower(), base)
-    strings = {**base, **chosen}
+def translator_note(key: str) -> str | None:
+    """What a translator needs to know about one string (shown in the catalogues)."""
+    kind, _, name = key.partition(".")
+    if kind == "emotion":
+        band = PLEASANTNESS[name]
+        simple = name in SIMPLE[band]
+        return (
+            f"A feeling word, band {band} of 5 ({BAND_WORDS[band]}). Write the word a child "
+            "of about 12 in your language uses for this feeling (not a word-for-word "
+            "translation), as a label (capitalised as your language does), and keep it in "
+            f"this band.{' Also in the simple vocabulary for younger children.' if simple else ''} "
+            "Every word of one band must differ."
+        )
+    if kind == "meaning":
+        return (
+            f"One line (at most about 70 characters, ending with a full stop) explaining the "
+            f"feeling word '{EMOTION_EN[name]}' to a 12-year-old, in everyday words."
+        )
+    if kind == "face":
+        return (
+            f"Label of face {name} of 5 (1 the unhappiest, 5 the happiest), what a child "
+            "would say: short, spoken words."
+        )
+    if kind == "band":
+        return f"Pleasantness band {name} of 5, as teachers read it in charts."
+    if kind == "weekday":
+        return "Day of the week (1 is Monday), as a check-box label."
+    if kind == "lms":
+        note = (
+            "Shown to teachers only, when their LMS does not share the course roster or "
+            "people's names with Attune."
+        )
+        if "Names and Role Provisioning" in SOURCE[key]:
+            note += " Keep 'Names and Role Provisioning' in English (the LTI service's name)."
+        if "Developer Keys" in SOURCE[key]:
+            note += " Name Canvas's menus as Canvas shows them in your language."
+        return note
+    if key in PLURALS or "{" in SOURCE.get(key, ""):
+        return "Keep every {placeholder} as it is (names in braces are filled in by Attune)."
+    return None
+
+
+def _number(value: int, lang: Language) -> str:
+    return format_decimal(value, locale=lang.babel, numbering_system="default")
+
+
+def catalogue(lang: Language = ENGLISH, *, group: int | None = None) -> dict[str, Any]:
+    """The page's strings in ``lang``, by key; ``{group}`` is filled in (the results group
+    size, ATTUNE_CHECKIN_MIN_CLASS_SIZE) when given. A message whose count the script knows is
+    ``{"count": placeholder, "forms": {CLDR category: text}}``."""
+    tr = translations(lang)
+    strings: dict[str, Any] = {key: tr.pgettext(key, text) for key, text in SOURCE.items()}
+    for key, (count, singular, plural) in PLURALS.items():
+        if count == "group" and group is not None:
+            strings[key] = tr.npgettext(key, singular, plural, group)
+        else:
+            strings[key] = {
+                "count": count,
+                "forms": {
+                    category: tr.npgettext(key, singular, plural, n)
+                    for category, n in plural_samples(lang).items()
+                },
+            }
     if group is None:
         return strings
-    return {k: v.replace("{group}", str(group)) for k, v in strings.items()}
+    number = _number(group, lang)
+    return {k: _fill_group(v, number) for k, v in strings.items()}
 
 
-def vocabulary_payload(locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+def _fill_group(value: Any, number: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{group}", number)
+    return {**value, "forms": {c: t.replace("{group}", number) for c, t in value["forms"].items()}}
+
+
+def vocabulary_payload(lang: Language = ENGLISH) -> dict[str, Any]:
     """Both vocabularies with their labels, as the page's script consumes them."""
-    strings = catalogue(locale)
+    strings = catalogue(lang)
     return {
         name: [
             {

@@ -9,7 +9,8 @@ sent to a server, never a cookie).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,8 @@ from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
+from shared.i18n.jinja import page_context
+from shared.i18n.web import set_language
 from shared.identifiers import row_id
 from shared.ids import uuid7
 from shared.logs import get_logger
@@ -32,7 +35,7 @@ from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStora
 from shared.lti.launch_token import DeepLinkContext, LaunchTokens, Shares
 from shared.lti.platform_keys import PlatformKeys
 from shared.lti.state import StateCodec
-from shared.lti.urls import APP_PATH, LAUNCH_PATH
+from shared.lti.urls import APP_PATH, LANG_PARAM, LAUNCH_PATH
 from shared.lti.wiring import (
     ASSETS_DIR,
     FRAME_REFS_KEY,
@@ -125,6 +128,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         deployment_id=verified.deployment_id,
         message_type=verified.message_type,
     )
+    language = set_language(request, launch_locale(verified.claims))
     token = app[TOKENS_KEY].issue(
         launch_id=str(launch_id),
         platform_id=verified.platform.id,
@@ -137,6 +141,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         region=verified.region,
         deep_link=_deep_link_context(verified),
         custom_checkin_id=_custom_checkin_id(verified),
+        language=language.tag,
         page_origin=seen.page_origin,
         shares=Shares(roster=verified.roster_shared, names=verified.names_shared),
     )
@@ -144,9 +149,11 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         status=303,
         headers={
             # f=: which platform (and page origin, proven by this launch) frames the app
-            # (signed; picks its CSP frame-ancestors).
+            # (signed; picks its CSP frame-ancestors); lang=: the page's language (the token
+            # carries it too, for the API's messages).
             "Location": f"{app[URLS_KEY].public_url}{APP_PATH}/?{REF_PARAM}="
-            f"{app[FRAME_REFS_KEY].issue(verified.platform.id, seen.page_origin)}#lt={token}",
+            f"{app[FRAME_REFS_KEY].issue(verified.platform.id, seen.page_origin)}"
+            f"&{LANG_PARAM}={language.tag}#lt={token}",
             "Cache-Control": "no-store",
         },
     )
@@ -165,6 +172,14 @@ def _deep_link_context(v: VerifiedLaunch) -> DeepLinkContext | None:
         return_url=v.deep_link_return_url,
         data=v.deep_link_data,
     )
+
+
+def launch_locale(claims: Mapping[str, Any]) -> str | None:
+    """The user's LMS language: ``launch_presentation.locale`` (Canvas: ``I18n.locale`` such
+    as ``pt-BR``; Moodle: ``current_language()`` such as ``pt_br``). Anything else: None."""
+    presentation = claims.get(C.LAUNCH_PRESENTATION)
+    locale = presentation.get("locale") if isinstance(presentation, dict) else None
+    return locale if isinstance(locale, str) else None
 
 
 def _custom_checkin_id(v: VerifiedLaunch) -> str | None:
@@ -241,6 +256,8 @@ def _platform_storage_page(
             id_token=form.get("id_token", ""),
             state=form.get("state", ""),
             script=f"{ASSETS}/platform-storage.js",
+            # The token is verified before this page: it speaks the launch's language.
+            **page_context(set_language(request, launch_locale(verified.claims))),
         )
     )
     return web.Response(

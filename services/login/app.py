@@ -13,6 +13,8 @@ from aiohttp import web
 
 from shared.app import service_app
 from shared.forms import read_form
+from shared.i18n.jinja import page_context
+from shared.i18n.web import request_language
 from shared.lti.cookies import set_partitioned_cookie
 from shared.lti.frame import frame_ancestors
 from shared.lti.login import LoginFlow, parse_login
@@ -65,6 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                 value=decision.bind,
                 next=decision.auth_url,
                 script=f"{ASSETS}/platform-storage.js",
+                **page_context(request_language(request)),
             )
         )
         response = web.Response(

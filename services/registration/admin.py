@@ -15,11 +15,14 @@ from aiohttp import web
 from services.registration import credentials, errors, manual, store
 from services.registration import queries as q
 from services.registration.auth import Admin, require_admin
+from services.registration.pagestrings import admin_data
 from services.registration.toolconfig import compare, describe_diff, moodle_manual_values
 from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
 from shared.http import HTTP_KEY
+from shared.i18n.languages import Language
+from shared.i18n.web import request_language
 from shared.identifiers import identifier, row_id
 from shared.logs import get_logger
 from shared.lti.frame import normalize_origins
@@ -66,10 +69,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _with_diff(platform: dict[str, Any]) -> dict[str, Any]:
+def _with_diff(platform: dict[str, Any], lang: Language) -> dict[str, Any]:
     requested, granted = platform["requested"], platform["granted"]
     platform["not_granted"] = compare(requested, granted) if requested and granted else {}
-    platform["not_granted_summary"] = describe_diff(platform["not_granted"])  # in words
+    # In words, in the reader's language (the admin page shows them as they are).
+    platform["not_granted_summary"] = describe_diff(platform["not_granted"], lang)
     return platform
 
 
@@ -85,7 +89,7 @@ async def list_platforms(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
         platforms = await q.list_platforms(conn, request.app[CLOUDS_KEY])
-    return _no_store({"platforms": [_with_diff(p) for p in platforms]})
+    return _no_store({"platforms": [_with_diff(p, request_language(request)) for p in platforms]})
 
 
 async def get_platform(request: web.Request) -> web.Response:
@@ -94,7 +98,7 @@ async def get_platform(request: web.Request) -> web.Response:
         platform = await q.get_platform(conn, _platform_id(request), request.app[CLOUDS_KEY])
     if platform is None:
         raise errors.platform_not_found()
-    return _no_store({"platform": _with_diff(platform)})
+    return _no_store({"platform": _with_diff(platform, request_language(request))})
 
 
 async def create_platform(request: web.Request) -> web.Response:
@@ -293,7 +297,12 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def admin_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     return render(
-        request, "admin.html", csp=ADMIN_PAGE_CSP, static=ADMIN_STATIC, tool_name=settings.tool_name
+        request,
+        "admin.html",
+        csp=ADMIN_PAGE_CSP,
+        static=ADMIN_STATIC,
+        tool_name=settings.tool_name,
+        admin_data=admin_data(request_language(request)),
     )
 
 
@@ -307,6 +316,7 @@ async def manual_page(request: web.Request) -> web.Response:
         static=ADMIN_STATIC,
         tool_name=settings.tool_name,
         values=moodle_manual_values(urls, settings),
+        admin_data=admin_data(request_language(request)),
         login_path=LOGIN_PATH,
         launch_path=LAUNCH_PATH,
     )

@@ -54,6 +54,7 @@ from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.forms import read_form
 from shared.http import HTTP_KEY, OutboundError
+from shared.i18n.web import request_language
 from shared.identifiers import identifier
 from shared.logs import get_logger
 from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
@@ -292,7 +293,9 @@ async def _finish(request: web.Request) -> web.Response:
         )
     noted = await _check_keys(request, config)
 
-    body = registration_request(app[URLS_KEY], settings, config.product, chosen)
+    body = registration_request(
+        app[URLS_KEY], settings, config.product, chosen, request_language(request)
+    )
     granted_raw = await _post_registration(request, config, token, body)
     client_id, deployment_ids = _identity(granted_raw)
     requested = summarize(body, config.product)
@@ -343,7 +346,7 @@ async def _finish(request: web.Request) -> web.Response:
         created=saved.created,
         deployment_ids=saved.deployment_ids,
         policy=record.deployment_policy,
-        not_granted=describe_diff(diff),
+        not_granted=describe_diff(diff, request_language(request)),
     )
 
 

@@ -9,6 +9,9 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from shared.i18n.catalogues import Text, translate
+from shared.i18n.jinja import environment, page_context
+from shared.i18n.web import request_language
 from shared.lti.frame import with_frame_ancestors
 from shared.signing import TokenSigner
 from shared.web import HTML_SECURITY_HEADERS
@@ -44,17 +47,16 @@ def lms_page_csp(page_origins: Sequence[str]) -> str:
 
 
 def pages() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    return environment(jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
 
 
 def render(
     request: web.Request, template: str, *, csp: str, status: int = 200, **context: Any
 ) -> web.Response:
-    html = request.app[PAGES_KEY].get_template(template).render(**context)
+    """A page in the reader's language (``Text`` values, such as an error's message, too)."""
+    lang = request_language(request)
+    values = {k: translate(v, lang) if isinstance(v, Text) else v for k, v in context.items()}
+    html = request.app[PAGES_KEY].get_template(template).render(**values, **page_context(lang))
     return web.Response(
         text=html,
         status=status,

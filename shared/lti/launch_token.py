@@ -52,6 +52,7 @@ class LaunchIdentity:
     expires_at: int
     deep_link: DeepLinkContext | None = None
     custom_checkin_id: str | None = None  # custom parameter ``checkin_id`` of the link
+    language: str = "en"  # the page's language (BCP 47), chosen from the launch's locale
     # The LMS page origin the launch proved (its signed return_url), allowed to frame the
     # pages of this launch (the deep-linking return page) on top of the platform's origins.
     page_origin: str | None = None
@@ -81,6 +82,7 @@ class LaunchTokens:
         region: str,
         deep_link: DeepLinkContext | None = None,
         custom_checkin_id: str | None = None,
+        language: str = "en",
         page_origin: str | None = None,
         shares: Shares | None = None,
     ) -> str:
@@ -94,6 +96,7 @@ class LaunchTokens:
             "ro": list(roles),
             "mt": message_type,
             "r": region,
+            "lg": language,
             "exp": int(time.time()) + self._ttl,
         }
         if deep_link is not None:
@@ -142,6 +145,7 @@ class LaunchTokens:
                 expires_at=int(p["exp"]),
                 deep_link=deep_link,
                 custom_checkin_id=None if ck is None else str(ck),
+                language=str(p.get("lg") or "en"),
                 page_origin=None if po is None else str(po),
                 shares=None if sh is None else Shares(roster=bool(sh[0]), names=bool(sh[1])),
             )

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from services.checkins import emotions
+from shared.i18n.languages import ENGLISH, Language
 from tests.e2e.waits import ARTIFACTS, signed_in
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR
@@ -94,19 +95,20 @@ def record(**figures: Any) -> None:
         out.write(json.dumps(figures) + "\n")
 
 
-def face_of(word: str) -> str:
-    """The face (step 1) whose band holds ``word`` (an emotion id)."""
-    return emotions.catalogue()[f"face.{emotions.PLEASANTNESS[word]}"]
+def face_of(word: str, language: Language = ENGLISH) -> str:
+    """The face (step 1) whose band holds ``word`` (an emotion id), in ``language``."""
+    return str(emotions.catalogue(language)[f"face.{emotions.PLEASANTNESS[word]}"])
 
 
-async def answer(card: Any, word: str, *, note: str | None = None) -> None:
+async def answer(
+    card: Any, word: str, *, note: str | None = None, language: Language = ENGLISH
+) -> None:
     """A student's answer in the card: the face of ``word``'s band, then the word, the note,
     Send; returns once the confirmation shows."""
-    await card.get_by_role("button", name=face_of(word), exact=True).click()
-    await (
-        card.locator("label.word").filter(has_text=emotions.catalogue()[f"emotion.{word}"]).click()
-    )
+    strings = emotions.catalogue(language)
+    await card.get_by_role("button", name=face_of(word, language), exact=True).click()
+    await card.locator("label.word").filter(has_text=strings[f"emotion.{word}"]).click()
     if note is not None:
-        await card.get_by_label("Anything to add?").fill(note)
+        await card.get_by_label(strings["student.note"]).fill(note)
     await card.locator("button.send").click()
     await card.locator(".thanks").wait_for()

@@ -10,7 +10,7 @@ One test per item of issue #20, each failing on the code before it for its own r
 3. a JSON-URL developer key whose Redirect URIs the admin left empty launches;
 4. a beta and a test launch of the production registration;
 5. the admin's edits after the registration answer (no roster, no names) are told to the
-   teacher;
+   teacher (in the teacher's language too);
 6. a disabled deployment named as Canvas names it (``deployment_id``) is refused at login;
 7. a school page whose origin nobody recorded: learned from the first verified launch.
 
@@ -34,7 +34,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from services.checkins import emotions
 from services.registration.cli import create_token
+from shared.i18n.languages import BY_TAG
 from tests.e2e import test_emulator_walkthrough as walkthrough
 from tests.e2e.test_emulator_walkthrough import DevStack
 from tests.e2e.waits import (
@@ -285,6 +287,18 @@ async def test_5_canvas_edits_after_registration_are_told_to_the_teacher(
             await app.locator("#lms-no-roster").wait_for(timeout=WAIT_MS)
             await app.locator("#lms-no-names").wait_for(timeout=WAIT_MS)
             await page.screenshot(path=str(ARTIFACTS / "canvas-edited-teacher-notice.png"))
+            # In the teacher's own language (#18): Canvas's launch page carries the user's
+            # locale, and the notice comes from the catalogue like every other string.
+            spanish = BY_TAG["es"]
+            words = emotions.catalogue(spanish)
+            assert words["lms.heading"] != emotions.catalogue()["lms.heading"]
+            await page.goto(f"{school(dev_stack)}/course?user=teacher-1&lang=es")
+            await signed_in(page, "teacher", shot="canvas-edited-teacher-es", language=spanish)
+            app = page.frame_locator("#tool")
+            heading = app.locator("#lms-shares-heading")
+            await heading.filter(has_text=str(words["lms.heading"])).wait_for(timeout=WAIT_MS)
+            notice = app.locator("#lms-no-roster")
+            await notice.filter(has_text=str(words["lms.no_roster"])).wait_for(timeout=WAIT_MS)
         finally:
             await edit_newest_key(page, dev_stack, roster=True, privacy="name_only")
         # Shared again: the next launch says nothing.

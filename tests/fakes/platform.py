@@ -212,6 +212,7 @@ class FakePlatform(PlatformServices):
             message_type=message.get("message_type", C.RESOURCE_LINK_REQUEST),
             roles=message.get("roles"),
             custom=message.get("custom"),
+            locale=message.get("locale") or "en",
         )
         fields = {"id_token": token, "state": params["state"]}
         inputs = "".join(
@@ -236,6 +237,7 @@ class FakePlatform(PlatformServices):
         target_link_uri: str | None = None,
         context_id: str = "course-1",
         custom: dict[str, str] | None = None,
+        locale: str = "en",
     ) -> dict[str, Any]:
         return launch_claims(
             flavour=self.flavour,
@@ -252,6 +254,7 @@ class FakePlatform(PlatformServices):
             context_id=context_id,
             lifetime_s=self.token_lifetime_s,
             extra=self.service_claims(context_id, custom),
+            locale=locale,
             return_url=self.return_url,
         )
 

@@ -5,7 +5,8 @@ endpoint and paged NRPS, the deep-linking return verified with the tool's JWKS, 
 across restarts, and how `attune dev` is told about it. Canvas as Instructure hosts it: the
 issuer and auth domain on another origin than the school's pages, the login Canvas posts,
 beta and test environments with keys of their own, the admin's edits applied after the
-registration answer, Redirect URIs defaulting to target_link_uri, self-hosted regions."""
+registration answer, Redirect URIs defaulting to target_link_uri, self-hosted regions. The
+user's language, picked on the course page, in every launch."""
 
 from __future__ import annotations
 
@@ -557,6 +558,41 @@ async def test_self_hosted_canvas_sends_region_not_configured(emulator: Start, t
             assert resp.status == 200
         login, _ = await launch(http, base, "canvas", "student-b")
         assert login["canvas_region"] == "not_configured"
+
+
+async def test_the_users_language_reaches_the_id_token(emulator: Start, tool: Tool) -> None:
+    """The course page's language picker (the LMS user's language, in that LMS's spelling)
+    reaches the id_token's launch_presentation.locale: Canvas's through its own launch page on
+    the school's host (and the top-level locale claim), Moodle's through the login URL. A value
+    the LMS does not have is English."""
+    base = await emulator()
+    async with aiohttp.ClientSession() as http:
+        _, canvas_auth = await register(http, base, "canvas", tool)
+        answer, moodle_auth = await register(http, base, "moodle", tool)
+        async with http.post(
+            f"{base}/moodle/admin/activate", data={"client_id": answer["client_id"]}
+        ) as resp:
+            assert resp.status == 200
+        for flavour, auth_url, lang, locale in (
+            ("canvas", canvas_auth, "pt-BR", "pt-BR"),
+            ("canvas", canvas_auth, "zh-Hant", "zh-Hant"),
+            ("canvas", canvas_auth, "pt_br", "en"),  # Moodle's spelling: not Canvas's
+            ("moodle", moodle_auth, "pt_br", "pt_br"),
+            ("moodle", moodle_auth, "<x>", "en"),
+        ):
+            login, page = await launch(http, base, flavour, "teacher-1", lang=lang)
+            picked = f'value="{locale}" lang="{locale.replace("_", "-")}" selected>'
+            assert picked in page, (flavour, lang)  # the picker shows the user's language
+            resp = await authenticate(http, auth_url, login)
+            _, fields = parse_autopost(await resp.text())
+            claims = jwt.get_unverified_claims(fields["id_token"])
+            presentation = claims[C.LAUNCH_PRESENTATION]
+            assert presentation["locale"] == locale, (flavour, lang, presentation)
+            if flavour == "canvas":
+                assert claims["locale"] == locale
+                assert presentation["return_url"].startswith(f"{base}/canvas/")
+            else:
+                assert "locale" not in claims
 
 
 def test_dev_refuses_a_taken_emulator_port(tmp_path: Path) -> None:

@@ -83,3 +83,45 @@ def test_readme_screenshots_exist_are_small_and_come_from_the_browser_suite() ->
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert png.stat().st_size < 120_000, name
         assert f'shot_path("{name}", readme=readme)' in made, name  # scripts/screenshots remakes it
+
+
+OTHER_STYLES = {
+    "registration.css": (ROOT / "services/registration/static/registration.css").read_text(),
+    "error.html": (ROOT / "shared/templates/error.html").read_text(),
+}
+
+
+def test_every_stylesheet_uses_logical_properties_only() -> None:
+    """The registration pages and the error page lay themselves out right to left too."""
+    for name, text in OTHER_STYLES.items():
+        rules = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+        assert [m.group(0) for m in PHYSICAL.finditer(rules)] == [], name
+
+
+TEMPLATES = sorted(
+    p for top in ("shared", "services") for p in (ROOT / top).rglob("templates/*.html")
+)
+
+
+def untranslated_text(source: str) -> list[str]:
+    """Words a template shows outside ``{% trans %}``, ``_()``/``gettext`` and values: what a
+    reader would see in English whatever their language."""
+    text = re.sub(r"{%-?\s*trans\b.*?endtrans\s*-?%}", " ", source, flags=re.S)
+    text = re.sub(r"{#.*?#}|{{.*?}}|{%.*?%}", " ", text, flags=re.S)
+    text = re.sub(r"<(style|script|code)\b.*?</\1>", " ", text, flags=re.S)
+    text = re.sub(r"<[^>]*>", " ", text)
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z']+", text) if w not in ("Attune",)]
+
+
+def test_every_template_speaks_through_the_catalogues() -> None:
+    assert len(TEMPLATES) >= 10
+    for path in TEMPLATES:
+        assert untranslated_text(path.read_text()) == [], path
+    assert untranslated_text("<p>{{ _('Hello') }} world</p>") == ["world"]  # the check works
+
+
+def test_every_page_template_declares_its_language_and_direction() -> None:
+    for path in TEMPLATES:
+        source = path.read_text()
+        if "<html" in source:
+            assert '<html lang="{{ lang }}" dir="{{ dir }}">' in source, path

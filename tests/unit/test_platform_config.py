@@ -230,8 +230,10 @@ def test_a_version_word_is_no_release() -> None:
 
 def test_pages_name_the_site_or_the_product_alone() -> None:
     from services.registration.wiring import pages
+    from shared.i18n.jinja import page_context
+    from shared.i18n.languages import ENGLISH
 
-    macros = pages().get_template("_platform.html").module
+    macros = pages().get_template("_platform.html").make_module(page_context(ENGLISH))
     for host, name in (
         ("moodle.school.edu", "Moodle at moodle.school.edu"),
         ("127.0.0.1", "Moodle"),

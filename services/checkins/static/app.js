@@ -41,9 +41,22 @@
     return node;
   }
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } return node; }
+  // Numbers, plurals and lists as the page's language writes them (the server chose it: <html lang>).
+  var NUMBER = new Intl.NumberFormat(LANG);
+  var AVERAGE = new Intl.NumberFormat(LANG, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  var PERCENT = new Intl.NumberFormat(LANG, { style: "percent" });
+  var PLURAL = new Intl.PluralRules(LANG);
+  var LIST = Intl.ListFormat ? new Intl.ListFormat(LANG, { type: "conjunction" }) : null;
+  // A message with a count arrives as one text per plural category of the language.
   function fmt(key, values) {
-    return T[key].replace(/\{(\w+)\}/g, function (_, k) { return String(values[k]); });
+    var text = T[key];
+    if (typeof text !== "string") { text = text.forms[PLURAL.select(values[text.count])] || text.forms.other; }
+    return text.replace(/\{(\w+)\}/g, function (_, k) {
+      var v = values[k];
+      return typeof v === "number" ? NUMBER.format(v) : String(v);
+    });
   }
+  function list(items) { return LIST ? LIST.format(items) : items.join(", "); }
   // Dates and times in the viewer's time zone, to the minute.
   var DATE_TIME = new Intl.DateTimeFormat(LANG, { dateStyle: "medium", timeStyle: "short" });
   var SHORT_DATE = new Intl.DateTimeFormat(LANG, { month: "short", day: "numeric" });
@@ -163,7 +176,7 @@
       bar.style.inlineSize = (r.value ? Math.max(2, Math.round(100 * r.value / max)) : 0) + "%";
       body.appendChild(el("tr", {}, [
         el("th", { scope: "row" }, [r.face ? faceSvg(r.band, 20) : null, r.label]),
-        el("td", {}, [el("span", { class: "bar-track" }, [bar]), el("span", { class: "value", text: r.text || String(r.value) })])
+        el("td", {}, [el("span", { class: "bar-track" }, [bar]), el("span", { class: "value", text: r.text || NUMBER.format(r.value) })])
       ]));
     });
     table.appendChild(body);
@@ -177,7 +190,7 @@
   function recurrenceText(r) {
     if (!r) { return null; }
     if (r.every === "daily") { return T["teacher.recurrence.daily"]; }
-    return T["teacher.recurrence.weekly"] + " " + (r.days || []).map(function (d) { return T["weekday." + d]; }).join(", ");
+    return fmt("teacher.recurrence.weekly_on", { days: list((r.days || []).map(function (d) { return T["weekday." + d]; })) });
   }
   function badges(c) {
     var rec = recurrenceText(c.recurrence);
@@ -245,7 +258,7 @@
   function editForm(c) {
     var p = "edit-" + c.id + "-";
     var initialCloses = c.closes_at ? localInput(new Date(c.closes_at)) : "";
-    var q = el("input", { id: p + "question", name: "question", maxlength: "300", required: true, "aria-describedby": p + "question-error" });
+    var q = el("input", { id: p + "question", name: "question", dir: "auto", maxlength: "300", required: true, "aria-describedby": p + "question-error" });
     q.value = c.question;
     var note = el("input", { type: "checkbox", id: p + "allow_note", name: "allow_note" });
     note.checked = !!c.allow_note;
@@ -383,7 +396,7 @@
       res.body.checkins.forEach(function (c) {
         if (keep && c.id === editing) { kept = true; return; }
         var li = el("li", { "data-checkin": c.id }, [
-          el("h3", { text: c.question }), badges(c),
+          el("h3", { dir: "auto", text: c.question }), badges(c),
           el("p", { class: "participation", text: fmt("teacher.participation_text", c.participation) })
         ]);
         var actions = el("p", { class: "actions" });
@@ -473,12 +486,12 @@
         c.responses.forEach(function (a) {
           list.appendChild(el("li", {}, [
             el("strong", { text: fmt("teacher.who_item", { name: nameOf(a), emotion: label(a.emotion), band: T["band." + a.pleasantness] }) }),
-            a.note ? el("p", { text: a.note }) : null]));
+            a.note ? el("p", { dir: "auto", text: a.note }) : null]));
         });
         body.appendChild(list);
       } else if (c.notes && c.notes.length) {
         body.appendChild(el("h3", { text: T["teacher.notes_anonymous"] }));
-        body.appendChild(el("ul", {}, c.notes.map(function (n) { return el("li", { text: n }); })));
+        body.appendChild(el("ul", {}, c.notes.map(function (n) { return el("li", { dir: "auto", text: n }); })));
       }
       if (focus) { $("results").focus(); }
     }).catch(function () {});
@@ -489,13 +502,13 @@
       var i = res.body;
       var body = clear($("insights-body"));
       if (i.average_participation !== null) {
-        body.appendChild(el("p", { id: "average-participation", text: fmt("teacher.average_participation", { percent: Math.round(100 * i.average_participation) }) }));
+        body.appendChild(el("p", { id: "average-participation", text: fmt("teacher.average_participation", { percent: PERCENT.format(Math.round(100 * i.average_participation) / 100) }) }));
       }
       body.appendChild(el("h3", { text: T["teacher.trend"] }));
       if (i.trend.length) {
         body.appendChild(barChart("trend", T["teacher.trend"], [T["chart.day"], T["chart.average"]],
           i.trend.map(function (p) {
-            return { label: DAY.format(new Date(p.day + "T00:00:00Z")), value: p.average, text: p.average.toFixed(1), band: Math.round(p.average) };
+            return { label: DAY.format(new Date(p.day + "T00:00:00Z")), value: p.average, text: AVERAGE.format(p.average), band: Math.round(p.average) };
           }), { max: 5, scale: T["teacher.trend_scale"] }));
       } else {
         body.appendChild(el("p", { class: "muted", text: T["teacher.no_trend"] }));
@@ -549,7 +562,7 @@
     var d = draftOf(c);
     var prefix = "c" + c.id + "-";
     clear(card);
-    card.appendChild(el("h3", { id: prefix + "q", text: c.question }));
+    card.appendChild(el("h3", { id: prefix + "q", dir: "auto", text: c.question }));
     // The promise before anything is chosen and with the answer; step 2 restates it by Send.
     if (c.anonymous && d.step !== 2) { card.appendChild(el("p", { class: "muted anonymous-note", text: T["student.anonymous_note"] })); }
     if (d.step === 0 && c.my_answer) { card.appendChild(sentView(c, d, prefix, justSent)); return; }
@@ -612,7 +625,7 @@
       var nid = prefix + "note";
       var hint = c.anonymous ? el("p", { id: nid + "-hint", class: "muted", text: T["student.anonymous_note_hint"] }) : null;
       var count = el("p", { id: nid + "-count", class: "muted count" });
-      var ta = el("textarea", { id: nid, name: "note", maxlength: String(NOTE_MAX), rows: "2", "aria-describedby": (hint ? nid + "-hint " : "") + nid + "-count" });
+      var ta = el("textarea", { id: nid, name: "note", dir: "auto", maxlength: String(NOTE_MAX), rows: "2", "aria-describedby": (hint ? nid + "-hint " : "") + nid + "-count" });
       ta.value = d.note;
       function counted() { count.textContent = fmt("student.note_count", { count: ta.value.length, max: NOTE_MAX }); }
       ta.addEventListener("input", function () { d.note = ta.value; counted(); });
@@ -719,9 +732,9 @@
       if (!res.body.history.length) { list.appendChild(el("li", { text: T["student.no_history"] })); }
       res.body.history.forEach(function (c) {
         var a = c.my_answer;
-        list.appendChild(el("li", {}, [el("strong", { text: c.question }), badges(c),
+        list.appendChild(el("li", {}, [el("strong", { dir: "auto", text: c.question }), badges(c),
           el("p", {}, [faceSvg(a.pleasantness, 24), " " + T["student.your_answer"] + ": " + fmt("student.answer_text", { emotion: label(a.emotion), face: T["face." + a.pleasantness] })]),
-          a.note ? el("p", { class: "muted", text: a.note }) : null]));
+          a.note ? el("p", { class: "muted", dir: "auto", text: a.note }) : null]));
       });
     }).catch(function () {});
   }
