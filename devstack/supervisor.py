@@ -194,6 +194,7 @@ def make_plan(
     data_dir: Path,
     *,
     gateway_port: int = 8000,
+    canvas_cloud: str | None = None,
 ) -> DevPlan:
     """Resolve what to embed and the services' environment; raises ``SettingsError``.
 
@@ -219,6 +220,9 @@ def make_plan(
         env["ATTUNE_PUBLIC_URL"] = f"http://localhost:{gateway_port}"
     if not _is_set(env, "ATTUNE_ALLOW_INSECURE_URLS") and env["ATTUNE_ENV"] != "production":
         env["ATTUNE_ALLOW_INSECURE_URLS"] = "true"
+    # The emulator's hosted-Canvas cloud (a development setting: only with insecure URLs).
+    if canvas_cloud and env.get("ATTUNE_ALLOW_INSECURE_URLS", "").lower() == "true":
+        env.setdefault("ATTUNE_DEV_CANVAS_CLOUD", canvas_cloud)
     parse_keks(env[KEK_VAR])  # malformed KEKs fail here, not in a service after start-up
     if embed_broker:
         # Forced, not defaulted: the embedded broker refuses idempotent producers and starts
@@ -465,6 +469,7 @@ class Supervisor:
             tool_url=self._env["ATTUNE_PUBLIC_URL"],
             install_codes=self._install_codes,
             state_path=self._plan.data_dir / "emulator.json",
+            cloud_url=self._env.get("ATTUNE_DEV_CANVAS_CLOUD"),
         )
         self._emulator_runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=2
@@ -723,7 +728,12 @@ def run_dev(args: argparse.Namespace) -> int:
     emulate = not getattr(args, "no_emulator", False)
     emulator_port = getattr(args, "emulator_port", None) or args.port + 1
     try:
-        plan = make_plan(os.environ, Path(args.data_dir), gateway_port=args.port)
+        plan = make_plan(
+            os.environ,
+            Path(args.data_dir),
+            gateway_port=args.port,
+            canvas_cloud=f"http://localhost:{emulator_port}" if emulate else None,
+        )
     except SettingsError as exc:
         print(f"attune: {exc}", file=sys.stderr)
         return EXIT_CONFIG

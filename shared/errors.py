@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from shared.i18n.catalogues import _
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -17,12 +19,13 @@ class AttuneError(Exception):
     """An expected failure a person can act on.
 
     ``message`` says what happened in plain words; ``hint`` says what the user or the LMS admin
-    can do about it. Neither may contain secrets or tokens.
+    can do about it. Neither may contain secrets or tokens. Mark them (and ``title``) with
+    ``_()`` so the error edge shows them in the reader's language.
     """
 
     status: int = 400
     code: str = "bad_request"
-    title: str = "The request could not be completed"
+    title: str = _("The request could not be completed")
     headers: dict[str, str] | None = None  # extra response headers (e.g. Retry-After)
     # A page of the raising handler's own for people in browsers (e.g. the install page's
     # "try another code" form), rendered by the error edge instead of the generic error page;
@@ -52,25 +55,25 @@ class AttuneError(Exception):
 class NotFound(AttuneError):
     status = 404
     code = "not_found"
-    title = "Not found"
+    title = _("Not found")
 
 
 class Unauthorized(AttuneError):
     status = 401
     code = "unauthorized"
-    title = "Sign-in required"
+    title = _("Sign-in required")
 
 
 class Forbidden(AttuneError):
     status = 403
     code = "forbidden"
-    title = "Not allowed"
+    title = _("Not allowed")
 
 
 class Conflict(AttuneError):
     status = 409
     code = "conflict"
-    title = "Conflict"
+    title = _("Conflict")
 
 
 class Unavailable(AttuneError):
@@ -78,4 +81,4 @@ class Unavailable(AttuneError):
 
     status = 503
     code = "unavailable"
-    title = "Temporarily unavailable"
+    title = _("Temporarily unavailable")

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from multidict import MultiDictProxy
 
 from shared.errors import AttuneError
+from shared.i18n.catalogues import _
 
 _UNREADABLE = (ValueError, LookupError, RuntimeError, BadHttpMessage)
 
@@ -30,13 +31,13 @@ _UNREADABLE = (ValueError, LookupError, RuntimeError, BadHttpMessage)
 class FormInvalid(AttuneError):
     status = 400
     code = "form_invalid"
-    title = "The form could not be read"
+    title = _("The form could not be read")
 
 
 class JsonRequired(AttuneError):
     status = 415
     code = "json_required"
-    title = "Wrong format"
+    title = _("Wrong format")
 
 
 JSON_CONTENT_TYPE = "application/json"
@@ -50,7 +51,7 @@ async def read_form(
         return await request.post()
     except _UNREADABLE:
         raise FormInvalid(
-            "The submitted form could not be decoded (its encoding or format is not valid)."
+            _("The submitted form could not be decoded (its encoding or format is not valid).")
         ) from None
 
 
@@ -66,7 +67,7 @@ def parse_json(raw: bytes, charset: str | None = None) -> Any:
 def require_json(request: web.Request) -> None:
     """``JsonRequired`` (415) for a request whose body is not declared ``application/json``."""
     if request.content_type != JSON_CONTENT_TYPE:
-        raise JsonRequired("Send the request as JSON (Content-Type: application/json).")
+        raise JsonRequired(_("Send the request as JSON (Content-Type: application/json)."))
 
 
 async def read_json(request: web.Request) -> Any:

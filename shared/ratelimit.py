@@ -21,6 +21,7 @@ from aiohttp import web
 
 from shared.errors import AttuneError
 from shared.forms import read_form
+from shared.i18n.catalogues import _
 from shared.jose import TokenShapeError, peek_once
 from shared.settings import Settings
 
@@ -31,12 +32,12 @@ MAX_KEYS = 100_000
 class RateLimited(AttuneError):
     status = 429
     code = "rate_limited"
-    title = "Too many requests"
+    title = _("Too many requests")
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
-            "Too many requests arrived from here in a short time.",
-            hint=f"Wait {retry_after} seconds and try again.",
+            _("Too many requests arrived from here in a short time."),
+            hint=_("Wait {seconds} seconds and try again.", seconds=retry_after),
         )
         self.headers = {"Retry-After": str(retry_after)}
 

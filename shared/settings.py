@@ -226,6 +226,13 @@ class Settings(BaseModel):
     http_timeout_s: float = _env(
         "ATTUNE_HTTP_TIMEOUT_S", "Timeout of every outbound HTTP call.", default=5.0, gt=0
     )
+    dev_canvas_cloud: str | None = _env(
+        "ATTUNE_DEV_CANVAS_CLOUD",
+        "DEVELOPMENT ONLY (needs ATTUNE_ALLOW_INSECURE_URLS): base URL of the LMS emulator's "
+        "hosted-Canvas cloud (issuers {base}/canvas, {base}/canvas-beta, {base}/canvas-test; "
+        "auth domains {base}/sso...), treated like Instructure's. Set by attune dev.",
+        default=None,
+    )
 
     # --- secrets for values Attune signs for itself (state, launch tokens) ---
     secret_keys: SecretStr | None = _env(
@@ -398,6 +405,11 @@ class Settings(BaseModel):
             raise ValueError(
                 "ATTUNE_ALLOW_INSECURE_URLS=true is refused when ATTUNE_ENV=production"
             )
+        if self.dev_canvas_cloud is not None and not self.allow_insecure_urls:
+            raise ValueError(
+                "ATTUNE_DEV_CANVAS_CLOUD is a development setting: it needs "
+                "ATTUNE_ALLOW_INSECURE_URLS=true"
+            )
         return self
 
     @model_validator(mode="after")
@@ -413,6 +425,16 @@ class Settings(BaseModel):
                 "names the other cells only"
             )
         return self
+
+    @field_validator("dev_canvas_cloud")
+    @classmethod
+    def _cloud_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError("must be an http(s) base URL such as http://localhost:8001")
+        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

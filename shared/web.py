@@ -28,6 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.errors import AttuneError
 from shared.forms import require_json
+from shared.i18n.catalogues import _, load_all, translate
+from shared.i18n.jinja import environment, page_context
+from shared.i18n.web import request_language
 from shared.logs import get_logger
 from shared.metrics import Metrics
 from shared.ratelimit import rate_limit_middleware
@@ -69,21 +72,37 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 _STATUS_CODES: dict[int, tuple[str, str, str]] = {
-    400: ("bad_request", "Bad request", "The request was malformed."),
-    401: ("unauthorized", "Sign-in required", "This page needs credentials."),
-    403: ("forbidden", "Not allowed", "You are not allowed to do this."),
-    404: ("not_found", "Not found", "There is nothing at this address."),
-    405: ("method_not_allowed", "Method not allowed", "This address does not accept that method."),
-    413: ("request_too_large", "Request too large", "The request body is larger than allowed."),
-    415: ("unsupported_media_type", "Unsupported content type", "That content type is refused."),
-    429: ("rate_limited", "Too many requests", "Too many requests; slow down and retry."),
+    400: ("bad_request", _("Bad request"), _("The request was malformed.")),
+    401: ("unauthorized", _("Sign-in required"), _("This page needs credentials.")),
+    403: ("forbidden", _("Not allowed"), _("You are not allowed to do this.")),
+    404: ("not_found", _("Not found"), _("There is nothing at this address.")),
+    405: (
+        "method_not_allowed",
+        _("Method not allowed"),
+        _("This address does not accept that method."),
+    ),
+    413: (
+        "request_too_large",
+        _("Request too large"),
+        _("The request body is larger than allowed."),
+    ),
+    415: (
+        "unsupported_media_type",
+        _("Unsupported content type"),
+        _("That content type is refused."),
+    ),
+    429: ("rate_limited", _("Too many requests"), _("Too many requests; slow down and retry.")),
 }
 
 
 _INTERNAL_ERROR_HINTS = {
-    "user": "Try again. If it keeps happening, give the reference below to your LMS administrator.",
-    "admin": "Try again. If it keeps happening, give the reference below to whoever runs "
-    "Attune: it finds this request in Attune's logs.",
+    "user": _(
+        "Try again. If it keeps happening, give the reference below to your LMS administrator."
+    ),
+    "admin": _(
+        "Try again. If it keeps happening, give the reference below to whoever runs "
+        "Attune: it finds this request in Attune's logs."
+    ),
 }
 
 
@@ -110,11 +129,7 @@ _FRAMED_ERROR_CSP = f"{_STATIC_PAGE_CSP}; frame-ancestors *"
 
 
 def templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_TEMPLATE_DIR)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    return environment(jinja2.FileSystemLoader(str(_TEMPLATE_DIR)))
 
 
 def wants_json(request: web.Request) -> bool:
@@ -140,6 +155,10 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     request_id = request.get(REQUEST_ID_KEY)
+    # In the reader's language (the launch's, else the browser's); the code stays the same.
+    lang = request_language(request)
+    title, message = translate(title, lang), translate(message, lang)
+    hint = translate(hint, lang) if hint else hint
     if wants_json(request):
         body: dict[str, Any] = {"code": code, "message": message}
         if hint:
@@ -155,6 +174,7 @@ def error_response(
         code=code,
         request_id=request_id,
         audience=request.app.get(ERROR_AUDIENCE_KEY, "user"),
+        **page_context(lang),
     )
     return web.Response(
         text=html,
@@ -256,7 +276,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code, title, message = _STATUS_CODES.get(
-            exc.status, ("http_error", "Request failed", exc.reason)
+            exc.status, ("http_error", _("Request failed"), exc.reason)
         )
         metrics.http_errors.labels(metrics.service, code).inc()
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
@@ -283,9 +303,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request,
                 status=503,
                 code="database_unavailable",
-                title="Temporarily unavailable",
-                message="Attune cannot reach its database right now.",
-                hint="Try again in a moment.",
+                title=_("Temporarily unavailable"),
+                message=_("Attune cannot reach its database right now."),
+                hint=_("Try again in a moment."),
                 headers={"Retry-After": "5"},
             )
         # The only bare catch in the code base: log it once, with the traceback, and show the
@@ -296,8 +316,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request,
             status=500,
             code="internal_error",
-            title="Something went wrong",
-            message="Attune hit an unexpected error. Nothing was changed.",
+            title=_("Something went wrong"),
+            message=_("Attune hit an unexpected error. Nothing was changed."),
             hint=_INTERNAL_ERROR_HINTS[request.app.get(ERROR_AUDIENCE_KEY, "user")],
         )
 
@@ -419,6 +439,7 @@ def base_app(settings: Settings, *, service: str) -> web.Application:
     app[METRICS_KEY] = Metrics(service=service)
     app[READINESS_KEY] = []
     app[SHUTTING_DOWN_KEY] = asyncio.Event()
+    load_all()  # every language's catalogue: a missing one stops the service here
     app[TEMPLATES_KEY] = templates()
     app[QUIET_ROUTES_KEY] = {"/healthz", "/readyz", "/metrics"}
     app.on_shutdown.append(_mark_shutting_down)

@@ -97,8 +97,10 @@ class Browser:
     way a browser does for these tests (Secure cookies are allowed on loopback, as in Chrome).
     """
 
-    def __init__(self) -> None:
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self._session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), headers=headers or {}
+        )
         self.cookies: dict[tuple[str, str], tuple[str, str]] = {}  # (host, name) -> (value, path)
         self.set_cookie_headers: list[str] = []
 
@@ -150,8 +152,9 @@ class Browser:
         return await self.request("POST", url, **kwargs)
 
 
-def browser() -> Browser:
-    return Browser()
+def browser(headers: dict[str, str] | None = None) -> Browser:
+    """A browser; ``headers`` go with every request (``Accept-Language``, say)."""
+    return Browser(headers)
 
 
 async def _serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
@@ -314,10 +317,13 @@ async def registration_env(
     infra: Infra,
     pool: asyncpg.Pool,
     region_names: tuple[str, ...] = ("us-east-1",),
+    *,
+    every_service: dict[str, Any] | None = None,
     **update: object,
 ) -> AsyncIterator[RegistrationEnv]:
-    """For fixtures: ``update`` changes the registration service's settings only."""
-    stack, exits = await start_stack(infra, pool, region_names)
+    """For fixtures: ``update`` changes the registration service's settings only,
+    ``every_service`` every service's (the registration service's included)."""
+    stack, exits = await start_stack(infra, pool, region_names, **(every_service or {}))
     runner: web.AppRunner | None = None
     try:
         settings = stack.settings[region_names[0]].model_copy(update=update)

@@ -1,16 +1,19 @@
 """The emulated Canvas and Moodle that ``attune dev`` runs next to Attune (development only).
 
-One aiohttp app serves both flavours under ``/canvas`` and ``/moodle``; each is an LTI 1.3
-platform with its own RS256 keys (JWKS), OIDC authentication endpoint, dynamic registration
-(OpenID configuration + registration endpoint behind a single-use registration token), an
-admin page that registers a tool in an iframe, and a course page with a user switcher (a
-teacher and three students) that launches the tool in an iframe and answers LTI Platform
-Storage messages. Moodle specifics: a single-use ``lti_message_hint``, 60-second id_tokens and
-tools pending until the emulated admin activates them. Canvas: numeric client ids and the
-``canvas_region``/``canvas_environment``/``lti_storage_target`` login parameters.
+One aiohttp app serves both flavours; each is an LTI 1.3 platform with its own RS256 keys
+(JWKS), OIDC authentication endpoint, dynamic registration (OpenID configuration + registration
+endpoint behind a single-use registration token), an admin page that registers a tool in an
+iframe, and a course page with a user switcher (a teacher and three students) that launches
+the tool in an iframe and answers LTI Platform Storage messages. Moodle specifics: a single-use
+``lti_message_hint``, 60-second id_tokens and tools pending until the emulated admin activates
+them; its site is one origin (``/moodle`` on the emulator's address). Canvas is laid out as
+Instructure hosts it (``devstack.emulator.canvas_cloud``): issuers and OIDC auth domains on one
+origin, the school's pages on another, beta and test environments, the admin's edits applied
+after the registration answer, and the login parameters Canvas sends.
 
-State (keys, registered tools) is kept in a JSON file so a restart keeps registrations.
-Every page says "DEVELOPMENT EMULATOR — not a real LMS". It listens on 127.0.0.1 only.
+State (keys, registered tools, settings) is kept in a JSON file so a restart keeps
+registrations. Every page says "DEVELOPMENT EMULATOR — not a real LMS". It listens on
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -35,15 +38,28 @@ from devstack.emulator.advantage import (
     nrps_claim,
     verify_tool_jwt,
 )
+from devstack.emulator.canvas_cloud import (
+    ENVIRONMENTS,
+    FORWARDING_TARGET,
+    NRPS_SCOPE,
+    PRIVACY_LEVELS,
+    environment,
+    forwarded_storage_js,
+    forwarding_page_js,
+    grants,
+    requested,
+)
 from devstack.emulator.keys import SigningKey, load_key, new_key
 from devstack.emulator.lti import (
     INSTRUCTOR,
     LEARNER,
+    LOCALES,
     Client,
     Flavour,
     auth_request_problem,
     canvas_answer,
     canvas_problems,
+    frame_resize_js,
     launch_claims,
     moodle_answer,
     moodle_problem,
@@ -62,13 +78,13 @@ BANNER: Final = "DEVELOPMENT EMULATOR — not a real LMS"
 FLAVOURS: Final[tuple[Flavour, ...]] = ("canvas", "moodle")
 TITLES: Final = {"canvas": "Canvas", "moodle": "Moodle"}
 PATHS: Final = {
+    # Canvas: on the school's host (SecurityController builds the registration endpoint on the
+    # account's domain; the API and deep-linking return are the school's); the issuer and
+    # OIDC auth domain paths are in canvas_cloud.ENVIRONMENTS.
     "canvas": {
-        "auth": "/api/lti/authorize_redirect",
-        "jwks": "/api/lti/security/jwks",
-        "token": "/login/oauth2/token",
-        "config": "/api/lti/security/openid-configuration",
         "register": "/api/lti/registrations",
         "nrps": "/api/lti/courses/{context}/names_and_roles",
+        "deep_linking_return": "/deep_linking_return",
     },
     "moodle": {
         "auth": "/mod/lti/auth.php",
@@ -77,8 +93,30 @@ PATHS: Final = {
         "config": "/mod/lti/openid-configuration.php",
         "register": "/mod/lti/openid-registration.php",
         "nrps": "/mod/lti/services.php/{context}/bindings/memberships",
+        "deep_linking_return": "/deep_linking_return",
     },
 }
+CANVAS_SSO_PATHS: Final = {
+    "auth": "/api/lti/authorize_redirect",
+    "jwks": "/api/lti/security/jwks",
+    "token": "/login/oauth2/token",
+    "forwarding": "/post_message_forwarding",
+}
+CANVAS_CONFIG_PATH: Final = "/api/lti/security/openid-configuration"
+REGISTRATION_SCOPES: Final = frozenset(
+    {
+        "https://canvas.instructure.com/lti-ims/registration",
+        "https://canvas.instructure.com/lti-ims/registration.readonly",
+    }
+)
+
+
+def cloud_url_for(base_url: str) -> str:
+    """The Instructure side of the emulated Canvas: the emulator's address under the other
+    loopback name (127.0.0.1 <-> localhost), another origin than the school's pages."""
+    parts = urlsplit(base_url)
+    other = "localhost" if parts.hostname == "127.0.0.1" else "127.0.0.1"
+    return f"{parts.scheme}://{other}:{parts.port}"
 
 
 @dataclass(frozen=True)
@@ -108,16 +146,21 @@ class EmulatedLms:
     """One emulated platform (a flavour) of the emulator."""
 
     flavour: Flavour
-    base_url: str  # the emulator's origin, http://127.0.0.1:<port>
+    base_url: str  # the emulator's origin, http://127.0.0.1:<port>: the school's / Moodle's
+    cloud_url: str = ""  # Canvas: the Instructure side (issuers, OIDC auth domains)
     install_code: str | None = None
     keys: list[SigningKey] = field(default_factory=lambda: [new_key()])
+    # Canvas beta and test sign with keys of their own (their own JWKS).
+    env_keys: dict[str, list[SigningKey]] = field(default_factory=dict)
     clients: dict[str, Client] = field(default_factory=dict)
     registration_tokens: set[str] = field(default_factory=set)
     message_hints: dict[str, dict[str, Any]] = field(default_factory=dict)  # hint -> launch
     used_jtis: set[str] = field(default_factory=set)
-    access_tokens: set[str] = field(default_factory=set)
+    access_tokens: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     # Content items the tool returned by deep linking: links on the course page.
     links: list[dict[str, Any]] = field(default_factory=list)
+    # Canvas: self-hosted sends canvas_region=not_configured (LtiAdvantageAdapter).
+    self_hosted: bool = False
 
     @property
     def prefix(self) -> str:
@@ -125,16 +168,32 @@ class EmulatedLms:
 
     @property
     def site_url(self) -> str:
+        """Moodle's wwwroot; the school's Canvas (its pages, API, registration endpoint)."""
         return self.base_url + self.prefix
+
+    def issuer_of(self, env: str = "production") -> str:
+        if self.flavour == "canvas":
+            return self.cloud_url + environment(env).issuer_path
+        return self.site_url
 
     @property
     def issuer(self) -> str:
-        # A self-hosted Canvas, or Moodle's wwwroot: dynamic registration requires the issuer
-        # on the same origin as the OpenID configuration.
-        return self.site_url
+        # Moodle's wwwroot. Canvas: the production issuer on the Instructure side (another
+        # origin than the school's pages, as canvas.instructure.com is).
+        return self.issuer_of("production")
 
-    def url(self, name: str, **params: str) -> str:
+    def url(self, name: str, env: str = "production", **params: str) -> str:
+        if self.flavour == "canvas":
+            if name == "config":
+                return self.issuer_of(env) + CANVAS_CONFIG_PATH
+            if name in CANVAS_SSO_PATHS:
+                return self.cloud_url + environment(env).sso_path + CANVAS_SSO_PATHS[name]
         return self.site_url + PATHS[self.flavour][name].format(**params)
+
+    def keys_for(self, env: str = "production") -> list[SigningKey]:
+        if self.flavour != "canvas" or environment(env).name == "production":
+            return self.keys
+        return self.env_keys.setdefault(environment(env).name, [new_key()])
 
     @property
     def title(self) -> str:
@@ -145,16 +204,26 @@ class EmulatedLms:
         return active[-1] if active else None
 
     def to_json(self) -> dict[str, Any]:
+        def pems(keys: list[SigningKey]) -> list[dict[str, str]]:
+            return [{"kid": k.kid, "pem": k.private_pem.decode()} for k in keys]
+
         return {
-            "keys": [{"kid": k.kid, "pem": k.private_pem.decode()} for k in self.keys],
+            "keys": pems(self.keys),
+            "env_keys": {env: pems(keys) for env, keys in self.env_keys.items()},
             "clients": [asdict(c) for c in self.clients.values()],
             "links": self.links,
+            "self_hosted": self.self_hosted,
         }
 
     def load_json(self, data: dict[str, Any]) -> None:
-        self.keys = [load_key(k["kid"], k["pem"]) for k in data.get("keys", [])] or self.keys
+        def keys(saved: list[dict[str, str]]) -> list[SigningKey]:
+            return [load_key(k["kid"], k["pem"]) for k in saved]
+
+        self.keys = keys(data.get("keys", [])) or self.keys
+        self.env_keys = {env: keys(k) for env, k in (data.get("env_keys") or {}).items()}
         self.clients = {c["client_id"]: Client(**c) for c in data.get("clients", [])}
         self.links = list(data.get("links", []))
+        self.self_hosted = bool(data.get("self_hosted", False))
 
 
 @dataclass
@@ -162,6 +231,7 @@ class Emulator:
     base_url: str
     tool_url: str
     state_path: Path | None = None
+    cloud_url: str = ""
     lms: dict[str, EmulatedLms] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,8 +241,9 @@ class Emulator:
                 saved = json.loads(self.state_path.read_text())
             except (OSError, ValueError):
                 log.warning("emulator_state_unreadable", path=str(self.state_path))
+        self.cloud_url = self.cloud_url or cloud_url_for(self.base_url)
         for flavour in FLAVOURS:
-            lms = EmulatedLms(flavour, self.base_url)
+            lms = EmulatedLms(flavour, self.base_url, self.cloud_url)
             if flavour in saved:
                 lms.load_json(saved[flavour])
             self.lms[flavour] = lms
@@ -217,7 +288,12 @@ iframe{border:1px solid #999;width:100%;height:560px}
 
 
 def page(
-    title: str, body: str, *, lms: EmulatedLms | None = None, script: str = ""
+    title: str,
+    body: str,
+    *,
+    lms: EmulatedLms | None = None,
+    script: str = "",
+    referrer_policy: str = "no-referrer",
 ) -> web.Response:
     nav = ""
     if lms is not None:
@@ -236,14 +312,15 @@ def page(
     return web.Response(
         text=text,
         content_type="text/html",
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        headers={"Cache-Control": "no-store", "Referrer-Policy": referrer_policy},
     )
 
 
 async def index(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR_KEY]
     items = "".join(
-        f"<li><b>{e(lms.title)}</b> (issuer <code>{e(lms.issuer)}</code>): "
+        f"<li><b>{e(lms.title)}</b> (issuer <code>{e(lms.issuer)}</code>, pages on "
+        f"<code>{e(lms.site_url)}</code>): "
         f'<a href="{lms.prefix}/admin">Site administration</a> · '
         f'<a href="{lms.prefix}/course">Course</a></li>'
         for lms in emu.lms.values()
@@ -263,7 +340,7 @@ async def admin(request: web.Request) -> web.Response:
         f"<tr><td>{e(c.name)}</td><td><code>{e(c.client_id)}</code></td>"
         f"<td><code>{e(c.deployment_id)}</code></td>"
         + (
-            '<td class="active">Active</td><td></td>'
+            f'<td class="active">Active</td><td>{_overlay_form(lms, c)}</td>'
             if c.active
             else '<td class="pending">Pending</td><td>'
             f'<form method="post" action="{lms.prefix}/admin/activate">'
@@ -299,7 +376,7 @@ async def admin(request: web.Request) -> web.Response:
         f'<button type="submit">{action}</button></form>'
         f"<h2>Registered tools</h2>{tools}"
         f"{_created_details(lms, request.query.get('created', ''), emu.tool_url)}"
-        f"{_manual_forms(lms, emu.tool_url)}"
+        f"{_manual_forms(lms, emu.tool_url)}{_hosting_form(lms)}"
         "<h2>Platform details (for manual registration)</h2><table>"
         f"<tr><th>Platform ID (issuer)</th><td><code>{e(lms.issuer)}</code></td></tr>"
         f"<tr><th>Public keyset URL</th><td><code>{e(lms.url('jwks'))}</code></td></tr>"
@@ -309,16 +386,69 @@ async def admin(request: web.Request) -> web.Response:
     return page(f"{lms.title} admin", body, lms=lms)
 
 
+def _overlay_form(lms: EmulatedLms, client: Client) -> str:
+    """Canvas: what the admin may change after the registration answer (the registration
+    overlay: disabledScopes, disabledPlacements, privacy_level), applied to launches only."""
+    if lms.flavour != "canvas":
+        return ""
+    granted = grants(client)
+    asked = client.extra.get("requested") or {}
+    cid = e(client.client_id)
+    roster = " checked" if granted.roster else ""
+    privacy = "".join(
+        f'<option value="{p}"{" selected" if p == granted.privacy_level else ""}>{p}</option>'
+        for p in PRIVACY_LEVELS
+    )
+    placements = "".join(
+        f'<label><input type="checkbox" name="placement" value="{e(p)}"'
+        f"{' checked' if p in granted.placements else ''}> {e(p)}</label> "
+        for p in asked.get("placements") or []
+    )
+    return (
+        f"<details><summary>Edit {e(client.name)} (scopes, placements, privacy)</summary>"
+        f'<form method="post" action="{lms.prefix}/admin/overlay">'
+        f'<input type="hidden" name="client_id" value="{cid}">'
+        f'<p><label><input type="checkbox" name="roster"{roster}> Names and Role '
+        "Provisioning (course roster)</label></p>"
+        f'<p><label for="privacy-{cid}">Privacy level</label> '
+        f'<select id="privacy-{cid}" name="privacy_level">{privacy}</select></p>'
+        f"<p>{placements}</p>"
+        f'<button type="submit">Save {e(client.name)} settings</button></form></details>'
+    )
+
+
+def _hosting_form(lms: EmulatedLms) -> str:
+    """Canvas: Instructure-hosted (canvas_region=us-east-1) or self-hosted (its fallback
+    canvas_region=not_configured)."""
+    if lms.flavour != "canvas":
+        return ""
+    options = (("hosted", "Instructure-hosted (region us-east-1)", not lms.self_hosted),
+               ("self_hosted", "Self-hosted (region not configured)", lms.self_hosted))  # fmt: skip
+    radios = "".join(
+        f'<label><input type="radio" name="hosting" value="{v}"{" checked" if on else ""}> '
+        f"{e(label)}</label> "
+        for v, label, on in options
+    )
+    return (
+        "<h2>Canvas hosting</h2>"
+        f'<form method="post" action="{lms.prefix}/admin/settings"><p>{radios}</p>'
+        '<button type="submit">Save hosting</button></form>'
+    )
+
+
 def _manual_forms(lms: EmulatedLms, tool_url: str) -> str:
     """Canvas: a developer key from the tool's JSON URL. Moodle: "Configure a tool manually"."""
     if lms.flavour == "canvas":
+        # Canvas takes the redirect URIs from the JSON, else [target_link_uri]
+        # (Lti::CreateRegistrationService): the field may stay empty.
         return (
             "<h2>+ LTI Key: Enter URL</h2>"
             f'<form method="post" action="{lms.prefix}/admin/developer-key">'
             '<p><label for="json-url">JSON URL</label> <input id="json-url" name="json_url" '
             f'size="50" value="{e(tool_url)}/lti/config/canvas.json"></p>'
-            '<p><label for="redirect-uris">Redirect URIs</label> <input id="redirect-uris" '
-            f'name="redirect_uris" size="50" value="{e(tool_url)}/lti/launch"></p>'
+            '<p><label for="redirect-uris">Redirect URIs (optional, one per line)</label> '
+            '<textarea id="redirect-uris" name="redirect_uris" rows="2" cols="50"></textarea>'
+            "</p>"
             '<button type="submit">Save developer key</button></form>'
         )
     fields = (
@@ -433,14 +563,34 @@ async def admin_developer_key(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"could not read the JSON configuration: {exc}") from None
     if not isinstance(config, dict):
         raise web.HTTPBadRequest(text="the JSON configuration is not an object")
+    target = str(config.get("target_link_uri", ""))
+    # The Redirect URIs typed, else the JSON's, else [target_link_uri]
+    # (Lti::CreateRegistrationService: configuration_params[:redirect_uris] ||
+    # [configuration_params[:target_link_uri]]).
+    typed = _uris(form.get("redirect_uris", ""))
+    from_json = config.get("redirect_uris")
+    redirect_uris = typed or (
+        [str(u) for u in from_json] if isinstance(from_json, list) and from_json else [target]
+    )
+    extension: dict[str, Any] = next(iter(config.get("extensions") or [{}]), {})
     return _add_manual_client(
         request,
         lms,
         name=str(config.get("title", "Tool")),
-        target_link_uri=str(config.get("target_link_uri", "")),
+        target_link_uri=target,
         initiate_login_uri=str(config.get("oidc_initiation_url", "")),
         jwks_uri=str(config.get("public_jwk_url", "")),
-        redirect_uris=_uris(form.get("redirect_uris", "")),
+        redirect_uris=redirect_uris,
+        extra={
+            "requested": {
+                "scopes": [str(x) for x in config.get("scopes") or []],
+                "privacy_level": str(extension.get("privacy_level") or "anonymous"),
+                "placements": [
+                    str(p.get("placement"))
+                    for p in (extension.get("settings") or {}).get("placements") or []
+                ],
+            }
+        },
     )
 
 
@@ -453,11 +603,15 @@ async def admin_register(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="the registration URL must be an http(s) URL")
     token = secrets.token_urlsafe(32)
     lms.registration_tokens.add(token)
+    config_url = lms.url("config")
+    if lms.flavour == "canvas":
+        # Canvas: on the issuer's host, the token in the query too (oidc_configuration_url).
+        config_url += "?" + urlencode({"registration_token": token})
     sep = "&" if parts.query else "?"
     src = (
         tool_registration
         + sep
-        + urlencode({"openid_configuration": lms.url("config"), "registration_token": token})
+        + urlencode({"openid_configuration": config_url, "registration_token": token})
     )
     tool_origin = f"{parts.scheme}://{parts.netloc}"
     body = (
@@ -488,18 +642,68 @@ async def admin_activate(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"{lms.prefix}/admin")
 
 
+async def admin_overlay(request: web.Request) -> web.Response:
+    """Canvas: the admin's edits after the registration answer (the registration overlay)."""
+    lms = _lms(request)
+    form = await request.post()
+    client = lms.clients.get(str(form.get("client_id", "")))
+    if client is None or lms.flavour != "canvas":
+        raise web.HTTPNotFound(text="no such tool")
+    asked = client.extra.get("requested") or {}
+    privacy = str(form.get("privacy_level", ""))
+    kept = {str(p) for p in form.getall("placement", [])}
+    client.extra["overlay"] = {
+        "disabledScopes": [] if form.get("roster") else [NRPS_SCOPE],
+        "disabledPlacements": [p for p in asked.get("placements") or [] if p not in kept],
+        "privacy_level": privacy if privacy in PRIVACY_LEVELS else None,
+    }
+    request.app[EMULATOR_KEY].save()
+    log.info("emulator_overlay_saved", client_id=client.client_id, **client.extra["overlay"])
+    raise web.HTTPSeeOther(f"{lms.prefix}/admin")
+
+
+async def admin_settings(request: web.Request) -> web.Response:
+    lms = _lms(request)
+    form = await request.post()
+    lms.self_hosted = form.get("hosting") == "self_hosted"
+    request.app[EMULATOR_KEY].save()
+    raise web.HTTPSeeOther(f"{lms.prefix}/admin")
+
+
 async def course(request: web.Request) -> web.Response:
     lms = _lms(request)
     person = PEOPLE.get(request.query.get("user", ROSTER[0].id), ROSTER[0])
+    env = environment(request.query.get("env")) if lms.flavour == "canvas" else None
+    # The user's LMS language, in this LMS's own spelling: sent in launch_presentation.locale.
+    locales = LOCALES[lms.flavour]
+    locale = request.query.get("lang", "en")
+    locale = locale if locale in locales else "en"
     options = "".join(
         f'<option value="{e(p.id)}"{" selected" if p is person else ""}>'
         f"{e(p.name)} ({p.role})</option>"
         for p in ROSTER
     )
+    languages = "".join(
+        f'<option value="{e(code)}" lang="{e(code.replace("_", "-"))}"'
+        f"{' selected' if code == locale else ''}>{e(name)}</option>"
+        for code, name in locales.items()
+    )
+    environments = (
+        '<label for="env">Canvas environment</label> <select id="env" name="env">'
+        + "".join(
+            f'<option value="{n}"{" selected" if env is not None and n == env.name else ""}>'
+            f"{n}</option>"
+            for n in ENVIRONMENTS
+        )
+        + "</select> "
+        if env is not None
+        else ""
+    )
     switcher = (
         f'<form method="get" action="{lms.prefix}/course" id="switcher">'
         f'<label for="user">Act as</label> <select id="user" name="user">{options}</select> '
-        '<button type="submit">Switch user</button></form>'
+        f'<label for="lang">Language</label> <select id="lang" name="lang">{languages}</select> '
+        f'{environments}<button type="submit">Switch user</button></form>'
     )
     client = lms.launchable()
     if client is None:
@@ -515,29 +719,21 @@ async def course(request: web.Request) -> web.Response:
     link: dict[str, Any] | None = None
     if request.query.get("link", "").isdigit() and int(request.query["link"]) < len(lms.links):
         link = lms.links[int(request.query["link"])]
-    hint = secrets.token_urlsafe(16)
-    lms.message_hints[hint] = {
-        "person": person.id,
-        "message_type": C.DEEP_LINKING_REQUEST if deep_linking else C.RESOURCE_LINK_REQUEST,
-        "link": request.query["link"] if link is not None else None,
+    granted = grants(client) if lms.flavour == "canvas" else None
+    can_deep_link = granted is None or bool(
+        {"editor_button", "link_selection"} & set(granted.placements)
+    )
+    in_navigation = granted is None or "course_navigation" in granted.placements
+    launch = {
+        "user": person.id,
+        "lang": locale,
+        **({"env": env.name} if env is not None else {}),
+        **({"message": "deep_linking"} if deep_linking and can_deep_link else {}),
+        **({"link": request.query["link"]} if link is not None else {}),
     }
-    params = {
-        "iss": lms.issuer,
-        "login_hint": person.id,
-        "target_link_uri": client.target_link_uri,
-        "client_id": client.client_id,
-        "lti_deployment_id": client.deployment_id,
-        "lti_message_hint": hint,
-    }
-    if lms.flavour == "canvas":
-        params |= {
-            "canvas_region": "us-east-1",
-            "canvas_environment": "prod",
-            "lti_storage_target": "_parent",
-        }
-    src = client.initiate_login_uri + "?" + urlencode(params)
-    tool = urlsplit(client.target_link_uri)
-    who = f"user={person.id}"
+    who = f"user={person.id}&amp;lang={e(locale)}" + (
+        f"&amp;env={env.name}" if env is not None else ""
+    )
     items = "".join(
         f'<li><a href="{lms.prefix}/course?{who}&amp;link={i}">'
         f"{e(str(item.get('title') or 'Link'))}</a></li>"
@@ -546,55 +742,201 @@ async def course(request: web.Request) -> web.Response:
     dl_button = (
         f'<a role="button" id="add-content" href="{lms.prefix}/course?{who}'
         '&amp;message=deep_linking">Add Attune content (deep linking)</a>'
-        if person.role == "teacher"
+        if person.role == "teacher" and can_deep_link
         else ""
     )
     showing = (
         "Choosing content for the course"
-        if deep_linking
+        if "message" in launch
         else f"Showing {e(str(link.get('title')))}"
         if link
         else "Showing Attune from the course navigation"
     )
+    tool_origin = _origin(client.target_link_uri)
+    if "message" not in launch and link is None and not in_navigation:
+        frame = '<p id="no-tool">Attune is not in this course\'s navigation.</p>'
+    elif lms.flavour == "canvas":
+        # Canvas loads its own launch page (the school's host) in the tool's frame; it posts
+        # the login to the tool. Platform Storage goes through a sibling frame on the OIDC
+        # auth domain (Lti::PlatformStorageController#post_message_forwarding).
+        assert env is not None
+        frame = (
+            f'<iframe id="tool" name="tool" title="{e(client.name or "Attune")}" '
+            f'src="{lms.prefix}/launch?{e(urlencode(launch))}" allow="clipboard-write">'
+            "</iframe>"
+            f'<iframe name="{FORWARDING_TARGET}" title="Platform storage" hidden '
+            f'src="{e(lms.url("forwarding", env.name))}"></iframe>'
+        )
+    else:
+        frame = (
+            f'<iframe id="tool" name="tool" title="{e(client.name or "Attune")}" '
+            f'src="{e(_login_url(lms, client, person, launch))}" allow="clipboard-write">'
+            "</iframe>"
+        )
     body = (
         f"<h1>{e(COURSE_TITLE)}</h1>{switcher}"
-        f'<p>Signed in to the LMS as <b id="lms-user">{e(person.name)}</b> ({person.role}).</p>'
+        f'<p>Signed in to the LMS as <b id="lms-user">{e(person.name)}</b> ({person.role})'
+        + (f' in the <b id="lms-env">{env.name}</b> environment' if env is not None else "")
+        + ".</p>"
         f'<nav aria-label="Course content"><a href="{lms.prefix}/course?{who}">Attune</a>'
-        f' {dl_button}<ul id="links">{items}</ul></nav><p id="showing">{showing}</p>'
-        f'<iframe id="tool" name="tool" title="{e(client.name or "Attune")}" src="{e(src)}"'
-        ' allow="clipboard-write"></iframe>'
+        f' {dl_button}<ul id="links">{items}</ul></nav><p id="showing">{showing}</p>{frame}'
+    )
+    storage = (
+        forwarded_storage_js(_origin(lms.url("forwarding")))
+        if lms.flavour == "canvas"
+        else storage_responder_js(tool_origin)
     )
     return page(
-        COURSE_TITLE, body, lms=lms, script=storage_responder_js(f"{tool.scheme}://{tool.netloc}")
+        COURSE_TITLE, body, lms=lms, script=storage + frame_resize_js(tool_origin, lms.flavour)
     )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _hint(lms: EmulatedLms, launch: dict[str, str]) -> str:
+    """A fresh lti_message_hint for a launch (who, which message, which link, environment,
+    the user's LMS language)."""
+    hint = secrets.token_urlsafe(16)
+    lms.message_hints[hint] = {
+        "person": launch["user"],
+        "message_type": C.DEEP_LINKING_REQUEST
+        if launch.get("message") == "deep_linking"
+        else C.RESOURCE_LINK_REQUEST,
+        "link": launch.get("link"),
+        "env": launch.get("env", "production"),
+        "return_url": launch.get("return_url"),
+        "locale": launch.get("lang", "en"),
+    }
+    return hint
+
+
+def _login_url(lms: EmulatedLms, client: Client, person: Person, launch: dict[str, str]) -> str:
+    """Moodle: the tool's login URL with the login parameters (the frame's src)."""
+    params = {
+        "iss": lms.issuer,
+        "login_hint": person.id,
+        "target_link_uri": client.target_link_uri,
+        "client_id": client.client_id,
+        "lti_deployment_id": client.deployment_id,
+        "lti_message_hint": _hint(lms, launch),
+    }
+    return client.initiate_login_uri + "?" + urlencode(params)
+
+
+async def canvas_launch(request: web.Request) -> web.Response:
+    """Canvas's launch page in the tool's frame (the school's host): it posts the login to the
+    tool's OIDC initiation URL with the parameters of ``LtiAdvantageAdapter#login_request``:
+    iss, login_hint, client_id, deployment_id, target_link_uri, lti_message_hint,
+    canvas_environment, canvas_region (``not_configured`` on a self-hosted Canvas) and
+    lti_storage_target. Not ``no-referrer``: the post carries the page's Origin, as Canvas's
+    does."""
+    lms = request.app[EMULATOR_KEY].lms["canvas"]
+    client = lms.launchable()
+    person = PEOPLE.get(request.query.get("user", ""))
+    if client is None or person is None:
+        raise web.HTTPNotFound(text="nothing to launch")
+    env = environment(request.query.get("env"))
+    # Canvas builds the launch's return URL on the host this page was served from.
+    launch = {
+        "user": person.id,
+        "env": env.name,
+        "return_url": f"{request.scheme}://{request.host}{lms.prefix}/course",
+    }
+    for name in ("message", "link"):
+        if request.query.get(name):
+            launch[name] = request.query[name]
+    # The user's Canvas language (the course page's choice), sent as launch_presentation.locale.
+    if request.query.get("lang") in LOCALES["canvas"]:
+        launch["lang"] = request.query["lang"]
+    fields = {
+        "iss": lms.issuer_of(env.name),
+        "login_hint": person.id,
+        "client_id": client.client_id,
+        "deployment_id": client.deployment_id,
+        "target_link_uri": client.target_link_uri,
+        "lti_message_hint": _hint(lms, launch),
+        "canvas_environment": env.login_value,
+        "canvas_region": "not_configured" if lms.self_hosted else "us-east-1",
+        "lti_storage_target": FORWARDING_TARGET,
+    }
+    inputs = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in fields.items())
+    body = (
+        f'<form id="login" method="post" action="{e(client.initiate_login_uri)}">{inputs}'
+        '<noscript><button type="submit">Launch</button></noscript></form>'
+    )
+    return page(
+        "Launching",
+        body,
+        script='document.getElementById("login").submit();',
+        referrer_policy="strict-origin-when-cross-origin",
+    )
+
+
+async def post_message_forwarding(request: web.Request) -> web.Response:
+    """The OIDC auth domain's forwarding frame (ui/features/post_message_forwarding)."""
+    lms = _cloud(request)
+    script = forwarding_page_js(_origin(lms.base_url))
+    return page("Platform storage", "", script=script)
 
 
 # --- the LTI endpoints ---------------------------------------------------------------------
 
 
+def _cloud(request: web.Request) -> EmulatedLms:
+    """The emulated Canvas, for a request to its Instructure side (issuers, auth domains)."""
+    lms = request.app[EMULATOR_KEY].lms["canvas"]
+    if request.host != urlsplit(lms.cloud_url).netloc:
+        raise web.HTTPNotFound(text="not on this host")
+    return lms
+
+
+def _env(request: web.Request) -> str:
+    """The Canvas environment a cloud path names (/sso-beta, /canvas-test, ...)."""
+    first = request.path.split("/", 2)[1]
+    for env in ENVIRONMENTS.values():
+        if first in (env.issuer_path.strip("/"), env.sso_path.strip("/")):
+            return env.name
+    raise web.HTTPNotFound(text="no such environment")
+
+
 async def jwks(request: web.Request) -> web.Response:
-    return web.json_response({"keys": [k.public_jwk for k in _lms(request).keys]})
+    if "flavour" in request.match_info:
+        return web.json_response({"keys": [k.public_jwk for k in _lms(request).keys]})
+    lms = _cloud(request)
+    return web.json_response({"keys": [k.public_jwk for k in lms.keys_for(_env(request))]})
 
 
-def _bearer_ok(request: web.Request, lms: EmulatedLms) -> str | None:
+def _bearer_ok(request: web.Request, lms: EmulatedLms, *, query: bool = False) -> str | None:
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.startswith("Bearer ") else ""
+    if not token and query:
+        token = request.query.get("registration_token", "")
     return token if token in lms.registration_tokens else None
 
 
 async def configuration(request: web.Request) -> web.Response:
-    lms = _lms(request)
-    if _bearer_ok(request, lms) is None:
+    if "flavour" in request.match_info:
+        lms = _lms(request)
+        env = "production"
+    else:
+        lms = _cloud(request)
+        env = _env(request)
+    # Canvas reads the token from the URL (params[:registration_token]), Moodle the header.
+    if _bearer_ok(request, lms, query=lms.flavour == "canvas") is None:
         return web.Response(status=401, text="Unauthorized")
     return web.json_response(
         openid_configuration(
             lms.flavour,
-            issuer=lms.issuer,
-            auth_url=lms.url("auth"),
+            issuer=lms.issuer_of(env),
+            auth_url=lms.url("auth", env),
             registration_endpoint=lms.url("register"),
-            jwks_url=lms.url("jwks"),
-            token_url=lms.url("token"),
+            jwks_url=lms.url("jwks", env),
+            token_url=lms.url("token", env),
             account_name="Emulated University",
+            account_domain=urlsplit(lms.base_url).netloc if lms.flavour == "canvas" else None,
         )
     )
 
@@ -629,17 +971,47 @@ async def register(request: web.Request) -> web.Response:
         jwks_uri=body["jwks_uri"],
         name=str(body.get("client_name", "")),
         active=lms.flavour == "canvas",  # Moodle: pending until the admin activates it
+        extra={"requested": requested(body), "registration": body}
+        if lms.flavour == "canvas"
+        else {},
     )
     lms.clients[client.client_id] = client
     request.app[EMULATOR_KEY].save()
     log.info("emulator_tool_registered", flavour=lms.flavour, client_id=client.client_id)
     if lms.flavour == "moodle":
         return web.json_response(moodle_answer(body, client))
-    return web.json_response(canvas_answer(body, client))
+    return web.json_response(
+        canvas_answer(body, client, registration_client_uri=_registration_uri(lms, client))
+    )
+
+
+def _registration_uri(lms: EmulatedLms, client: Client) -> str:
+    return f"{lms.url('register')}/{client.client_id}"
+
+
+async def registration_configuration(request: web.Request) -> web.Response:
+    """Canvas's ``registration_client_uri`` (DynamicRegistrationController#show_configuration):
+    only with an access token of the developer key holding a registration scope — never the
+    registration token — and it renders the registration as requested, not the overlay."""
+    lms = _lms(request)
+    client = lms.clients.get(request.match_info["client_id"])
+    header = request.headers.get("Authorization", "")
+    held = lms.access_tokens.get(header[7:]) if header.startswith("Bearer ") else None
+    if client is None or held is None or held[0] != client.client_id:
+        return web.json_response({"errorMessage": "Invalid access token"}, status=401)
+    if not held[1] & REGISTRATION_SCOPES:
+        return web.json_response({"errorMessage": "Insufficient scopes"}, status=401)
+    body = client.extra.get("registration") or {}
+    return web.json_response(
+        canvas_answer(body, client, registration_client_uri=_registration_uri(lms, client))
+    )
 
 
 async def authorize(request: web.Request) -> web.Response:
-    lms = _lms(request)
+    if "flavour" in request.match_info:
+        lms, env = _lms(request), "production"
+    else:
+        lms, env = _cloud(request), _env(request)
     params = dict(request.query)
     if request.method == "POST":
         params.update({k: str(v) for k, v in (await request.post()).items()})
@@ -656,7 +1028,15 @@ async def authorize(request: web.Request) -> web.Response:
     person = PEOPLE.get(launch.get("person") or "")
     if person is None or person.id != params["login_hint"]:
         return web.Response(status=400, text="invalid lti_message_hint")
-    extra: dict[str, Any] = {C.NRPS: nrps_claim(lms.url("nrps", context=COURSE_ID))}
+    if lms.flavour == "canvas" and launch.get("env", "production") != env:
+        # Each environment authorizes its own launches (its own auth domain and keys).
+        return web.Response(status=400, text="invalid lti_message_hint for this environment")
+    granted = grants(client) if lms.flavour == "canvas" else None
+    extra: dict[str, Any] = {}
+    if granted is None or granted.roster:
+        extra[C.NRPS] = nrps_claim(lms.url("nrps", context=COURSE_ID))
+    if granted is not None and granted.email:
+        extra["email"] = f"{person.id}@emulated.example"
     link_id = launch.get("link")
     if link_id is not None and int(link_id) < len(lms.links):
         custom = lms.links[int(link_id)].get("custom")
@@ -664,7 +1044,7 @@ async def authorize(request: web.Request) -> web.Response:
             extra[C.CUSTOM] = custom
     claims = launch_claims(
         flavour=lms.flavour,
-        issuer=lms.issuer,
+        issuer=lms.issuer_of(env),
         platform_url=lms.site_url,
         client=client,
         nonce=params["nonce"],
@@ -677,8 +1057,12 @@ async def authorize(request: web.Request) -> web.Response:
         resource_link_id=f"{lms.flavour}-link-{link_id}" if link_id else f"{lms.flavour}-nav",
         message_type=launch["message_type"],
         extra=extra,
+        locale=launch.get("locale") or "en",
+        # Canvas builds the return URL on the host of the page the launch came from.
+        return_url=launch.get("return_url") or f"{lms.site_url}/course",
+        names=granted is None or granted.names,
     )
-    fields = {"id_token": lms.keys[-1].sign(claims), "state": params["state"]}
+    fields = {"id_token": lms.keys_for(env)[-1].sign(claims), "state": params["state"]}
     inputs = "".join(f'<input type="hidden" name="{k}" value="{e(v)}">' for k, v in fields.items())
     form = (
         f'<form id="f" method="post" action="{e(params["redirect_uri"])}">{inputs}'
@@ -688,30 +1072,47 @@ async def authorize(request: web.Request) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
-    """OAuth2 client credentials with a private_key_jwt assertion (the tool's JWKS)."""
-    lms = _lms(request)
+    """OAuth2 client credentials with a private_key_jwt assertion (the tool's JWKS). Canvas:
+    only scopes the developer key holds (what the admin left enabled)."""
+    if "flavour" in request.match_info:
+        lms, env = _lms(request), "production"
+    else:
+        lms, env = _cloud(request), _env(request)
     form = {k: str(v) for k, v in (await request.post()).items()}
+    client = lms.clients.get(_assertion_iss(form.get("client_assertion", "")))
+    allowed = frozenset({NRPS_SCOPE})
+    if lms.flavour == "canvas" and client is not None:
+        allowed = frozenset(s for s in grants(client).scopes if s == NRPS_SCOPE)
     try:
         client_id, answer = await grant_token(
             form,
             clients=lms.clients,
-            token_url=lms.url("token"),
+            token_url=lms.url("token", env),
             jwks_url_of={c.client_id: c.jwks_uri for c in lms.clients.values()},
             used_jtis=lms.used_jtis,
+            scopes=allowed,
         )
     except PlatformRefusal as exc:
         log.info("emulator_token_refused", flavour=lms.flavour, reason=exc.reason)
         return web.json_response({"error": exc.reason}, status=exc.status)
-    lms.access_tokens.add(answer["access_token"])
+    lms.access_tokens[answer["access_token"]] = (client_id, frozenset(answer["scope"].split()))
     log.info("emulator_token_granted", flavour=lms.flavour, client_id=client_id)
     return web.json_response(answer)
+
+
+def _assertion_iss(assertion: str) -> str:
+    try:
+        return str(peek(assertion)[1].get("iss", ""))
+    except TokenShapeError:
+        return ""
 
 
 async def memberships(request: web.Request) -> web.Response:
     """NRPS: the course roster (a teacher and three students), two members a page."""
     lms = _lms(request)
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or header[7:] not in lms.access_tokens:
+    held = lms.access_tokens.get(header[7:]) if header.startswith("Bearer ") else None
+    if held is None or NRPS_SCOPE not in held[1]:
         return web.json_response({"error": "invalid_token"}, status=401)
     context = request.match_info["context"]
     if context != COURSE_ID:
@@ -771,30 +1172,51 @@ def create_emulator(
     tool_url: str,
     install_codes: dict[str, str] | None = None,
     state_path: Path | None = None,
+    cloud_url: str | None = None,
 ) -> web.Application:
-    """The emulator app. ``base_url`` is where it is reached (http://127.0.0.1:<port>),
-    ``tool_url`` Attune's public URL, ``install_codes`` one install code per flavour to show."""
+    """The emulator app. ``base_url`` is where it is reached (http://127.0.0.1:<port>): the
+    school's Canvas pages and the Moodle site; ``cloud_url`` the Instructure side of the
+    emulated Canvas (default: the same port under the other loopback name, localhost), which
+    ``attune dev`` gives Attune as ATTUNE_DEV_CANVAS_CLOUD; ``tool_url`` Attune's public URL;
+    ``install_codes`` one install code per flavour to show."""
     emulator = Emulator(base_url=base_url.rstrip("/"), tool_url=tool_url.rstrip("/"),
-                        state_path=state_path)  # fmt: skip
+                        state_path=state_path, cloud_url=(cloud_url or "").rstrip("/"))  # fmt: skip
     for flavour, code in (install_codes or {}).items():
         emulator.lms[flavour].install_code = code
     app = web.Application()
     app[EMULATOR_KEY] = emulator
-    app.router.add_get("/", index)
+    r = app.router
+    r.add_get("/", index)
     f = "/{flavour:canvas|moodle}"
-    app.router.add_get(f + "/admin", admin)
-    app.router.add_get(f + "/admin/register", admin_register)
-    app.router.add_post(f + "/admin/activate", admin_activate)
-    app.router.add_post(f + "/admin/manual", admin_manual)
-    app.router.add_post(f + "/admin/developer-key", admin_developer_key)
-    app.router.add_get(f + "/course", course)
+    r.add_get(f + "/admin", admin)
+    r.add_get(f + "/admin/register", admin_register)
+    r.add_post(f + "/admin/activate", admin_activate)
+    r.add_post(f + "/admin/manual", admin_manual)
+    r.add_post(f + "/admin/developer-key", admin_developer_key)
+    r.add_post(f + "/admin/overlay", admin_overlay)
+    r.add_post(f + "/admin/settings", admin_settings)
+    r.add_get(f + "/course", course)
+    # Moodle: everything on its site.
+    m, moodle = "/{flavour:moodle}", PATHS["moodle"]
+    r.add_get(m + moodle["jwks"], jwks)
+    r.add_get(m + moodle["config"], configuration)
+    r.add_route("*", m + moodle["auth"], authorize)
+    r.add_post(m + moodle["token"], token)
+    # Canvas, the school's host: its launch page, registration endpoint, API, deep linking.
+    c, canvas = "/{flavour:canvas}", PATHS["canvas"]
+    r.add_get("/canvas/launch", canvas_launch)
+    r.add_get(c + canvas["register"] + "/{client_id}", registration_configuration)
     for flavour, paths in PATHS.items():
         prefix = "/{flavour:" + flavour + "}"
-        app.router.add_get(prefix + paths["jwks"], jwks)
-        app.router.add_get(prefix + paths["config"], configuration)
-        app.router.add_post(prefix + paths["register"], register)
-        app.router.add_route("*", prefix + paths["auth"], authorize)
-        app.router.add_post(prefix + paths["token"], token)
-        app.router.add_get(prefix + paths["nrps"], memberships)
-        app.router.add_post(prefix + "/deep_linking_return", deep_linking_return)
+        r.add_post(prefix + paths["register"], register)
+        r.add_get(prefix + paths["nrps"], memberships)
+        r.add_post(prefix + paths["deep_linking_return"], deep_linking_return)
+    # Canvas, the Instructure side: each environment's issuer (its OpenID configuration) and
+    # OIDC auth domain.
+    for env in ENVIRONMENTS.values():
+        r.add_get(env.issuer_path + CANVAS_CONFIG_PATH, configuration)
+        r.add_route("*", env.sso_path + CANVAS_SSO_PATHS["auth"], authorize)
+        r.add_get(env.sso_path + CANVAS_SSO_PATHS["jwks"], jwks)
+        r.add_post(env.sso_path + CANVAS_SSO_PATHS["token"], token)
+        r.add_get(env.sso_path + CANVAS_SSO_PATHS["forwarding"], post_message_forwarding)
     return app

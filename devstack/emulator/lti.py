@@ -121,8 +121,18 @@ def launch_claims(
     resource_link_id: str | None = None,
     lifetime_s: int = 3600,
     extra: dict[str, Any] | None = None,
+    locale: str = "en",
+    return_url: str | None = None,
+    names: bool = True,
 ) -> dict[str, Any]:
-    """The id_token claims of a launch. Moodle's id_tokens live 60 seconds."""
+    """The id_token claims of a launch. Moodle's id_tokens live 60 seconds. ``return_url``:
+    the page the launch came from (Canvas builds it on that page's host); ``names``: whether
+    the platform shares the user's name (Canvas: privacy level public or name_only).
+
+    ``locale`` is the user's LMS language, spelt as that LMS spells it (``LOCALES``): both
+    send it as ``launch_presentation.locale`` (Moodle: ``current_language()``, mod/lti
+    locallib.php; Canvas: ``I18n.locale``, lib/lti/messages/jwt_message.rb, which also sends
+    the top-level OIDC ``locale`` claim)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -132,7 +142,6 @@ def launch_claims(
         "exp": now + (60 if flavour == "moodle" else lifetime_s),
         "iat": now,
         "nonce": nonce,
-        "name": name,
         C.VERSION: "1.3.0",
         C.MESSAGE_TYPE: message_type,
         C.DEPLOYMENT_ID: client.deployment_id,
@@ -140,7 +149,15 @@ def launch_claims(
         C.ROLES: roles,
         C.CONTEXT: {"id": context_id, "title": context_title},
         C.TOOL_PLATFORM: {"guid": platform_url, "product_family_code": flavour},
+        C.LAUNCH_PRESENTATION: {"document_target": "iframe", "locale": locale},
     }
+    if flavour == "canvas":
+        claims["locale"] = locale
+    if names:
+        first, _, last = name.partition(" ")
+        claims.update({"name": name, "given_name": first, "family_name": last or first})
+    if return_url is not None:
+        claims[C.LAUNCH_PRESENTATION]["return_url"] = return_url
     if message_type == C.RESOURCE_LINK_REQUEST:
         claims[C.RESOURCE_LINK] = {
             "id": resource_link_id or f"rl-{uuid.uuid4().hex[:8]}",
@@ -157,6 +174,36 @@ def launch_claims(
     return claims
 
 
+# The languages a user can pick in the emulated LMS, as each LMS spells its locale codes
+# (Canvas: config/locales; Moodle: its language packs' codes) -> the language's own name.
+LOCALES: dict[Flavour, dict[str, str]] = {
+    "canvas": {
+        "en": "English",
+        "es": "Español",
+        "fr": "Français",
+        "de": "Deutsch",
+        "pt-BR": "Português (Brasil)",
+        "nl": "Nederlands",
+        "ar": "العربية",
+        "zh-Hans": "简体中文",
+        "zh-Hant": "繁體中文",
+        "ja": "日本語",
+    },
+    "moodle": {
+        "en": "English",
+        "es_mx": "Español - México",
+        "fr": "Français",
+        "de_du": "Deutsch - Du",
+        "pt_br": "Português - Brasil",
+        "nl": "Nederlands",
+        "ar": "عربي",
+        "zh_cn": "简体中文",
+        "zh_tw": "正體中文",
+        "ja": "日本語",
+    },
+}
+
+
 def openid_configuration(
     flavour: Flavour,
     *,
@@ -166,8 +213,12 @@ def openid_configuration(
     jwks_url: str,
     token_url: str,
     account_name: str = "Test University",
+    account_domain: str | None = None,
 ) -> dict[str, Any]:
-    """The platform's OpenID configuration for dynamic registration."""
+    """The platform's OpenID configuration for dynamic registration. Canvas
+    (``SecurityController#openid_configuration``): the auth, JWKS and token endpoints on the
+    OIDC auth domain, the registration endpoint on the account's domain (``account_domain``,
+    host[:port], also named in the platform configuration)."""
     doc: dict[str, Any] = {
         "issuer": issuer,
         "authorization_endpoint": auth_url,
@@ -198,14 +249,18 @@ def openid_configuration(
             "https://canvas.instructure.com/lti/account_name": account_name,
             "https://canvas.instructure.com/lti/account_lti_guid": secrets.token_hex(8),
         }
+        if account_domain is not None:
+            doc[PLATFORM_CONFIG]["https://canvas.instructure.com/lti/account_domain"] = (
+                account_domain
+            )
     else:
         doc[PLATFORM_CONFIG] = {
             "product_family_code": "moodle",
             "version": "4.5.1+ (Build: 20250110)",  # Moodle: $CFG->release
-            "messages_supported": [
-                {"type": "LtiResourceLinkRequest"},
-                {"type": "LtiDeepLinkingRequest", "placements": ["ContentArea"]},
-            ],
+            # As mod/lti/openid-configuration.php sends them: message types as plain strings
+            # (not the spec's objects), the placements beside them.
+            "messages_supported": ["LtiResourceLinkRequest", "LtiDeepLinkingRequest"],
+            "placements": ["AddContentMenu"],
             "variables": ["basic-lti-launch-request", "ContentItemSelectionRequest"],
         }
     return doc
@@ -341,10 +396,12 @@ def canvas_answer(
     *,
     edits: dict[str, Any] | None = None,
     return_deployment: bool = False,
+    registration_client_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Canvas's answer to an accepted registration: the request as granted, with client_id.
-    ``edits`` plays the admin who trims scopes (drop_scopes) or placements (drop_placements)
-    or changes the privacy level."""
+    """Canvas's answer to an accepted registration: the request, with client_id
+    (``DynamicRegistrationController#render_registration``: Canvas answers before the admin
+    reviews anything, so the answer echoes the request). ``edits`` plays a platform that
+    answers with less than asked (drop_scopes, drop_placements, privacy_level)."""
     edits = edits or {}
     granted: dict[str, Any] = json.loads(json.dumps(body))
     granted["client_id"] = client.client_id
@@ -363,19 +420,25 @@ def canvas_answer(
         granted_tool[CANVAS_PRIVACY] = edits["privacy_level"]
     if return_deployment:
         granted_tool["deployment_id"] = client.deployment_id
+    if registration_client_uri is not None:
+        granted["registration_client_uri"] = registration_client_uri
+        granted_tool["https://canvas.instructure.com/lti/registration_config_url"] = (
+            registration_client_uri + "/view"
+        )
     return granted
 
 
 def storage_responder_js(tool_origin: str) -> str:
     """The LMS page's LTI Platform Storage responder (lti.put_data / lti.get_data), answering
-    only the tool's origin; it logs each subject in ``window.storageLog``."""
+    only the tool's origin; it logs each storage subject in ``window.storageLog`` (the tool's
+    other messages, such as ``lti.frameResize``, are not storage)."""
     return f"""
 window.storageLog = [];
 const ltiStore = new Map();
 window.addEventListener("message", (event) => {{
   if (event.origin !== {json.dumps(tool_origin)}) return;
   const m = event.data || {{}};
-  window.storageLog.push(m.subject);
+  if (["lti.put_data", "lti.get_data"].includes(m.subject)) window.storageLog.push(m.subject);
   if (m.subject === "lti.put_data") {{
     ltiStore.set(m.key, m.value);
     event.source.postMessage({{subject: "lti.put_data.response", message_id: m.message_id,
@@ -384,5 +447,43 @@ window.addEventListener("message", (event) => {{
     event.source.postMessage({{subject: "lti.get_data.response", message_id: m.message_id,
                               key: m.key, value: ltiStore.get(m.key)}}, event.origin);
   }}
+}});
+"""
+
+
+def frame_resize_js(tool_origin: str, flavour: str) -> str:
+    """How the LMS page sizes the tool's iframe (``#tool``). Canvas listens for the tool's
+    ``lti.frameResize`` postMessage (an object or its JSON string; ``height`` in px or a CSS
+    length) and sets the iframe's height to it (ui/shared/lti/jquery/subjects/lti.frameResize);
+    it answers subjects it does not support (``org.imsglobal.lti.frameResize`` among them) with
+    an error response, which changes nothing. Moodle 4.5 listens for no message: mod/lti/view.php
+    makes the iframe as tall as the window below it (minus 15 px) on load and on every window
+    resize, and the tool scrolls inside it. Each resize is logged in ``window.frameResizes``."""
+    if flavour == "moodle":
+        return """
+window.frameResizes = [];
+(() => {
+  const frame = document.getElementById("tool");
+  if (!frame) return;
+  const fit = () => {
+    const top = frame.getBoundingClientRect().top + window.scrollY;
+    frame.style.height = Math.max(window.innerHeight - top - 15, 150) + "px";
+  };
+  fit();
+  window.addEventListener("resize", fit);
+})();
+"""
+    return f"""
+window.frameResizes = [];
+window.addEventListener("message", (event) => {{
+  if (event.origin !== {json.dumps(tool_origin)}) return;
+  let m = event.data;
+  if (typeof m === "string") {{ try {{ m = JSON.parse(m); }} catch (e) {{ return; }} }}
+  if (!m || m.subject !== "lti.frameResize") return;
+  const frame = document.getElementById("tool");
+  const h = Number(m.height) > 0 ? m.height + "px" : String(m.height || "1px");
+  frame.height = h;
+  frame.style.height = h;
+  window.frameResizes.push(m.height);
 }});
 """

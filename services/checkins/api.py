@@ -27,6 +27,8 @@ from shared.errors import AttuneError, Conflict, Forbidden, NotFound
 from shared.events import outbox, topics
 from shared.events.envelope import Event
 from shared.forms import read_json
+from shared.i18n.catalogues import _, translate
+from shared.i18n.web import request_language
 from shared.identifiers import row_id
 from shared.logs import get_logger
 from shared.lti.launch_token import LaunchIdentity
@@ -44,6 +46,8 @@ LOW_BAND_MAX = 1
 LOW_WINDOW = 3
 LOW_AT_LEAST = 2
 TREND_DAYS = 90
+# The per-student view: each student's answers to this many latest identified check-ins.
+STUDENTS_CHECKINS = 12
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -52,10 +56,10 @@ class ValidationFailed(AttuneError):
 
     status = 422
     code = "validation_failed"
-    title = "Some fields need attention"
+    title = _("Some fields need attention")
 
     def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("Some fields are missing or invalid.")
+        super().__init__(_("Some fields are missing or invalid."))
         self.fields = fields
 
 
@@ -68,7 +72,13 @@ async def validation_middleware(request: web.Request, handler: Any) -> web.Strea
     except ValidationFailed as exc:
         log.info("request_rejected", code=exc.code, status=exc.status, fields=sorted(exc.fields))
         return web.json_response(
-            {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}},
+            {
+                "error": {
+                    "code": exc.code,
+                    "message": translate(exc.message, request_language(request)),
+                    "fields": exc.fields,
+                }
+            },
             status=exc.status,
             headers=NO_STORE,
         )
@@ -81,9 +91,9 @@ def _who(request: web.Request) -> tuple[LaunchIdentity, Course]:
     who = identity(request, request.app[TOKENS_KEY])
     if not who.context_id or not who.subject:
         raise Forbidden(
-            "Attune was opened outside a course.",
+            _("Attune was opened outside a course."),
             code="course_context_missing",
-            hint="Open Attune from a course in the LMS.",
+            hint=_("Open Attune from a course in the LMS."),
         )
     return who, Course(who.platform_id, who.context_id)
 
@@ -91,14 +101,14 @@ def _who(request: web.Request) -> tuple[LaunchIdentity, Course]:
 def _teacher(request: web.Request) -> tuple[LaunchIdentity, Course]:
     who, course = _who(request)
     if not who.is_teacher:
-        raise Forbidden("Only the course's teachers can do this.", code="teacher_only")
+        raise Forbidden(_("Only the course's teachers can do this."), code="teacher_only")
     return who, course
 
 
 def _learner(request: web.Request) -> tuple[LaunchIdentity, Course]:
     who, course = _who(request)
     if "learner" not in who.roles:
-        raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
+        raise Forbidden(_("Only the course's students can answer check-ins."), code="learner_only")
     return who, course
 
 
@@ -110,16 +120,16 @@ def _checkin_id(request: web.Request) -> int:
 
 
 def _not_found() -> NotFound:
-    return NotFound("There is no such check-in in this course.", code="checkin_not_found")
+    return NotFound(_("There is no such check-in in this course."), code="checkin_not_found")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await read_json(request)
     except ValueError:
-        raise AttuneError("The request body is not valid JSON.", code="json_invalid") from None
+        raise AttuneError(_("The request body is not valid JSON."), code="json_invalid") from None
     if not isinstance(body, dict):
-        raise AttuneError("The request body must be a JSON object.", code="json_invalid")
+        raise AttuneError(_("The request body must be a JSON object."), code="json_invalid")
     return body
 
 
@@ -306,6 +316,14 @@ async def me(request: web.Request) -> web.Response:
             "min_class_size": results.group_size(request),
             # A deep-linking launch: the page opens in "choose a check-in" mode.
             "deep_linking": who.deep_link is not None and who.is_teacher,
+            # What the LMS shares (from the launch's verified claims): without the roster,
+            # participation counts only students who opened Attune; without names, people
+            # show as the LMS's identifiers. The teacher's page says so.
+            "lms_shares": (
+                {"roster": who.shares.roster, "names": who.shares.names}
+                if who.shares is not None
+                else None
+            ),
             # A deep-linked resource link: the check-in it points at.
             "checkin_id": row_id(who.custom_checkin_id),
         },
@@ -325,7 +343,9 @@ async def list_checkins(request: web.Request) -> web.Response:
             ]
             return web.json_response({"view": "teacher", "checkins": items}, headers=NO_STORE)
         if "learner" not in who.roles:
-            raise Forbidden("Only the course's students can answer check-ins.", code="learner_only")
+            raise Forbidden(
+                _("Only the course's students can answer check-ins."), code="learner_only"
+            )
         rows = await queries.list_checkins(conn, course, only_open=True)
         mine = await _own_answers(request, conn, who, course, rows)
         released = await results.read(request, conn, course, list(mine))
@@ -381,7 +401,7 @@ async def get_checkin(request: web.Request) -> web.Response:
         if not who.is_teacher:
             if "learner" not in who.roles:
                 raise Forbidden(
-                    "Only the course's students can answer check-ins.", code="learner_only"
+                    _("Only the course's students can answer check-ins."), code="learner_only"
                 )
             answer = (await _own_answers(request, conn, who, course, [row])).get(checkin_id)
             released = await results.read(request, conn, course, [checkin_id] if answer else [])
@@ -415,11 +435,16 @@ async def get_checkin(request: web.Request) -> web.Response:
                 }
                 for r in await queries.identified_responses(conn, course, checkin_id)
             ]
+            # Identified check-ins only: for an anonymous one, who is missing says who answered.
+            result["not_answered"] = [
+                {"subject": r["subject"], "name": r["name"]}
+                for r in await queries.not_answered(conn, course, checkin_id)
+            ]
     return web.json_response(result, headers=NO_STORE)
 
 
 async def update_checkin(request: web.Request) -> web.Response:
-    _, course = _teacher(request)
+    course = _teacher(request)[1]
     checkin_id = _checkin_id(request)
     body = await _body(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
@@ -445,14 +470,14 @@ async def update_checkin(request: web.Request) -> web.Response:
 
 
 async def close_checkin(request: web.Request) -> web.Response:
-    _, course = _teacher(request)
+    course = _teacher(request)[1]
     checkin_id = _checkin_id(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         current = await queries.get_checkin(conn, course, checkin_id, lock=True)
         if current is None:
             raise _not_found()
         if current["status"] == "closed":
-            raise Conflict("This check-in is already closed.", code="checkin_closed")
+            raise Conflict(_("This check-in is already closed."), code="checkin_closed")
         await queries.close_checkin(conn, course, checkin_id)
         row = await queries.get_checkin(conn, course, checkin_id)
         assert row is not None
@@ -468,7 +493,7 @@ async def close_checkin(request: web.Request) -> web.Response:
 
 
 async def delete_checkin(request: web.Request) -> web.Response:
-    _, course = _teacher(request)
+    course = _teacher(request)[1]
     checkin_id = _checkin_id(request)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         removed = await queries.delete_checkin(conn, course, checkin_id)
@@ -571,7 +596,7 @@ def _check_answerable(row: asyncpg.Record | None) -> None:
 
 def _not_open() -> Conflict:
     return Conflict(
-        "This check-in is closed; answers can no longer change.", code="checkin_not_open"
+        _("This check-in is closed; answers can no longer change."), code="checkin_not_open"
     )
 
 
@@ -594,8 +619,39 @@ async def history(request: web.Request) -> web.Response:
     return web.json_response({"history": items}, headers=NO_STORE)
 
 
+async def students(request: web.Request) -> web.Response:
+    """Per student, their answers to the course's latest identified check-ins (oldest first):
+    change over time at a glance. Anonymous check-ins never appear (docs/checkins.md)."""
+    course = _teacher(request)[1]
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.identified_checkins(conn, course, STUDENTS_CHECKINS)
+        people, answers = await queries.students_answers(conn, course, [r["id"] for r in rows])
+    by_subject: dict[str, dict[int, asyncpg.Record]] = {}
+    for a in answers:
+        by_subject.setdefault(a["subject"], {})[a["checkin_id"]] = a
+    return web.json_response(
+        {
+            "checkins": [_checkin_json(r) for r in rows],
+            "students": [
+                {
+                    "subject": p["subject"],
+                    "name": p["name"],
+                    "answers": [
+                        {"emotion": a["emotion"], "pleasantness": a["pleasantness"]}
+                        if (a := by_subject.get(p["subject"], {}).get(r["id"])) is not None
+                        else None
+                        for r in rows
+                    ],
+                }
+                for p in people
+            ],
+        },
+        headers=NO_STORE,
+    )
+
+
 async def insights(request: web.Request) -> web.Response:
-    _, course = _teacher(request)
+    course = _teacher(request)[1]
     since = datetime.now(UTC) - timedelta(days=TREND_DAYS)
     async with request.app[POOL_KEY].acquire() as conn:
         points = await queries.identified_trend(conn, course, TREND_DAYS)

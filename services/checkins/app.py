@@ -7,14 +7,16 @@ cookies inside the LMS iframe.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import web
 
-from services.checkins import api, deep_linking, emotions, rights
+from services.checkins import api, auth, deep_linking, emotions, rights
 from services.checkins.deployments import deployments_ctx, read_only_middleware
 from services.checkins.keys import PAGES_KEY, PSEUDONYMS_KEY, TOKENS_KEY
 from services.checkins.nrps import nrps_ctx
@@ -24,14 +26,18 @@ from services.checkins.roster import roster_ctx
 from shared.app import service_app
 from shared.cells.keys import cell_rotation_ctx
 from shared.http import http_ctx
+from shared.i18n.jinja import environment, page_context
+from shared.i18n.languages import Language
+from shared.i18n.web import set_language
 from shared.keys.signer import signer_ctx
 from shared.lti.frame import REF_PARAM, with_frame_ancestors
 from shared.lti.launch_token import LaunchTokens
+from shared.lti.urls import LANG_PARAM
 from shared.lti.wiring import (
     FRAME_REFS_KEY,
-    FRAMES_KEY,
     SECRETS_KEY,
     configure_lti,
+    framed_by,
     platform_frames_ctx,
 )
 from shared.settings import Settings
@@ -45,30 +51,37 @@ APP_CSP = (
 )
 
 
-async def framed_by(request: web.Request, platform_id: int | None) -> tuple[str, ...]:
-    """The origins allowed to frame a page of this platform's launch ('self' only when the
-    platform is unknown or deleted)."""
-    if platform_id is None:
-        return ()
-    return await request.app[FRAMES_KEY].get(platform_id) or ()
-
-
 API = "/api/checkins"
 
 
-async def app_page(request: web.Request) -> web.Response:
-    strings = emotions.catalogue(group=request.app[SETTINGS_KEY].checkin_min_class_size)
+@functools.lru_cache(maxsize=32)
+def page_strings(lang: Language, group: int) -> tuple[dict[str, Any], str]:
+    """The page's strings in ``lang`` and its JSON data block (the same for every request in
+    that language: made once)."""
+    strings = emotions.catalogue(lang, group=group)
     # A JSON data block is never executed, so it passes `script-src 'self'`; "<" is escaped so
     # no string can end the block.
     data = json.dumps(
-        {"strings": strings, "vocabularies": emotions.vocabulary_payload()},
+        {"strings": strings, "vocabularies": emotions.vocabulary_payload(lang)},
         ensure_ascii=False,
     ).replace("<", "\\u003c")
-    html = request.app[PAGES_KEY].get_template("app.html").render(t=strings, data=data)
+    return strings, data
+
+
+async def app_page(request: web.Request) -> web.Response:
+    # The launch chose the language (lang=, also in the token); without one, the browser's.
+    lang = set_language(request, request.query.get(LANG_PARAM))
+    strings, data = page_strings(lang, request.app[SETTINGS_KEY].checkin_min_class_size)
+    html = (
+        request.app[PAGES_KEY]
+        .get_template("app.html")
+        .render(t=strings, data=data, **page_context(lang))
+    )
     # The launch redirect names the platform in a signed reference (f=): the page may be framed
-    # by that platform's LMS pages only. No reference, or a forged or expired one: 'self' only.
-    platform_id = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
-    ancestors = await framed_by(request, platform_id)
+    # by that platform's LMS pages only (and the page the launch proved it came from). No
+    # reference, or a forged or expired one: 'self' only.
+    ref = request.app[FRAME_REFS_KEY].read(request.query.get(REF_PARAM))
+    ancestors = await framed_by(request.app, ref.platform_id, ref.origin) if ref is not None else ()
     return web.Response(
         text=html,
         content_type="text/html",
@@ -83,13 +96,10 @@ async def app_page(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
     configure_lti(app)
+    app.middlewares.append(auth.language_middleware)
     app.middlewares.append(api.validation_middleware)
     app.middlewares.append(read_only_middleware)
-    app[PAGES_KEY] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    app[PAGES_KEY] = environment(jinja2.FileSystemLoader(str(HERE / "templates")))
 
     async def tokens_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS_KEY] = LaunchTokens(app[SECRETS_KEY], ttl_s=app[SETTINGS_KEY].launch_token_ttl_s)
@@ -123,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put(f"{API}/checkins/{{checkin_id}}/response", api.answer)
     app.router.add_get(f"{API}/history", api.history)
     app.router.add_get(f"{API}/insights", api.insights)
+    app.router.add_get(f"{API}/students", api.students)
     app.router.add_get(f"{API}/export", rights.export_course)
     app.router.add_get(f"{API}/history/export", rights.export_own)
     app.router.add_static("/static", HERE / "static", append_version=False)

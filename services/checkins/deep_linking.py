@@ -26,13 +26,16 @@ from services.checkins.queries import Course
 from shared.db import POOL_KEY
 from shared.errors import AttuneError, Forbidden, NotFound, Unauthorized, Unavailable
 from shared.forms import read_form
+from shared.i18n.catalogues import _
+from shared.i18n.jinja import page_context
+from shared.i18n.web import set_language
 from shared.identifiers import row_id
 from shared.keys.signer import SIGNER_KEY
 from shared.logs import get_logger
 from shared.lti import claims as C
 from shared.lti.frame import frame_ancestors
 from shared.lti.launch_token import LaunchIdentity
-from shared.lti.wiring import FRAMES_KEY, URLS_KEY
+from shared.lti.wiring import URLS_KEY, framed_by
 from shared.signing import InvalidToken
 from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
@@ -43,7 +46,7 @@ CONTENT_ITEMS = "https://purl.imsglobal.org/spec/lti-dl/claim/content_items"
 DL_DATA = "https://purl.imsglobal.org/spec/lti-dl/claim/data"
 RESPONSE_LIFETIME_S = 300
 TITLE_MAX = 255
-RELAUNCH = "Open Attune again from your course in the LMS to continue."
+RELAUNCH = _("Open Attune again from your course in the LMS to continue.")
 
 
 def _identity(token: str, request: web.Request) -> LaunchIdentity:
@@ -52,7 +55,7 @@ def _identity(token: str, request: web.Request) -> LaunchIdentity:
     except InvalidToken as exc:
         code = "launch_token_expired" if exc.reason == "expired" else "launch_token_invalid"
         raise Unauthorized(
-            "Your Attune session is not valid any more.", code=code, hint=RELAUNCH
+            _("Your Attune session is not valid any more."), code=code, hint=RELAUNCH
         ) from None
 
 
@@ -92,26 +95,27 @@ async def deep_link_return(request: web.Request) -> web.Response:
     token, raw_id = form.get("lt"), form.get("checkin_id")
     if not isinstance(token, str) or not token:
         raise Unauthorized(
-            "This request has no launch token.", code="launch_token_missing", hint=RELAUNCH
+            _("This request has no launch token."), code="launch_token_missing", hint=RELAUNCH
         )
     who = _identity(token, request)
+    lang = set_language(request, who.language)
     if who.deep_link is None:
         raise Forbidden(
-            "This launch was not a request to add content.", code="deep_linking_not_requested"
+            _("This launch was not a request to add content."), code="deep_linking_not_requested"
         )
     if not who.is_teacher or not who.context_id:
-        raise Forbidden("Only the course's teachers can do this.", code="teacher_only")
+        raise Forbidden(_("Only the course's teachers can do this."), code="teacher_only")
     checkin_id = row_id(raw_id)
     if checkin_id is None:
-        raise NotFound("There is no such check-in in this course.", code="checkin_not_found")
+        raise NotFound(_("There is no such check-in in this course."), code="checkin_not_found")
     course = Course(who.platform_id, who.context_id)
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.get_checkin(conn, course, checkin_id)
     if row is None:
-        raise NotFound("There is no such check-in in this course.", code="checkin_not_found")
+        raise NotFound(_("There is no such check-in in this course."), code="checkin_not_found")
     if SIGNER_KEY not in request.app:
         raise Unavailable(
-            "Attune cannot sign responses here (no tool key configured).",
+            _("Attune cannot sign responses here (no tool key configured)."),
             code="signing_key_unavailable",
         )
     claims = await response_claims(request, who, {"id": row["id"], "question": row["question"]})
@@ -119,16 +123,16 @@ async def deep_link_return(request: web.Request) -> web.Response:
     return_url = who.deep_link.return_url
     parts = urlsplit(return_url)
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise AttuneError("The LMS gave no usable return address.", code="deep_link_return_bad")
+        raise AttuneError(_("The LMS gave no usable return address."), code="deep_link_return_bad")
     origin = f"{parts.scheme}://{parts.netloc}"
     log.info("deep_link_response", checkin_id=row["id"], platform_id=who.platform_id)
-    strings = emotions.catalogue()
+    strings = emotions.catalogue(lang)
     # Shown in the LMS's frame: that platform's page origins may frame it, nobody else.
-    ancestors = frame_ancestors(await request.app[FRAMES_KEY].get(who.platform_id) or ())
+    ancestors = frame_ancestors(await framed_by(request.app, who.platform_id, who.page_origin))
     html = (
         request.app[PAGES_KEY]
         .get_template("deep_link_return.html")
-        .render(t=strings, action=return_url, jwt=jwt)
+        .render(t=strings, action=return_url, jwt=jwt, **page_context(lang))
     )
     return web.Response(
         text=html,

@@ -28,6 +28,7 @@ from shared.errors import AttuneError, Forbidden
 from shared.events import topics
 from shared.events.consumer import EventConsumer
 from shared.events.envelope import Event
+from shared.i18n.catalogues import _
 from shared.tasks import stop_task
 from shared.web import METRICS_KEY, SETTINGS_KEY
 
@@ -66,10 +67,12 @@ async def is_read_only(pool: asyncpg.Pool, platform_id: int, deployment_id: str)
 
 def deployment_read_only() -> Forbidden:
     return Forbidden(
-        "This installation of Attune has been disabled by an administrator, so "
-        "check-ins can be viewed and exported but not changed.",
+        _(
+            "This installation of Attune has been disabled by an administrator, so "
+            "check-ins can be viewed and exported but not changed."
+        ),
         code="deployment_read_only",
-        hint="Ask your LMS administrator to re-enable Attune for this course.",
+        hint=_("Ask your LMS administrator to re-enable Attune for this course."),
     )
 
 

@@ -220,16 +220,25 @@ def _parse_page(body: bytes) -> list[Member]:
 
 
 async def request_sync(
-    conn: asyncpg.Connection, platform_id: int, context_id: str, nrps_url: str, refresh_s: int
+    conn: asyncpg.Connection,
+    platform_id: int,
+    context_id: str,
+    nrps_url: str,
+    refresh_s: int,
+    *,
+    token_url: str | None = None,
 ) -> None:
     """A launch saw a memberships URL: make the course due, unless synced within
-    ``refresh_s`` or already waiting (a failing course keeps its backoff)."""
+    ``refresh_s`` or already waiting (a failing course keeps its backoff). ``token_url``: the
+    token endpoint of the launch's environment, when not the platform's own."""
     await conn.execute(
         """
-        INSERT INTO checkin_nrps_sync AS s (platform_id, context_id, nrps_url, next_attempt_at)
-        VALUES ($1, $2, $3, now())
+        INSERT INTO checkin_nrps_sync AS s (platform_id, context_id, nrps_url, next_attempt_at,
+                                            token_url)
+        VALUES ($1, $2, $3, now(), $5)
         ON CONFLICT (platform_id, context_id) DO UPDATE
-            SET nrps_url = excluded.nrps_url, requested_at = now(),
+            SET nrps_url = excluded.nrps_url, token_url = excluded.token_url,
+                requested_at = now(),
                 next_attempt_at = CASE
                     WHEN s.next_attempt_at IS NOT NULL THEN s.next_attempt_at
                     WHEN s.synced_at IS NULL OR s.synced_at < now() - make_interval(secs => $4)
@@ -240,6 +249,7 @@ async def request_sync(
         context_id,
         nrps_url,
         float(refresh_s),
+        token_url,
     )
 
 
@@ -253,7 +263,8 @@ async def _claim(pool: asyncpg.Pool) -> asyncpg.Record | None:
         WHERE s.platform_id = due.platform_id AND s.context_id = due.context_id
         RETURNING s.platform_id, s.context_id, s.nrps_url, s.failures,
                   (SELECT client_id FROM platforms p WHERE p.id = s.platform_id) AS client_id,
-                  (SELECT token_url FROM platforms p WHERE p.id = s.platform_id) AS token_url
+                  coalesce(s.token_url, (SELECT token_url FROM platforms p
+                                         WHERE p.id = s.platform_id)) AS token_url
         """,
         float(LEASE_S),
     )

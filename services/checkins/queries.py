@@ -433,6 +433,93 @@ async def learner_count(conn: asyncpg.Connection, course: Course) -> int:
     return n
 
 
+# The course's learners as ``learner_count`` counts them: the LMS's list (NRPS) when it listed
+# anyone, otherwise everyone who launched as a learner. $1, $2: the course.
+_LEARNERS = """
+SELECT ro.subject, ro.name FROM course_roster ro
+WHERE ro.platform_id = $1 AND ro.context_id = $2 AND 'learner' = any(ro.role_kinds)
+  AND (ro.nrps OR NOT EXISTS (SELECT 1 FROM course_roster x
+                              WHERE x.platform_id = $1 AND x.context_id = $2 AND x.nrps))
+"""
+
+
+async def not_answered(
+    conn: asyncpg.Connection, course: Course, checkin_id: int
+) -> list[asyncpg.Record]:
+    """The learners who have not answered this IDENTIFIED check-in, by name; nothing for an
+    anonymous one (its respondents are pseudonyms: who is missing would say who answered)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""
+        SELECT l.subject, l.name FROM ({_LEARNERS}) l
+        WHERE EXISTS (SELECT 1 FROM checkins c WHERE c.id = $3 AND c.platform_id = $1
+                      AND c.context_id = $2 AND NOT c.anonymous)
+          AND NOT EXISTS (SELECT 1 FROM checkin_responses r
+                          WHERE r.checkin_id = $3 AND r.respondent = l.subject)
+        ORDER BY l.name NULLS LAST, l.subject
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        checkin_id,
+    )
+    return rows
+
+
+async def identified_checkins(
+    conn: asyncpg.Connection, course: Course, limit: int
+) -> list[asyncpg.Record]:
+    """The course's latest ``limit`` IDENTIFIED check-ins that have opened, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""
+        SELECT * FROM (
+            SELECT {COLUMNS} FROM checkins c
+            WHERE c.platform_id = $1 AND c.context_id = $2 AND NOT c.anonymous
+              AND c.opens_at <= now()
+            ORDER BY c.opens_at DESC, c.id DESC LIMIT $3
+        ) latest ORDER BY opens_at, id
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        limit,
+    )
+    return rows
+
+
+async def students_answers(
+    conn: asyncpg.Connection, course: Course, checkin_ids: list[int]
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """For the per-student view: the course's learners (and anyone else who answered these
+    check-ins) with their names, and every answer to these check-ins — of IDENTIFIED check-ins
+    only, re-checked here: an anonymous check-in's id given by mistake yields nothing."""
+    answers: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT r.checkin_id, r.respondent AS subject, r.emotion, r.pleasantness
+        FROM checkin_responses r
+        JOIN checkins c ON c.id = r.checkin_id AND NOT c.anonymous
+        WHERE r.checkin_id = any($3::bigint[]) AND c.platform_id = $1 AND c.context_id = $2
+        """,
+        course.platform_id,
+        course.context_id,
+        checkin_ids,
+    )
+    people: list[asyncpg.Record] = await conn.fetch(
+        f"""
+        SELECT l.subject, l.name FROM ({_LEARNERS}) l
+        UNION
+        SELECT ro.subject, ro.name FROM course_roster ro
+        WHERE ro.platform_id = $1 AND ro.context_id = $2 AND ro.subject = any($3::text[])
+        UNION
+        SELECT s.subject, NULL FROM unnest($3::text[]) AS s(subject)
+        WHERE NOT EXISTS (SELECT 1 FROM course_roster ro WHERE ro.platform_id = $1
+                          AND ro.context_id = $2 AND ro.subject = s.subject)
+        ORDER BY 2 NULLS LAST, 1
+        """,  # noqa: S608 (only module-constant fragments are interpolated)
+        course.platform_id,
+        course.context_id,
+        sorted({a["subject"] for a in answers}),
+    )
+    return people, answers
+
+
 async def identified_trend(
     conn: asyncpg.Connection, course: Course, days: int = 90
 ) -> list[asyncpg.Record]:

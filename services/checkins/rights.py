@@ -33,6 +33,7 @@ from services.checkins.privacy import Pseudonyms
 from services.checkins.queries import Course
 from shared.db import DB_ERRORS, POOL_KEY
 from shared.errors import AttuneError
+from shared.i18n.catalogues import _
 from shared.logs import get_logger
 from shared.tasks import repeat, stop_task
 from shared.web import SETTINGS_KEY
@@ -97,7 +98,7 @@ async def audit(
 def _format(request: web.Request) -> str:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
-        raise AttuneError("format must be csv or json.", code="format_invalid")
+        raise AttuneError(_("format must be csv or json."), code="format_invalid")
     return fmt
 
 

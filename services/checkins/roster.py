@@ -64,8 +64,20 @@ async def apply_launch(
     )
     nrps_url = data.get("nrps_url")
     if isinstance(nrps_url, str) and nrps_url.startswith(("https://", "http://")):
-        # The course has a memberships service: (re)fetch its roster, rate-limited per course.
-        await nrps.request_sync(conn, platform_id, context_id, nrps_url[:2000], nrps_refresh_s)
+        # The course has a memberships service: (re)fetch its roster, rate-limited per course,
+        # with the token endpoint of the environment the launch came from (hosted Canvas beta
+        # and test have their own; None: the platform's).
+        token_url = data.get("token_url")
+        await nrps.request_sync(
+            conn,
+            platform_id,
+            context_id,
+            nrps_url[:2000],
+            nrps_refresh_s,
+            token_url=token_url[:2000]
+            if isinstance(token_url, str) and token_url.startswith(("https://", "http://"))
+            else None,
+        )
 
 
 def roster_consumer(app: web.Application) -> EventConsumer:

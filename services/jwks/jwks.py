@@ -20,6 +20,7 @@ from aiohttp import web
 from shared.errors import Unavailable
 from shared.events.envelope import Event
 from shared.events.relay import TRANSIENT_ERRORS
+from shared.i18n.catalogues import _
 from shared.jose import public_jwk
 from shared.keys.store import JWKS_RELOAD_S, KeyStore, PublishedKey
 from shared.logs import get_logger
@@ -130,9 +131,9 @@ class JwksCache:
         document = self.document
         if document is None:
             raise Unavailable(
-                "The tool's public keys are not available yet.",
+                _("The tool's public keys are not available yet."),
                 code="jwks_unavailable",
-                hint="Retry shortly; the key service is starting or cannot reach its database.",
+                hint=_("Retry shortly; the key service is starting or cannot reach its database."),
             )
         if document.matches(request.headers.get("If-None-Match")):
             return web.Response(status=304, headers=document.not_modified_headers)

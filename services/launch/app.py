@@ -14,12 +14,13 @@ of the registrations, which login, launch and checkins read without leaving the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
 from services.launch import queries
+from services.launch.observations import Observations
 from shared.app import service_app
 from shared.batching import GroupWriter
 from shared.cells.registrations import mirror_ctx
@@ -27,19 +28,20 @@ from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
 from shared.http import HTTP_KEY, http_ctx
+from shared.i18n.jinja import page_context
+from shared.i18n.web import set_language
 from shared.identifiers import row_id
 from shared.ids import uuid7
 from shared.logs import get_logger
 from shared.lti import claims as C
 from shared.lti import errors
 from shared.lti.cookies import set_partitioned_cookie
-from shared.lti.frame import REF_PARAM, frame_ancestors
+from shared.lti.frame import REF_PARAM, frame_ancestors, secure_origin
 from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStorage, VerifiedLaunch
-from shared.lti.launch_token import DeepLinkContext, LaunchTokens
-from shared.lti.login import auth_endpoint
+from shared.lti.launch_token import DeepLinkContext, LaunchTokens, Shares
 from shared.lti.platform_keys import PlatformKeys
 from shared.lti.state import StateCodec
-from shared.lti.urls import LAUNCH_PATH
+from shared.lti.urls import LANG_PARAM, LAUNCH_PATH
 from shared.lti.wiring import (
     ASSETS_DIR,
     FRAME_REFS_KEY,
@@ -66,6 +68,7 @@ VERIFIER_KEY = web.AppKey("launch_verifier", LaunchVerifier)
 TOKENS_KEY = web.AppKey("launch_tokens", LaunchTokens)
 CODEC_KEY = web.AppKey("state_codec", StateCodec)
 WRITER_KEY = web.AppKey("launch_writer", GroupWriter[queries.LaunchRecord, bool])
+OBSERVATIONS_KEY = web.AppKey("launch_observations", Observations)
 
 log = get_logger(__name__)
 
@@ -88,16 +91,21 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     verifier = app[VERIFIER_KEY]
     storage_bind = form.get("lti_storage_bind") if "lti_storage_bind" in form else None
     state = verifier.read_state(form, request.cookies, storage_bind)
-    if isinstance(state, NeedsPlatformStorage):
-        return await _platform_storage_page(request, state, form)
     try:
-        verified = await verifier.verify(state, form, request)
+        # Without a cookie the binding comes from Platform Storage: the token is verified first
+        # (nothing is recorded), so the page that fetches the binding may name the LMS page
+        # origin the token proves, and a bad token is refused without the round trip.
+        verified = await verifier.verify(
+            state.state if isinstance(state, NeedsPlatformStorage) else state, form, request
+        )
     except DeploymentHeld as held:
         await queries.record_held_deployment(
             app[POOL_KEY], held.platform_id, held.deployment_id, app[URLS_KEY].region
         )
         log.info("deployment_held", platform_id=held.platform_id, deployment_id=held.deployment_id)
         raise
+    if isinstance(state, NeedsPlatformStorage):
+        return _platform_storage_page(request, state, form, verified)
     launch_id = uuid7()
     settings = app[SETTINGS_KEY]
     recorded = await app[WRITER_KEY].write(
@@ -120,6 +128,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     )
     if not recorded:
         raise errors.nonce_replayed()
+    seen = await app[OBSERVATIONS_KEY].record(verified)
     log.info(
         "launch_verified",
         launch_id=str(launch_id),
@@ -127,6 +136,7 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         deployment_id=verified.deployment_id,
         message_type=verified.message_type,
     )
+    language = set_language(request, launch_locale(verified.claims))
     token = app[TOKENS_KEY].issue(
         launch_id=str(launch_id),
         platform_id=verified.platform.id,
@@ -139,15 +149,20 @@ async def _launch(request: web.Request) -> web.StreamResponse:
         region=verified.region,
         deep_link=_deep_link_context(verified),
         custom_checkin_id=_custom_checkin_id(verified),
+        language=language.tag,
+        page_origin=seen.page_origin,
+        shares=Shares(roster=verified.roster_shared, names=verified.names_shared),
     )
     response = web.Response(
         status=303,
         headers={
             # The app of this cell, which alone holds the launch (docs/architecture.md,
-            # "Regions"). f=: which platform frames the app (signed; picks its CSP
-            # frame-ancestors).
+            # "Regions"). f=: which platform (and page origin, proven by this launch) frames
+            # the app (signed; picks its CSP frame-ancestors); lang=: the page's language (the
+            # token carries it too, for the API's messages).
             "Location": f"{app[URLS_KEY].app_url()}/?{REF_PARAM}="
-            f"{app[FRAME_REFS_KEY].issue(verified.platform.id)}#lt={token}",
+            f"{app[FRAME_REFS_KEY].issue(verified.platform.id, seen.page_origin)}"
+            f"&{LANG_PARAM}={language.tag}#lt={token}",
             "Cache-Control": "no-store",
         },
     )
@@ -161,11 +176,19 @@ def _deep_link_context(v: VerifiedLaunch) -> DeepLinkContext | None:
     if v.message_type != C.DEEP_LINKING_REQUEST or not v.deep_link_return_url:
         return None
     return DeepLinkContext(
-        issuer=v.platform.issuer,
+        issuer=v.issuer,
         client_id=v.platform.client_id,
         return_url=v.deep_link_return_url,
         data=v.deep_link_data,
     )
+
+
+def launch_locale(claims: Mapping[str, Any]) -> str | None:
+    """The user's LMS language: ``launch_presentation.locale`` (Canvas: ``I18n.locale`` such
+    as ``pt-BR``; Moodle: ``current_language()`` such as ``pt_br``). Anything else: None."""
+    presentation = claims.get(C.LAUNCH_PRESENTATION)
+    locale = presentation.get("locale") if isinstance(presentation, dict) else None
+    return locale if isinstance(locale, str) else None
 
 
 def _custom_checkin_id(v: VerifiedLaunch) -> str | None:
@@ -205,27 +228,35 @@ def _launch_event(launch_id: uuid.UUID, v: VerifiedLaunch) -> Event:
             "context": {"id": v.context_id, "title": v.context_title},
             "resource_link_id": v.resource_link_id,
             "nrps_url": v.nrps_url,
+            # The token endpoint of the environment the launch came from (hosted Canvas beta
+            # and test have their own), for the roster sync the NRPS URL asks for.
+            "token_url": v.token_url,
             "region": v.region,
         },
     )
 
 
-async def _platform_storage_page(
-    request: web.Request, needs: NeedsPlatformStorage, form: dict[str, str]
+def _platform_storage_page(
+    request: web.Request,
+    needs: NeedsPlatformStorage,
+    form: dict[str, str],
+    verified: VerifiedLaunch,
 ) -> web.Response:
     app = request.app
     state = needs.state
-    platform = await app[REGISTRATIONS_KEY].get(state.issuer, state.client_id)
-    if platform is None:
-        raise errors.registration_unknown()
-    auth = urlsplit(auth_endpoint(platform, state.canvas_environment))
-    origin = f"{auth.scheme}://{auth.netloc}"
+    platform = verified.platform
+    ancestors = platform.ancestors_for(verified.deployment_id)
+    proven = secure_origin(
+        verified.page_origin, allow_insecure=app[SETTINGS_KEY].allow_insecure_urls
+    )
+    if proven is not None:
+        ancestors = (*ancestors, proven)  # signed by the platform: the page it came from
     html = (
         app[TEMPLATES_KEY]
         .get_template("platform_storage.html")
         .render(
             mode="get",
-            origin=origin,
+            origin=verified.auth_origin,
             target=state.storage_target,
             key=state.storage_key,
             value=None,
@@ -234,6 +265,8 @@ async def _platform_storage_page(
             id_token=form.get("id_token", ""),
             state=form.get("state", ""),
             script=f"{ASSETS}/platform-storage.js",
+            # The token is verified before this page: it speaks the launch's language.
+            **page_context(set_language(request, launch_locale(verified.claims))),
         )
     )
     return web.Response(
@@ -242,7 +275,7 @@ async def _platform_storage_page(
         headers={
             **HTML_SECURITY_HEADERS,
             "Content-Security-Policy": "default-src 'none'; script-src 'self'; base-uri 'none'; "
-            f"form-action 'self'; {frame_ancestors(platform.frame_ancestors)}",
+            f"form-action 'self'; {frame_ancestors(ancestors)}",
             "Cache-Control": "no-store",
         },
     )
@@ -298,6 +331,9 @@ def create_app(settings: Settings) -> web.Application:
 
     async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
         app[WRITER_KEY] = writer = queries.launch_writer(app[POOL_KEY], app[URLS_KEY].region)
+        app[OBSERVATIONS_KEY] = Observations(
+            app[POOL_KEY], allow_insecure=settings.allow_insecure_urls
+        )
         yield
         await writer.close()
 

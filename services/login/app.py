@@ -13,6 +13,8 @@ from aiohttp import web
 
 from shared.app import service_app
 from shared.forms import read_form
+from shared.i18n.jinja import page_context
+from shared.i18n.web import request_language
 from shared.lti.cookies import set_partitioned_cookie
 from shared.lti.frame import frame_ancestors
 from shared.lti.login import LoginFlow, parse_login
@@ -46,12 +48,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     params = dict(request.query)
     if request.method == "POST":
         params.update({k: v for k, v in (await read_form(request)).items() if isinstance(v, str)})
-    decision = await app[FLOW_KEY].start(parse_login(params))
+    page_origin = request.headers.get("Origin") if request.method == "POST" else None
+    decision = await app[FLOW_KEY].start(parse_login(params), page_origin)
     state = decision.state
     response: web.StreamResponse
     if state.storage_target:
-        # The page runs in the LMS's frame: only that platform's page origins may frame it.
-        ancestors = frame_ancestors(decision.platform.frame_ancestors)
+        # The page runs in the LMS's frame: only that platform's page origins may frame it
+        # (with those verified launches of the named deployment proved).
+        ancestors = frame_ancestors(decision.ancestors)
         html = (
             app[TEMPLATES_KEY]
             .get_template("platform_storage.html")
@@ -63,6 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                 value=decision.bind,
                 next=decision.auth_url,
                 script=f"{ASSETS}/platform-storage.js",
+                **page_context(request_language(request)),
             )
         )
         response = web.Response(

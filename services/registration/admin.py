@@ -15,16 +15,19 @@ from aiohttp import web
 from services.registration import credentials, errors, manual, store
 from services.registration import queries as q
 from services.registration.auth import Admin, require_admin
+from services.registration.pagestrings import admin_data
 from services.registration.toolconfig import compare, describe_diff, moodle_manual_values
 from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, region_of, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
 from shared.http import HTTP_KEY
+from shared.i18n.languages import Language
+from shared.i18n.web import request_language
 from shared.identifiers import identifier, row_id
 from shared.logs import get_logger
 from shared.lti.frame import normalize_origins
 from shared.lti.urls import LAUNCH_PATH, LOGIN_PATH
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
 from shared.web import REQUEST_ID_KEY, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -66,10 +69,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _with_diff(platform: dict[str, Any]) -> dict[str, Any]:
+def _with_diff(platform: dict[str, Any], lang: Language) -> dict[str, Any]:
     requested, granted = platform["requested"], platform["granted"]
     platform["not_granted"] = compare(requested, granted) if requested and granted else {}
-    platform["not_granted_summary"] = describe_diff(platform["not_granted"])  # in words
+    # In words, in the reader's language (the admin page shows them as they are).
+    platform["not_granted_summary"] = describe_diff(platform["not_granted"], lang)
     return platform
 
 
@@ -84,19 +88,21 @@ async def me(request: web.Request) -> web.Response:
 async def list_platforms(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platforms = await q.list_platforms(conn, request.app[SETTINGS_KEY].region)
-    return _no_store({"platforms": [_with_diff(p) for p in platforms]})
+        platforms = await q.list_platforms(
+            conn, request.app[SETTINGS_KEY].region, request.app[CLOUDS_KEY]
+        )
+    return _no_store({"platforms": [_with_diff(p, request_language(request)) for p in platforms]})
 
 
 async def get_platform(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
         platform = await q.get_platform(
-            conn, _platform_id(request), request.app[SETTINGS_KEY].region
+            conn, _platform_id(request), request.app[SETTINGS_KEY].region, request.app[CLOUDS_KEY]
         )
     if platform is None:
         raise errors.platform_not_found()
-    return _no_store({"platform": _with_diff(platform)})
+    return _no_store({"platform": _with_diff(platform, request_language(request))})
 
 
 async def create_platform(request: web.Request) -> web.Response:
@@ -108,6 +114,7 @@ async def create_platform(request: web.Request) -> web.Response:
         reg = manual.parse(
             body,
             allow_insecure=settings.allow_insecure_urls,
+            clouds=request.app[CLOUDS_KEY],
             regions=list(request.app[URLS_KEY].regions),
             home=settings.region,
         )
@@ -127,7 +134,9 @@ async def create_platform(request: web.Request) -> web.Response:
         details={"warnings": reg.warnings} if reg.warnings else None,
     )
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, saved.platform_id, settings.region)
+        platform = await q.get_platform(
+            conn, saved.platform_id, settings.region, request.app[CLOUDS_KEY]
+        )
     return _no_store(
         {"created": saved.created, "platform": platform, "warnings": reg.warnings},
         status=201 if saved.created else 200,
@@ -325,6 +334,7 @@ async def admin_page(request: web.Request) -> web.Response:
         static=ADMIN_STATIC,
         tool_name=settings.tool_name,
         regions=list(request.app[URLS_KEY].regions),
+        admin_data=admin_data(request_language(request)),
     )
 
 
@@ -342,6 +352,7 @@ async def manual_page(request: web.Request) -> web.Response:
         values=moodle_manual_values(urls, settings, region),
         region=region,
         regions=list(urls.regions),
+        admin_data=admin_data(request_language(request)),
         login_path=LOGIN_PATH,
         launch_path=LAUNCH_PATH,
     )

@@ -29,7 +29,11 @@ from aiohttp import web
 
 from services.registration import credentials, errors, outbound, platform_jwks, store
 from services.registration.auth import authenticate
-from services.registration.platform_config import PlatformConfiguration, validate
+from services.registration.platform_config import (
+    PlatformConfiguration,
+    validate,
+    without_query,
+)
 from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import (
     PLACEMENT_IDS,
@@ -56,10 +60,10 @@ from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.forms import read_form
 from shared.http import HTTP_KEY, OutboundError
+from shared.i18n.web import request_language
 from shared.identifiers import identifier
 from shared.logs import get_logger
-from shared.lti.frame import derived_origins
-from shared.lti.wiring import URLS_KEY
+from shared.lti.wiring import CLOUDS_KEY, URLS_KEY
 from shared.signing import InvalidToken
 from shared.storable import storable_json
 from shared.web import METRICS_KEY, REQUEST_ID_KEY, SETTINGS_KEY
@@ -124,7 +128,7 @@ async def fetch_configuration(
         raise errors.openid_configuration_malformed("it is not JSON") from None
     if not storable_json(doc):
         raise errors.openid_configuration_malformed(UNSTORABLE)
-    return validate(doc, config_url, http.check_url)
+    return validate(doc, config_url, http.check_url, app[CLOUDS_KEY])
 
 
 def _config_fetch_error(exc: OutboundError) -> AttuneError:
@@ -160,13 +164,21 @@ async def _start(request: web.Request) -> web.Response:
         request.query.get("openid_configuration"), request.query.get("registration_token")
     )
     config = await fetch_configuration(app, config_url, token)
+    # The LMS's page origins ride in the signed form, so a page answered before the
+    # configuration is fetched again (a refused install code: the retry page) can still be
+    # framed by the LMS that opened it, and by nobody else.
     form = app[FORM_SIGNER_KEY].sign(
-        {"oc": config_url, "rt": token, "exp": int(time.time()) + FORM_TTL_S}
+        {
+            "oc": config_url,
+            "rt": token,
+            "po": config.page_origins,
+            "exp": int(time.time()) + FORM_TTL_S,
+        }
     )
     return render(
         request,
         "install.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         action=REGISTER_PATH,
         form=form,
@@ -273,7 +285,11 @@ async def _finish(request: web.Request) -> web.Response:
         # The signed form is still good: the page offers a field for another code instead of
         # sending the administrator back to start the LMS's registration again.
         exc.page = functools.partial(
-            _retry_page, form=str(signed), config_url=config_url, chosen=chosen, region=region
+            _retry_page,
+            form=str(signed),
+            page_origins=_page_origins(bound),
+            chosen=chosen,
+            region=region,
         )
         raise
     config = await fetch_configuration(app, config_url, token)
@@ -286,7 +302,7 @@ async def _finish(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise errors.placements_invalid(str(exc)) from None
     origin = {
-        "openid_configuration": config_url,
+        "openid_configuration": without_query(config_url),
         "registration_endpoint": config.registration_endpoint,
     }
     if who.code is not None:
@@ -295,7 +311,14 @@ async def _finish(request: web.Request) -> web.Response:
         )
     noted = await _check_keys(request, config)
 
-    body = registration_request(app[URLS_KEY], settings, config.product, chosen, region)
+    body = registration_request(
+        app[URLS_KEY],
+        settings,
+        config.product,
+        chosen,
+        region=region,
+        lang=request_language(request),
+    )
     granted_raw = await _post_registration(request, config, token, body)
     client_id, deployment_ids = _identity(granted_raw)
     requested = summarize(body, config.product)
@@ -315,7 +338,7 @@ async def _finish(request: web.Request) -> web.Response:
         requested=requested,
         granted=granted,
         platform_config=config.summary(),
-        frame_origins=derived_origins(config.issuer, config_url=config_url),
+        frame_origins=config.page_origins,
         region=region,
     )
     saved = await store.save_registration(
@@ -338,7 +361,7 @@ async def _finish(request: web.Request) -> web.Response:
     return render(
         request,
         "registered.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(config.page_origins),
         static=REGISTER_STATIC,
         tool_name=settings.tool_name,
         platform=config,
@@ -347,8 +370,16 @@ async def _finish(request: web.Request) -> web.Response:
         created=saved.created,
         deployment_ids=saved.deployment_ids,
         policy=record.deployment_policy,
-        not_granted=describe_diff(diff),
+        not_granted=describe_diff(diff, request_language(request)),
     )
+
+
+def _page_origins(bound: dict[str, Any]) -> list[str]:
+    """The LMS page origins the install page signed into its form (none: only 'self')."""
+    found = bound.get("po")
+    if not isinstance(found, list):
+        return []
+    return [o for o in found if isinstance(o, str)]
 
 
 def _retry_page(
@@ -356,7 +387,7 @@ def _retry_page(
     exc: AttuneError,
     *,
     form: str,
-    config_url: str,
+    page_origins: list[str],
     chosen: list[str],
     region: str | None,
 ) -> web.Response:
@@ -366,7 +397,7 @@ def _retry_page(
     return render(
         request,
         "install_retry.html",
-        csp=lms_page_csp(config_url),
+        csp=lms_page_csp(page_origins),
         status=exc.status,
         static=REGISTER_STATIC,
         action=REGISTER_PATH,

@@ -18,7 +18,7 @@ from services.registration.queries import PlatformRecord
 from services.registration.toolconfig import Product
 from shared.http import OutboundHttp, is_public_address
 from shared.identifiers import identifier
-from shared.lti.canvas import hosted_canvas
+from shared.lti.canvas import DEFAULT_CLOUDS, CanvasClouds
 from shared.lti.frame import MAX_FRAME_ORIGINS, derived_origins, normalize_origins
 
 MAX_URL = 2048
@@ -97,6 +97,7 @@ def parse(
     body: object,
     *,
     allow_insecure: bool,
+    clouds: CanvasClouds = DEFAULT_CLOUDS,
     regions: Sequence[str] = (),
     home: str | None = None,
 ) -> ManualRegistration:
@@ -111,7 +112,7 @@ def parse(
         if name not in FIELDS:
             problems[str(name)[:50]] = "is not a known field"
     issuer = body.get("issuer")
-    canvas = hosted_canvas(issuer) if isinstance(issuer, str) else None
+    canvas = clouds.get(issuer) if isinstance(issuer, str) else None
     product_raw = body.get("product")
     if product_raw is None:
         product_raw = "canvas" if canvas is not None else "generic"
@@ -200,7 +201,7 @@ def parse(
     assert client_id is not None
     # The LMS's pages: what the admin named, plus the issuer's origin (Moodle, self-hosted
     # Canvas; not hosted Canvas's shared issuer, whose pages come from each school's host).
-    for origin in derived_origins(issuer_text):
+    for origin in derived_origins(issuer_text, clouds=clouds):
         if origin not in frame_origins:
             frame_origins.append(origin)
     record = PlatformRecord(

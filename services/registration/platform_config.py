@@ -1,11 +1,18 @@
 """The platform's OpenID configuration, validated before Attune trusts any of it.
 
 Only ``validate`` builds a ``PlatformConfiguration``: the issuer shares scheme, host and port
-with the URL the configuration came from (hosted Canvas excepted: its shared issuer is
-Instructure's while the configuration comes from the school's domain, so there the auth, JWKS
-and token endpoints must be exactly the ones Instructure documents for the issuer's environment,
-and the product Canvas), every endpoint is an acceptable outbound URL, and the platform supports
-what LTI 1.3 needs (id_token, RS256, private_key_jwt).
+with the URL the configuration came from — hosted Canvas included: Canvas serves it from the
+issuer's host (``DynamicRegistrationController#oidc_configuration_url``), so only Instructure
+can present a configuration of its shared issuer, and there the auth, JWKS and token endpoints
+must also be exactly the ones Instructure documents for the issuer's environment and the
+product Canvas. Every endpoint is an acceptable outbound URL, and the platform supports what
+LTI 1.3 needs (id_token, RS256, private_key_jwt).
+
+Where the LMS's own pages are (who may frame the install page and, later, every launch):
+Canvas builds ``registration_endpoint`` on the account's domain
+(``create_lti_registration_url(host: account_domain)`` in ``SecurityController``) and newer
+Canvas also names it (``https://canvas.instructure.com/lti/account_domain``): for hosted Canvas
+that is the school's host, never the issuer's.
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ from urllib.parse import urlsplit
 
 from services.registration import errors
 from services.registration.toolconfig import (
+    CANVAS_ACCOUNT_DOMAIN_KEY,
     CANVAS_ACCOUNT_NAME_KEY,
     PLATFORM_CONFIG,
     Product,
     product_of,
 )
 from shared.http import OutboundError
-from shared.lti.canvas import HOSTED_CANVAS, HostedCanvas
+from shared.lti.canvas import DEFAULT_CLOUDS, CanvasClouds, HostedCanvas
+from shared.lti.frame import normalize_origin, origin_of
 
 MAX_URL = 2048
 PRODUCT_LABELS = {"canvas": "Canvas", "moodle": "Moodle"}
@@ -44,15 +53,34 @@ class PlatformConfiguration:
     version: str | None
     account_name: str | None
     messages_supported: list[dict[str, Any]] = field(default_factory=list)
+    account_domain: str | None = None  # Canvas: the account's host[:port]
+    hosted: HostedCanvas | None = None  # the hosted Canvas environment of the issuer
 
     @property
     def environment(self) -> str:
-        canvas = HOSTED_CANVAS.get(self.issuer)
-        return canvas.environment if canvas is not None else "production"
+        return self.hosted.environment if self.hosted is not None else "production"
 
     @property
     def hosted_canvas(self) -> bool:
-        return self.issuer in HOSTED_CANVAS
+        return self.hosted is not None
+
+    @property
+    def page_origins(self) -> list[str]:
+        """Where the LMS's pages are, as the configuration tells: the registration endpoint's
+        origin and Canvas's account domain (its school host), the configuration's own origin
+        (the site that opened the registration: Moodle's, a self-hosted Canvas's) and the
+        issuer's — the last two never for hosted Canvas, whose issuer host serves no school."""
+        urls = [self.registration_endpoint]
+        if self.account_domain is not None:
+            urls.append(f"{urlsplit(self.registration_endpoint).scheme}://{self.account_domain}")
+        if self.hosted is None:
+            urls += [self.url, self.issuer]
+        found: list[str] = []
+        for url in urls:
+            page = origin_of(url)
+            if page is not None and page not in found:
+                found.append(page)
+        return found
 
     @property
     def name(self) -> str:
@@ -75,8 +103,17 @@ class PlatformConfiguration:
     @property
     def site(self) -> str | None:
         """The host the administrator opened the registration from (the school's Canvas or
-        Moodle site), unless it is an address or ``localhost``, which names nothing."""
-        host = (urlsplit(self.url).hostname or "").lower()
+        Moodle site), unless it is an address or ``localhost``, which names nothing. Hosted
+        Canvas serves its configuration from the issuer's host, so there it is the school's
+        host: the account domain, else the registration endpoint's."""
+        if self.hosted is not None:
+            school = (
+                f"//{self.account_domain}" if self.account_domain else self.registration_endpoint
+            )
+            host = urlsplit(school).hostname or ""
+        else:
+            host = urlsplit(self.url).hostname or ""
+        host = host.lower()
         if not host or host == "localhost" or host.endswith(".localhost"):
             return None
         try:
@@ -88,13 +125,19 @@ class PlatformConfiguration:
     def summary(self) -> dict[str, Any]:
         """What is kept in ``platforms.platform_config`` (no token, nothing secret)."""
         return {
-            "openid_configuration": self.url,
+            "openid_configuration": without_query(self.url),
             "registration_endpoint": self.registration_endpoint,
             "product_family_code": self.product_family_code,
             "version": self.version,
             "account_name": self.account_name,
             "messages_supported": self.messages_supported,
         }
+
+
+def without_query(url: str) -> str:
+    """``url`` without its query, for storing and auditing: Canvas puts the registration token
+    in the openid configuration URL's query (``?registration_token=...``)."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -131,9 +174,14 @@ def _supports(doc: dict[str, Any], name: str, value: str) -> None:
 
 
 def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
+    """The message types the platform supports, as the spec's objects. Moodle sends plain
+    strings (mod/lti/openid-configuration.php) with its placements beside them."""
     result: list[dict[str, Any]] = []
     raw = platform.get("messages_supported")
+    shared = platform.get("placements")
     for message in raw[:20] if isinstance(raw, list) else []:
+        if isinstance(message, str):
+            message = {"type": message, "placements": shared}
         if isinstance(message, dict) and isinstance(message.get("type"), str):
             placements = message.get("placements")
             result.append(
@@ -148,11 +196,10 @@ def _messages(platform: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_hosted_canvas(canvas: HostedCanvas, endpoints: dict[str, str], family: str) -> None:
-    """Hosted Canvas serves its configuration from the school's own domain while its issuer is
-    Instructure's, so the origin rule cannot hold; instead the keys, the auth endpoint and the
-    token endpoint must be exactly Instructure's, or anyone could claim the shared issuer with
-    endpoints of their own (and, through an existing client_id, point another school's token
-    and JWKS calls at them)."""
+    """On top of the origin rule (the configuration comes from Instructure's issuer host): the
+    keys, the auth endpoint and the token endpoint must be exactly Instructure's, so a
+    registration of the shared issuer never trusts other keys nor sends the tool's signed
+    assertions elsewhere, whatever a configuration says."""
     expected = {
         "authorization_endpoint": canvas.auth_url,
         "jwks_uri": canvas.jwks_url,
@@ -165,7 +212,12 @@ def _check_hosted_canvas(canvas: HostedCanvas, endpoints: dict[str, str], family
         raise errors.openid_configuration_canvas_mismatch("its product_family_code is not canvas")
 
 
-def validate(doc: object, url: str, check_url: Callable[[str], None]) -> PlatformConfiguration:
+def validate(
+    doc: object,
+    url: str,
+    check_url: Callable[[str], None],
+    clouds: CanvasClouds = DEFAULT_CLOUDS,
+) -> PlatformConfiguration:
     """Check a fetched configuration; raises a ``RegistrationError`` naming the problem."""
     if not isinstance(doc, dict):
         raise errors.openid_configuration_malformed("it is not a JSON object")
@@ -181,8 +233,12 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
         or issuer_parts.fragment
     ):
         raise errors.openid_configuration_malformed("issuer is not an https URL without query")
-    canvas = HOSTED_CANVAS.get(issuer)
-    if canvas is None and origin(issuer) != origin(url):
+    canvas = clouds.get(issuer)
+    if canvas is not None and issuer != canvas.issuer:
+        raise errors.openid_configuration_canvas_mismatch(f"its issuer is not {canvas.issuer}")
+    # Hosted Canvas too: Canvas serves the configuration of its shared issuer from the
+    # issuer's own host, so no other server can present one.
+    if origin(issuer) != origin(url):
         raise errors.openid_configuration_issuer_mismatch()
     try:
         check_url(issuer)
@@ -204,6 +260,11 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
         _check_hosted_canvas(canvas, endpoints, family)
     version = platform.get("version")
     account = platform.get(CANVAS_ACCOUNT_NAME_KEY)
+    account_domain = (
+        _account_domain(platform.get(CANVAS_ACCOUNT_DOMAIN_KEY), endpoints["registration_endpoint"])
+        if product_of(family) == "canvas"
+        else None
+    )
     return PlatformConfiguration(
         url=url,
         issuer=issuer,
@@ -216,4 +277,21 @@ def validate(doc: object, url: str, check_url: Callable[[str], None]) -> Platfor
         version=version[:100] if isinstance(version, str) else None,
         account_name=account[:200] if isinstance(account, str) and account.strip() else None,
         messages_supported=_messages(platform),
+        account_domain=account_domain,
+        hosted=canvas,
     )
+
+
+def _account_domain(value: object, registration_endpoint: str) -> str | None:
+    """Canvas's ``…/lti/account_domain`` (host[:port] of the account, no scheme), if it is a
+    host name; anything else is ignored (it only adds a page origin)."""
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return None
+    scheme = urlsplit(registration_endpoint).scheme
+    try:
+        page = normalize_origin(f"{scheme}://{value}", allow_insecure=True)
+    except ValueError:
+        return None
+    if "*" in page:
+        return None
+    return page.partition("://")[2]

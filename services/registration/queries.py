@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.lti.canvas import DEFAULT_CLOUDS, CanvasClouds
 from shared.lti.frame import MAX_FRAME_ORIGINS, platform_ancestors
 
 Json = dict[str, Any]
@@ -234,12 +235,18 @@ SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.produ
            WHERE s.platform_id = p.id AND NOT EXISTS (
                SELECT 1 FROM deployments d
                WHERE d.platform_id = s.platform_id AND d.deployment_id = s.deployment_id)
-       ), '[]'::jsonb) AS sightings
+       ), '[]'::jsonb) AS sightings,
+       coalesce((
+           SELECT jsonb_object_agg(o.deployment_id, jsonb_build_object(
+                      'frame_origins', o.frame_origins, 'roster_shared', o.roster_shared,
+                      'names_shared', o.names_shared, 'observed_at', o.observed_at))
+           FROM deployment_observations o WHERE o.platform_id = p.id), '{}'::jsonb)
+         AS observations
 FROM platforms p
 """
 
 
-def _platform(row: asyncpg.Record, here: str) -> Json:
+def _platform(row: asyncpg.Record, here: str, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Json:
     deployments = [{**d, "source": "registration"} for d in json.loads(row["deployments"])]
     seen: dict[str, Json] = {}
     for s in json.loads(row["sightings"]):
@@ -262,6 +269,23 @@ def _platform(row: asyncpg.Record, here: str) -> Json:
             known["status"] = "pending"
         if region not in known["seen_in"]:
             known["seen_in"].append(region)
+    # What verified launches of each deployment showed (launch service, migration 0014):
+    # page origins it proved and whether the LMS shared the roster and names. Canvas applies
+    # the admin's scope and privacy edits after answering the registration, so this — not
+    # ``granted`` — says what Attune really gets.
+    observations = json.loads(row["observations"])
+    for d in deployments:
+        shown = observations.get(d["deployment_id"])
+        d["launches_show"] = (
+            {
+                "roster_shared": shown["roster_shared"],
+                "names_shared": shown["names_shared"],
+                "observed_at": shown["observed_at"],
+            }
+            if shown is not None
+            else None
+        )
+        d["learned_frame_origins"] = shown["frame_origins"] if shown is not None else []
     return {
         "id": row["id"],
         "issuer": row["issuer"],
@@ -280,21 +304,30 @@ def _platform(row: asyncpg.Record, here: str) -> Json:
         "frame_origins": list(row["frame_origins"]),
         "region": row["region"],  # the cell that serves it; None: any (Canvas)
         # What pages of this platform's launches actually allow (recorded, else derived).
-        "frame_ancestors": list(platform_ancestors(row["issuer"], list(row["frame_origins"]))),
+        "frame_ancestors": list(
+            platform_ancestors(row["issuer"], list(row["frame_origins"]), clouds)
+        ),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
         "deployments": deployments,
     }
 
 
-async def list_platforms(conn: asyncpg.Connection, here: str = "") -> list[Json]:
+async def list_platforms(
+    conn: asyncpg.Connection, here: str = "", clouds: CanvasClouds = DEFAULT_CLOUDS
+) -> list[Json]:
     """Every registration; ``here``: this (the home) region, where local sightings were."""
-    return [_platform(r, here) for r in await conn.fetch(_PLATFORMS + " ORDER BY p.id")]
+    return [_platform(r, here, clouds) for r in await conn.fetch(_PLATFORMS + " ORDER BY p.id")]
 
 
-async def get_platform(conn: asyncpg.Connection, platform_id: int, here: str = "") -> Json | None:
+async def get_platform(
+    conn: asyncpg.Connection,
+    platform_id: int,
+    here: str = "",
+    clouds: CanvasClouds = DEFAULT_CLOUDS,
+) -> Json | None:
     row = await conn.fetchrow(_PLATFORMS + " WHERE p.id = $1", platform_id)
-    return _platform(row, here) if row is not None else None
+    return _platform(row, here, clouds) if row is not None else None
 
 
 async def lock_platform(conn: asyncpg.Connection, platform_id: int) -> asyncpg.Record | None:

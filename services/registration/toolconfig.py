@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from shared.i18n.catalogues import Text, _, translate
+from shared.i18n.languages import ENGLISH, LANGUAGES, Language
 from shared.lti import claims as C
 from shared.lti.urls import ToolUrls
 from shared.settings import Settings
@@ -24,6 +26,7 @@ CANVAS_PLACEMENTS_KEY = "https://canvas.instructure.com/lti/placements"
 CANVAS_PRIVACY_KEY = "https://canvas.instructure.com/lti/privacy_level"
 CANVAS_TOOL_ID_KEY = "https://canvas.instructure.com/lti/tool_id"
 CANVAS_ACCOUNT_NAME_KEY = "https://canvas.instructure.com/lti/account_name"
+CANVAS_ACCOUNT_DOMAIN_KEY = "https://canvas.instructure.com/lti/account_domain"
 
 SCOPE_NRPS = "https://purl.imsglobal.org/spec/lti-nrps/scope/contextmembership.readonly"
 SCOPE_AGS_LINEITEM = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
@@ -31,10 +34,18 @@ SCOPE_AGS_RESULT = "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonl
 SCOPE_AGS_SCORE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 
 TOOL_ID = "attune"
-DESCRIPTION = (
+DESCRIPTION = _(
     "Student wellbeing check-ins: teachers ask how students feel, students answer with an "
     "emotion and a pleasantness scale, teachers see insights."
 )
+# What the LMS shows, per placement, in each language ({tool}: ATTUNE_TOOL_NAME, a name that
+# is never translated). The tool's own label is its name with what it is.
+TOOL_LABEL = _("{tool} check-ins")
+PLACEMENT_LABELS: dict[str, Text] = {
+    "course_navigation": _("{tool} check-ins"),
+    "editor_button": _("Insert a {tool} check-in"),
+    "link_selection": _("Add a {tool} check-in"),
+}
 
 # The AWS regions Canvas runs in (seed: "Anatomy of a JSON configuration", oidc_initiation_urls).
 CANVAS_AWS_REGIONS = (
@@ -66,7 +77,7 @@ class Placement:
     """One choice on the install page. ``platform_placement`` is what the LMS is told."""
 
     id: str
-    label: str
+    label: Text
     message_type: str
     platform_placement: str | None
     required: bool = False
@@ -75,19 +86,19 @@ class Placement:
 CANVAS_CHOICES = (
     Placement(
         "course_navigation",
-        "Course navigation (the Attune app in each course)",
+        _("Course navigation (the Attune app in each course)"),
         C.RESOURCE_LINK_REQUEST,
         "course_navigation",
     ),
     Placement(
         "editor_button",
-        "Rich content editor button (insert a check-in link)",
+        _("Rich content editor button (insert a check-in link)"),
         C.DEEP_LINKING_REQUEST,
         "editor_button",
     ),
     Placement(
         "link_selection",
-        "Module item / link selection (add a check-in to a module)",
+        _("Module item / link selection (add a check-in to a module)"),
         C.DEEP_LINKING_REQUEST,
         "link_selection",
     ),
@@ -95,14 +106,14 @@ CANVAS_CHOICES = (
 MOODLE_CHOICES = (
     Placement(
         "activity_chooser",
-        "Activity chooser (Attune as an activity in a course)",
+        _("Activity chooser (Attune as an activity in a course)"),
         C.RESOURCE_LINK_REQUEST,
         None,
         required=True,
     ),
     Placement(
         "deep_linking",
-        "Deep linking (teachers pick a check-in when adding the activity)",
+        _("Deep linking (teachers pick a check-in when adding the activity)"),
         C.DEEP_LINKING_REQUEST,
         "ContentArea",
     ),
@@ -165,6 +176,8 @@ def _messages(
             "type": message_type,
             "target_link_uri": urls.target_link_uri,
             "label": settings.tool_name,
+            # IMS LTI-DR 1.0: a label in other languages is ``label#<BCP 47 tag>``.
+            **{f"label#{tag}": text for tag, text in labels(TOOL_LABEL, settings).items()},
         }
         placements = by_type[message_type]
         if placements:
@@ -196,25 +209,38 @@ def login_and_redirects(urls: ToolUrls, region: str | None) -> tuple[str, list[s
     return urls.login_url(region), [urls.launch_url(region)]
 
 
+def labels(text: Text, settings: Settings, *, tags: Sequence[str] | None = None) -> dict[str, str]:
+    """``text`` in every language, by language tag (``tags``: the LMS's own tag for each of
+    Attune's languages, in the same order; BCP 47 by default)."""
+    tool = settings.tool_name
+    return {
+        tag: translate(_(text.msgid, tool=tool), lang)
+        for tag, lang in zip(tags or [lang.tag for lang in LANGUAGES], LANGUAGES, strict=True)
+    }
+
+
 def registration_request(
     urls: ToolUrls,
     settings: Settings,
     product: Product,
     chosen: Sequence[str],
     region: str | None = None,
+    lang: Language = ENGLISH,
 ) -> dict[str, Any]:
     """The client registration Attune POSTs to the platform's ``registration_endpoint``.
 
     IMS LTI Dynamic Registration 1.0 with Moodle's required fields; Canvas additionally gets
     its placements, privacy level and tool id keys. Login URL and redirect URIs: those of the
-    region whose cell serves the registration (``login_and_redirects``).
+    region whose cell serves the registration (``login_and_redirects``). The description is in
+    ``lang`` (the installing admin's: Moodle keeps one name and one description), the labels
+    in every language (``label#<tag>``, ``client_name#<tag>``: RFC 7591 language tags).
     """
     login_url, redirect_uris = login_and_redirects(urls, region)
     privacy = settings.canvas_privacy_level
     tool: dict[str, Any] = {
         "domain": domain_of(urls.target_link_uri),
         "target_link_uri": urls.target_link_uri,
-        "description": DESCRIPTION,
+        "description": translate(DESCRIPTION, lang),
         "claims": claims_for(privacy),
         "messages": _messages(urls, settings, product, chosen),
     }
@@ -229,6 +255,7 @@ def registration_request(
         "initiate_login_uri": login_url,
         "redirect_uris": redirect_uris,
         "client_name": settings.tool_name,
+        **{f"client_name#{tag}": text for tag, text in labels(TOOL_LABEL, settings).items()},
         "client_uri": urls.public_url,
         "jwks_uri": urls.jwks_url,
         "token_endpoint_auth_method": "private_key_jwt",
@@ -309,20 +336,20 @@ def compare(requested: Mapping[str, Any], granted: Mapping[str, Any]) -> dict[st
 
 
 PRIVACY_LABELS = {
-    "anonymous": "Anonymous",
-    "name_only": "Name only",
-    "email_only": "Email only",
-    "public": "Public",
+    "anonymous": _("Anonymous"),
+    "name_only": _("Name only"),
+    "email_only": _("Email only"),
+    "public": _("Public"),
 }
 _SCOPE_NAMES = {
-    SCOPE_NRPS: "reading the list of people in a course (Names and Role Provisioning)",
-    SCOPE_AGS_LINEITEM: "adding gradebook columns (Assignment and Grade Services)",
-    SCOPE_AGS_RESULT: "reading gradebook results (Assignment and Grade Services)",
-    SCOPE_AGS_SCORE: "sending grade scores (Assignment and Grade Services)",
+    SCOPE_NRPS: _("reading the list of people in a course (Names and Role Provisioning)"),
+    SCOPE_AGS_LINEITEM: _("adding gradebook columns (Assignment and Grade Services)"),
+    SCOPE_AGS_RESULT: _("reading gradebook results (Assignment and Grade Services)"),
+    SCOPE_AGS_SCORE: _("sending grade scores (Assignment and Grade Services)"),
 }
 _MESSAGE_NAMES = {
-    C.RESOURCE_LINK_REQUEST: "opening Attune from a course (resource links)",
-    C.DEEP_LINKING_REQUEST: "adding check-ins to course content (deep linking)",
+    C.RESOURCE_LINK_REQUEST: _("opening Attune from a course (resource links)"),
+    C.DEEP_LINKING_REQUEST: _("adding check-ins to course content (deep linking)"),
 }
 _PLACEMENT_NAMES = {
     p.platform_placement: p.label
@@ -331,23 +358,37 @@ _PLACEMENT_NAMES = {
 }
 
 
-def describe_diff(diff: Mapping[str, Any]) -> list[str]:
-    """One plain sentence per difference, for the admin (no identifiers or URLs)."""
+def describe_diff(diff: Mapping[str, Any], lang: Language = ENGLISH) -> list[str]:
+    """One plain sentence per difference, for the admin (no identifiers or URLs), in
+    ``lang``."""
+
+    def names(table: Mapping[str, Text], keys: Sequence[str]) -> str:
+        return "; ".join(translate(table[k], lang) if k in table else k for k in keys)
+
     lines = []
     if diff.get("scopes_missing"):
-        names = [_SCOPE_NAMES.get(s, s) for s in diff["scopes_missing"]]
-        lines.append("Not granted: " + "; ".join(names))
+        text = names(_SCOPE_NAMES, diff["scopes_missing"])
+        lines.append(translate(_("Not granted: {names}", names=text), lang))
     if diff.get("messages_missing"):
-        names = [_MESSAGE_NAMES.get(m, m) for m in diff["messages_missing"]]
-        lines.append("Not granted: " + "; ".join(names))
+        text = names(_MESSAGE_NAMES, diff["messages_missing"])
+        lines.append(translate(_("Not granted: {names}", names=text), lang))
     if diff.get("placements_missing"):
-        names = [_PLACEMENT_NAMES.get(p, p) for p in diff["placements_missing"]]
-        lines.append("Not shown in: " + "; ".join(names))
+        text = names(_PLACEMENT_NAMES, diff["placements_missing"])
+        lines.append(translate(_("Not shown in: {names}", names=text), lang))
     if diff.get("privacy_level"):
         p = diff["privacy_level"]
-        granted = PRIVACY_LABELS.get(p["granted"], p["granted"])
-        requested = PRIVACY_LABELS.get(p["requested"], p["requested"])
-        lines.append(f"Privacy level: {granted} instead of {requested}")
+        granted = names(PRIVACY_LABELS, [p["granted"]])
+        requested = names(PRIVACY_LABELS, [p["requested"]])
+        lines.append(
+            translate(
+                _(
+                    "Privacy level: {granted} instead of {requested}",
+                    granted=granted,
+                    requested=requested,
+                ),
+                lang,
+            )
+        )
     return lines
 
 
@@ -359,12 +400,27 @@ def canvas_regions(urls: ToolUrls) -> dict[str, str]:
     return {r: urls.login_url(r) for r in urls.regions if r in CANVAS_AWS_REGIONS}
 
 
+# Canvas's locale for each of Attune's languages (Canvas picks ``labels[locale]``, then
+# ``labels[the locale's language]``, then ``text``: ContextExternalTool#label_for). Canvas's
+# Portuguese is European ("pt") and Brazilian ("pt-BR"); both read Attune's pt-BR. Its Chinese
+# are "zh-Hans" and "zh-Hant": no "zh" key, so Traditional readers are not given Simplified.
+CANVAS_LOCALES = ("en", "es", "fr", "de", "pt-BR", "nl", "ar", "zh-Hans")
+
+
+def canvas_labels(text: Text, settings: Settings) -> dict[str, str]:
+    found = labels(text, settings, tags=CANVAS_LOCALES)
+    found["pt"] = found["pt-BR"]
+    return found
+
+
 def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
-    """The document of "Anatomy of a JSON configuration" (Canvas developer key, JSON URL)."""
+    """The document of "Anatomy of a JSON configuration" (Canvas developer key, JSON URL), with
+    the tool's and each placement's label in every language (``labels``)."""
     target = urls.target_link_uri
     placements: list[dict[str, Any]] = [
         {
             "placement": "course_navigation",
+            "labels": canvas_labels(PLACEMENT_LABELS["course_navigation"], settings),
             "message_type": C.RESOURCE_LINK_REQUEST,
             "text": settings.tool_name,
             "target_link_uri": target,
@@ -372,6 +428,7 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
         },
         {
             "placement": "editor_button",
+            "labels": canvas_labels(PLACEMENT_LABELS["editor_button"], settings),
             "message_type": C.DEEP_LINKING_REQUEST,
             "text": settings.tool_name,
             "target_link_uri": target,
@@ -380,6 +437,7 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
         },
         {
             "placement": "link_selection",
+            "labels": canvas_labels(PLACEMENT_LABELS["link_selection"], settings),
             "message_type": C.DEEP_LINKING_REQUEST,
             "text": settings.tool_name,
             "target_link_uri": target,
@@ -389,7 +447,7 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
     ]
     return {
         "title": settings.tool_name,
-        "description": DESCRIPTION,
+        "description": str(DESCRIPTION),
         "oidc_initiation_url": urls.login_url(),
         "oidc_initiation_urls": canvas_regions(urls),
         "target_link_uri": target,
@@ -400,10 +458,18 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
                 "tool_id": TOOL_ID,
                 "platform": "canvas.instructure.com",
                 "privacy_level": settings.canvas_privacy_level,
-                "settings": {"text": settings.tool_name, "placements": placements},
+                "settings": {
+                    "text": settings.tool_name,
+                    "labels": canvas_labels(TOOL_LABEL, settings),
+                    "placements": placements,
+                },
             }
         ],
         "public_jwk_url": urls.jwks_url,
+        # Every region's launch URL. Newer Canvas takes the developer key's redirect URIs from
+        # here and otherwise defaults them to [target_link_uri] (Lti::CreateRegistrationService),
+        # which is the app, not the launch: its auth endpoint then refuses every launch.
+        "redirect_uris": urls.redirect_uris,
         "custom_fields": dict(CANVAS_CUSTOM_FIELDS),
     }
 

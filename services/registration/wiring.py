@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,10 @@ import jinja2
 from aiohttp import web
 
 from services.registration import errors
-from shared.lti.frame import origin_of, with_frame_ancestors
+from shared.i18n.catalogues import Text, translate
+from shared.i18n.jinja import environment, page_context
+from shared.i18n.web import request_language
+from shared.lti.frame import with_frame_ancestors
 from shared.lti.wiring import URLS_KEY
 from shared.signing import TokenSigner
 from shared.web import HTML_SECURITY_HEADERS
@@ -37,25 +41,24 @@ ADMIN_PAGE_CSP = (
 )
 
 
-def lms_page_csp(config_url: str) -> str:
-    """The CSP of a dynamic-registration page: framed only by the LMS that opened it (the origin
-    of its openid configuration URL: Canvas and Moodle open the registration from that host)."""
-    origin = origin_of(config_url)
-    return with_frame_ancestors(_LMS_PAGE_CSP, [origin] if origin else [])
+def lms_page_csp(page_origins: Sequence[str]) -> str:
+    """The CSP of a dynamic-registration page: framed only by the LMS that opened it — the
+    page origins its validated configuration names (``PlatformConfiguration.page_origins``:
+    Canvas's school host, not hosted Canvas's issuer host; Moodle's site)."""
+    return with_frame_ancestors(_LMS_PAGE_CSP, page_origins)
 
 
 def pages() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    return environment(jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
 
 
 def render(
     request: web.Request, template: str, *, csp: str, status: int = 200, **context: Any
 ) -> web.Response:
-    html = request.app[PAGES_KEY].get_template(template).render(**context)
+    """A page in the reader's language (``Text`` values, such as an error's message, too)."""
+    lang = request_language(request)
+    values = {k: translate(v, lang) if isinstance(v, Text) else v for k, v in context.items()}
+    html = request.app[PAGES_KEY].get_template(template).render(**values, **page_context(lang))
     return web.Response(
         text=html,
         status=status,

@@ -37,6 +37,7 @@ from shared.events import topics
 from shared.events.consumer import EventListener
 from shared.events.envelope import Event
 from shared.events.relay import TRANSIENT_ERRORS
+from shared.i18n.catalogues import _
 from shared.jose import SigningKey, rs256_signing_key, sign_rs256
 from shared.keys import queries as q
 from shared.keys.crypto import KeyEncryptionKeys, UnwrapError, WrappedKey, keks_from_settings
@@ -51,7 +52,9 @@ log = get_logger(__name__)
 # After a failed reload, sign with the cached key this long before asking Postgres again, so
 # an outage does not put a connection attempt in front of every signature.
 RETRY_AFTER_FAILURE_S = 2.0
-_UNAVAILABLE_HINT = "Try again in a minute. If it persists, the tool's key service needs attention."
+_UNAVAILABLE_HINT = _(
+    "Try again in a minute. If it persists, the tool's key service needs attention."
+)
 
 
 class ToolSigner:
@@ -136,13 +139,13 @@ class ToolSigner:
                 log.warning("signing_key_reload_failed", reason=type(exc).__name__)
                 return self._key
             raise Unavailable(
-                "The tool's signing key cannot be loaded right now.",
+                _("The tool's signing key cannot be loaded right now."),
                 code="signing_key_unavailable",
                 hint=_UNAVAILABLE_HINT,
             ) from None
         if row is None:
             raise Unavailable(
-                "The tool has no signing key yet.",
+                _("The tool has no signing key yet."),
                 code="signing_key_unavailable",
                 hint=_UNAVAILABLE_HINT,
             )
@@ -153,7 +156,7 @@ class ToolSigner:
             except UnwrapError as exc:
                 log.error("signing_key_undecryptable", kid=row["kid"], error=str(exc))
                 raise Unavailable(
-                    "The tool's signing key cannot be decrypted.",
+                    _("The tool's signing key cannot be decrypted."),
                     code="signing_key_unavailable",
                     hint=_UNAVAILABLE_HINT,
                 ) from None

@@ -3,14 +3,17 @@
 Attune runs inside the LMS's iframe, so its LMS-facing pages must allow exactly the origins the
 LMS's own pages come from — and no others (clickjacking). Those origins are stored per
 registration (``platforms.frame_origins``, migration 0008): the school's Canvas host(s), which
-differ from hosted Canvas's shared issuer, or the Moodle site. One page names one platform's
-origins, never every registered platform's (10,000 registrations would make a header no browser
-or proxy accepts).
+differ from hosted Canvas's shared issuer, or the Moodle site; plus, per deployment, the page
+origins verified launches proved (``deployment_observations``, migration 0014: one hosted Canvas
+client_id serves many schools on their own domains). One page names one platform's origins,
+never every registered platform's (10,000 registrations would make a header no browser or proxy
+accepts).
 
 The app page learns which platform framed it from a **frame reference** in its query string
-(``/app/?f=<ref>``), put there by the launch redirect: an HMAC-signed platform id, so the
-reference can neither be forged to borrow another platform's origins nor be enumerated to list
-which LMS hosts use Attune. An unknown, expired or forged reference gets ``'self'`` only.
+(``/app/?f=<ref>``), put there by the launch redirect: an HMAC-signed platform id, with the page
+origin the launch itself proved, so the reference can neither be forged to borrow another
+platform's origins nor be enumerated to list which LMS hosts use Attune. An unknown, expired or
+forged reference gets ``'self'`` only.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from shared.lti.canvas import hosted_canvas
+from shared.lti.canvas import DEFAULT_CLOUDS, INSTRUCTURE_FALLBACK, CanvasClouds
 from shared.signing import InvalidToken, TokenSigner
 
 MAX_FRAME_ORIGINS = 20
@@ -30,10 +34,11 @@ MAX_ORIGIN = 255
 REF_PURPOSE = "attune:frame-ref:v1"
 REF_TTL_S = 24 * 3600  # an LMS tab open all day can still reload the app
 REF_PARAM = "f"
+MAX_REF = 1024
 
 # A hosted Canvas registered by client_id only (the JSON URL path) names no school host; its
-# pages come from Instructure-hosted domains until an admin records the school's own.
-HOSTED_CANVAS_FALLBACK = ("https://*.instructure.com",)
+# pages come from Instructure-hosted domains until one is recorded or learned.
+HOSTED_CANVAS_FALLBACK = INSTRUCTURE_FALLBACK
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(\*\.)?({_LABEL}\.)*{_LABEL}$")
@@ -105,26 +110,58 @@ def origin_of(url: str) -> str | None:
         return None
 
 
-def derived_origins(issuer: str, *, config_url: str | None = None) -> list[str]:
-    """What a registration tells about the LMS's page origins: the origin of the openid
-    configuration (dynamic registration: the LMS page that opened it) and the issuer's
-    origin — except hosted Canvas's shared issuer, which serves no school's pages."""
+def derived_origins(
+    issuer: str, *, urls: Sequence[str | None] = (), clouds: CanvasClouds = DEFAULT_CLOUDS
+) -> list[str]:
+    """Origins of ``urls`` (where a registration says the LMS's pages are) plus the issuer's
+    origin — except a hosted Canvas issuer's, which serves no school's pages."""
     found: list[str] = []
-    for url in (config_url, None if hosted_canvas(issuer) else issuer):
+    for url in (*urls, None if clouds.get(issuer) else issuer):
         origin = origin_of(url) if url else None
         if origin is not None and origin not in found:
             found.append(origin)
     return found
 
 
-def platform_ancestors(issuer: str, frame_origins: Sequence[str]) -> tuple[str, ...]:
+def platform_ancestors(
+    issuer: str, frame_origins: Sequence[str], clouds: CanvasClouds = DEFAULT_CLOUDS
+) -> tuple[str, ...]:
     """The origins allowed to frame pages for one platform: its recorded origins, or when none
     are recorded what can be derived (the issuer's origin; hosted Canvas's fallback)."""
     if frame_origins:
         return tuple(frame_origins)
-    if hosted_canvas(issuer):
-        return HOSTED_CANVAS_FALLBACK
+    canvas = clouds.get(issuer)
+    if canvas is not None:
+        return canvas.fallback_origins
     return tuple(derived_origins(issuer))
+
+
+def origin_allowed(origin: str, ancestors: Iterable[str]) -> bool:
+    """Whether a page of ``origin`` is one ``frame-ancestors <ancestors>`` lets frame a page
+    (CSP host-source matching: ``https://*.school.edu`` covers every sub-domain of
+    school.edu, not school.edu itself; scheme and port must match)."""
+    try:
+        wanted = normalize_origin(origin, allow_insecure=True)
+    except ValueError:
+        return False
+    scheme, _, rest = wanted.partition("://")
+    for allowed in ancestors:
+        a_scheme, _, a_rest = allowed.partition("://")
+        if a_scheme != scheme:
+            continue
+        if a_rest == rest:
+            return True
+        if a_rest.startswith("*.") and rest.endswith(a_rest[1:]):
+            return True
+    return False
+
+
+def secure_origin(origin: str | None, *, allow_insecure: bool) -> str | None:
+    """``origin`` if pages of it may be allowed to frame Attune: https, or http only when
+    ``ATTUNE_ALLOW_INSECURE_URLS`` (development)."""
+    if origin is None or (origin.startswith("http://") and not allow_insecure):
+        return None
+    return origin
 
 
 def frame_ancestors(origins: Iterable[str]) -> str:
@@ -136,41 +173,53 @@ def with_frame_ancestors(csp: str, origins: Iterable[str]) -> str:
     return f"{csp}; {frame_ancestors(origins)}"
 
 
+@dataclass(frozen=True)
+class FrameRef:
+    platform_id: int
+    # The LMS page origin the launch itself proved (its signed launch_presentation.return_url),
+    # allowed to frame the app on top of the platform's recorded origins.
+    origin: str | None = None
+
+
 class FrameRefs:
-    """Signed, opaque references to a platform, for the app page's query string."""
+    """Signed, opaque references to a platform (and the page origin its launch proved), for
+    the app page's query string."""
 
     def __init__(self, secrets: Sequence[bytes], *, ttl_s: int = REF_TTL_S) -> None:
         self._signer = TokenSigner(secrets, REF_PURPOSE)
         self._ttl = ttl_s
 
-    def issue(self, platform_id: int) -> str:
-        return self._signer.sign({"p": platform_id, "exp": int(time.time()) + self._ttl})
+    def issue(self, platform_id: int, origin: str | None = None) -> str:
+        payload: dict[str, object] = {"p": platform_id, "exp": int(time.time()) + self._ttl}
+        if origin is not None:
+            payload["o"] = origin
+        return self._signer.sign(payload)
 
-    def read(self, ref: str | None) -> int | None:
-        """The platform id, or None for a missing, forged, expired or malformed reference."""
-        if not ref or len(ref) > 256:
+    def read(self, ref: str | None) -> FrameRef | None:
+        """The reference, or None for a missing, forged, expired or malformed one."""
+        if not ref or len(ref) > MAX_REF:
             return None
         try:
             payload = self._signer.verify(ref)
         except InvalidToken:
             return None
-        platform_id = payload.get("p")
-        if isinstance(platform_id, int) and not isinstance(platform_id, bool):
-            return platform_id
-        return None
+        platform_id, origin = payload.get("p"), payload.get("o")
+        if not isinstance(platform_id, int) or isinstance(platform_id, bool):
+            return None
+        return FrameRef(platform_id, origin if isinstance(origin, str) else None)
 
 
 OriginsLoader = Callable[[int], Awaitable[tuple[str, ...] | None]]
 
 
-def db_origins_loader(pool: asyncpg.Pool) -> OriginsLoader:
+def db_origins_loader(pool: asyncpg.Pool, clouds: CanvasClouds = DEFAULT_CLOUDS) -> OriginsLoader:
     async def load(platform_id: int) -> tuple[str, ...] | None:
         row = await pool.fetchrow(
             "SELECT issuer, frame_origins FROM platforms WHERE id = $1", platform_id
         )
         if row is None:
             return None
-        return platform_ancestors(row["issuer"], list(row["frame_origins"]))
+        return platform_ancestors(row["issuer"], list(row["frame_origins"]), clouds)
 
     return load
 

@@ -27,10 +27,11 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.identifiers import identifier
 from shared.jose import SignatureError, TokenShapeError, peek_once, verify_signature
 from shared.lti import claims as C
 from shared.lti import errors
-from shared.lti.login import jwks_endpoint
+from shared.lti.frame import origin_of
 from shared.lti.platform_keys import KeySetUnavailable, PlatformKeys, WeakKey
 from shared.lti.registry import Platform, RegistrationCache
 from shared.lti.roles import role_kinds
@@ -63,6 +64,12 @@ class VerifiedLaunch:
     """Only ``LaunchVerifier.verify`` builds these: every field comes from a verified token."""
 
     platform: Platform
+    issuer: str  # the environment's issuer (a hosted Canvas beta or test launch: its own)
+    token_url: str | None  # that environment's token endpoint
+    auth_origin: str  # that environment's auth endpoint origin (Platform Storage messages)
+    # The origin of the LMS page the launch came from: its signed
+    # launch_presentation.return_url (Canvas builds it on the host the page was served from).
+    page_origin: str | None
     region: str
     nonce: str
     expires_at: int
@@ -81,7 +88,14 @@ class VerifiedLaunch:
     deep_link_data: str | None
     nrps_url: str | None
     name: str | None
+    names_shared: bool  # the LMS sent the user's name (Canvas: its privacy level allows it)
     claims: Mapping[str, Any]
+
+    @property
+    def roster_shared(self) -> bool:
+        """The LMS offers the course roster (Canvas sends the NRPS claim only when the
+        developer key holds the Names and Role Provisioning scope)."""
+        return self.nrps_url is not None
 
 
 class LaunchVerifier:
@@ -156,11 +170,13 @@ class LaunchVerifier:
             # Unusable as a registration key (NUL, lone surrogate, too long): no such platform.
             raise errors.registration_unknown()
 
-        # 3. registration
-        platform = await self._registrations.get(issuer, client_id)
-        if platform is None:
+        # 3. registration (a hosted Canvas beta or test issuer: the production registration of
+        # the client_id, with that environment's keys)
+        resolved = await self._registrations.resolve(issuer, client_id)
+        if resolved is None:
             raise errors.registration_unknown()
-        if platform.id != state.platform_id:
+        platform = resolved.platform
+        if platform.id != state.platform_id or resolved.issuer != state.issuer:
             raise errors.registration_mismatch()
         if state.region != self._urls.region:
             raise errors.state_invalid()  # another cell's login: its launch is there
@@ -178,7 +194,7 @@ class LaunchVerifier:
         if not isinstance(kid, str) or not kid or len(kid) > 256:
             raise errors.jwt_kid_unknown()
         try:
-            key = await self._keys.key_for(jwks_endpoint(platform, state.canvas_environment), kid)
+            key = await self._keys.key_for(resolved.jwks_url, kid)
         except KeySetUnavailable:
             raise errors.platform_jwks_unavailable() from None
         except WeakKey:
@@ -212,7 +228,7 @@ class LaunchVerifier:
                 raise errors.jwt_not_yet_valid()
 
         # 6. iss / aud / azp, now from verified claims
-        if claims.get("iss") != platform.issuer:
+        if claims.get("iss") != resolved.issuer:
             raise errors.registration_mismatch()
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
@@ -239,7 +255,10 @@ class LaunchVerifier:
             raise errors.lti_version_unsupported()
 
         # 9. deployment
-        deployment_id = text(claims.get(C.DEPLOYMENT_ID), 255)
+        # An identifier (printable ASCII, at most 255: shared/identifiers.py), as the admin API
+        # takes deployment ids; a JSON number is no deployment id (the claim is a string).
+        raw_deployment = claims.get(C.DEPLOYMENT_ID)
+        deployment_id = identifier(raw_deployment) if isinstance(raw_deployment, str) else None
         if deployment_id is None:
             raise errors.deployment_missing()
         status = platform.deployments.get(deployment_id)
@@ -285,6 +304,10 @@ class LaunchVerifier:
 
         return VerifiedLaunch(
             platform=platform,
+            issuer=resolved.issuer,
+            token_url=resolved.token_url,
+            auth_origin=resolved.auth_origin,
+            page_origin=_page_origin(claims),
             region=state.region,
             nonce=state.nonce,
             expires_at=int(exp),
@@ -303,8 +326,20 @@ class LaunchVerifier:
             deep_link_data=_get_str(claims, C.DEEP_LINKING_SETTINGS, "data"),
             nrps_url=_get_str(claims, C.NRPS, "context_memberships_url"),
             name=text(claims.get("name"), 255),
+            names_shared=any(text(claims.get(k), 255) for k in NAME_CLAIMS),
             claims=claims,
         )
+
+
+NAME_CLAIMS = ("name", "given_name", "family_name")
+
+
+def _page_origin(claims: Mapping[str, Any]) -> str | None:
+    """The origin of the signed ``launch_presentation.return_url``, if it is an http(s) URL."""
+    url = _get_str(claims, C.LAUNCH_PRESENTATION, "return_url")
+    if url is None or not url.startswith(("https://", "http://")):
+        return None
+    return origin_of(url)
 
 
 def _time(value: object) -> float | None:

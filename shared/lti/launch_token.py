@@ -29,6 +29,16 @@ class DeepLinkContext:
 
 
 @dataclass(frozen=True)
+class Shares:
+    """What the LMS shared with this launch (from its verified claims): the course roster
+    (Names and Role Provisioning) and the user's name. Canvas decides both after the
+    registration (the admin's scopes and privacy level), so only launches can tell."""
+
+    roster: bool
+    names: bool
+
+
+@dataclass(frozen=True)
 class LaunchIdentity:
     launch_id: str
     platform_id: int
@@ -42,6 +52,11 @@ class LaunchIdentity:
     expires_at: int
     deep_link: DeepLinkContext | None = None
     custom_checkin_id: str | None = None  # custom parameter ``checkin_id`` of the link
+    language: str = "en"  # the page's language (BCP 47), chosen from the launch's locale
+    # The LMS page origin the launch proved (its signed return_url), allowed to frame the
+    # pages of this launch (the deep-linking return page) on top of the platform's origins.
+    page_origin: str | None = None
+    shares: Shares | None = None  # None: a token issued before Attune recorded it
 
     @property
     def is_teacher(self) -> bool:
@@ -67,6 +82,9 @@ class LaunchTokens:
         region: str,
         deep_link: DeepLinkContext | None = None,
         custom_checkin_id: str | None = None,
+        language: str = "en",
+        page_origin: str | None = None,
+        shares: Shares | None = None,
     ) -> str:
         claims: dict[str, Any] = {
             "lid": launch_id,
@@ -78,6 +96,7 @@ class LaunchTokens:
             "ro": list(roles),
             "mt": message_type,
             "r": region,
+            "lg": language,
             "exp": int(time.time()) + self._ttl,
         }
         if deep_link is not None:
@@ -89,6 +108,10 @@ class LaunchTokens:
             }
         if custom_checkin_id is not None:
             claims["ck"] = custom_checkin_id
+        if page_origin is not None:
+            claims["po"] = page_origin
+        if shares is not None:
+            claims["sh"] = [int(shares.roster), int(shares.names)]
         return self._signer.sign(claims)
 
     def read(self, token: str) -> LaunchIdentity:
@@ -107,6 +130,8 @@ class LaunchTokens:
                 else None
             )
             ck = p.get("ck")
+            po = p.get("po")
+            sh = p.get("sh")
             return LaunchIdentity(
                 launch_id=str(p["lid"]),
                 platform_id=int(p["p"]),
@@ -120,6 +145,9 @@ class LaunchTokens:
                 expires_at=int(p["exp"]),
                 deep_link=deep_link,
                 custom_checkin_id=None if ck is None else str(ck),
+                language=str(p.get("lg") or "en"),
+                page_origin=None if po is None else str(po),
+                shares=None if sh is None else Shares(roster=bool(sh[0]), names=bool(sh[1])),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise InvalidToken("malformed") from None

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from shared.identifiers import identifier
 from shared.lti import errors
+from shared.lti.frame import origin_allowed
 from shared.lti.registry import Platform, RegistrationCache
 from shared.lti.state import LoginState, StateCodec
 from shared.lti.urls import ToolUrls
@@ -15,8 +17,7 @@ from shared.lti.urls import ToolUrls
 MAX_PARAM = 4096
 MAX_AUTH_PREFIXES = 50_000
 _STORAGE_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_REGION = re.compile(r"^[a-z0-9-]{1,32}$")
-CANVAS_ENVIRONMENTS = ("prod", "beta", "test")
+_INFO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class LoginDecision:
     auth_url: str  # full URL of the platform's auth endpoint with every parameter
     auth_origin: str  # the platform origin for Platform Storage postMessages
     platform: Platform  # the registration the login was for
+    # The origins that may frame this login's Platform Storage page: the platform's, plus those
+    # verified launches of the deployment the login names proved.
+    ancestors: tuple[str, ...]
+
+
+def _deployment_id(value: str | None, name: str) -> str | None:
+    if value is not None and identifier(value) is None:
+        raise errors.login_bad_param(name)
+    return value
 
 
 def parse_login(params: Mapping[str, str]) -> LoginRequest:
@@ -64,12 +74,16 @@ def parse_login(params: Mapping[str, str]) -> LoginRequest:
         raise errors.login_bad_param("iss") from None
     if scheme not in ("https", "http"):
         raise errors.login_bad_param("iss")
-    env = get("canvas_environment")
-    if env is not None and env not in CANVAS_ENVIRONMENTS:
-        raise errors.login_bad_param("canvas_environment")
-    region = get("canvas_region")
-    if region is not None and not _REGION.match(region):
-        raise errors.login_bad_param("canvas_region")
+    # Deployment ids are identifiers (printable ASCII, at most 255: shared/identifiers.py), as
+    # the admin API takes them; anything else never names a deployment.
+    deployment_id = _deployment_id(get("lti_deployment_id"), "lti_deployment_id")
+    # Canvas's LoginRequest names it deployment_id (lti-advantage gem); the IMS name is
+    # lti_deployment_id. Both may come; they must then agree.
+    other = _deployment_id(get("deployment_id"), "deployment_id")
+    if deployment_id is None:
+        deployment_id = other
+    elif other is not None and other != deployment_id:
+        raise errors.login_bad_param("deployment_id")
     storage = get("lti_storage_target")
     if storage is not None and not _STORAGE_TARGET.match(storage):
         raise errors.login_bad_param("lti_storage_target")
@@ -79,23 +93,20 @@ def parse_login(params: Mapping[str, str]) -> LoginRequest:
         target_link_uri=target,
         client_id=client_id,
         lti_message_hint=get("lti_message_hint"),
-        deployment_id=get("lti_deployment_id"),
-        canvas_region=region,
-        canvas_environment=env,
+        deployment_id=deployment_id,
+        # Informational only, never a reason to refuse: self-hosted Canvas sends
+        # canvas_region=not_configured and a test cluster's name as canvas_environment
+        # (Lti::LtiAdvantageAdapter#login_request); the issuer decides the environment.
+        canvas_region=_informational(params.get("canvas_region")),
+        canvas_environment=_informational(params.get("canvas_environment")),
         storage_target=storage,
     )
 
 
-def canvas_endpoint(url: str, environment: str | None) -> str:
-    """Canvas beta/test environments use ``sso.beta``/``sso.test`` instead of ``sso``."""
-    if environment not in ("beta", "test"):
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host == "sso.canvaslms.com" or (host.startswith("sso.") and host.endswith(".canvaslms.com")):
-        netloc = f"sso.{environment}.canvaslms.com"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+def _informational(value: object) -> str | None:
+    """A value kept for logs only: None unless it has the expected shape, never a reason to
+    refuse the login."""
+    return value if isinstance(value, str) and _INFO.match(value) else None
 
 
 class LoginFlow:
@@ -130,28 +141,38 @@ class LoginFlow:
         known = self._auth_prefixes[key] = (prefix, f"{parts.scheme}://{parts.netloc}")
         return known
 
-    async def start(self, request: LoginRequest) -> LoginDecision:
+    async def start(self, request: LoginRequest, page_origin: str | None = None) -> LoginDecision:
+        """``page_origin``: the ``Origin`` the browser sent with a form post (the LMS page that
+        posted the login), used only to skip a Platform Storage page that could not show:
+        framed by an origin its ``frame-ancestors`` would refuse, Attune redirects straight to
+        the platform instead and the partitioned cookie alone binds the login. It grants
+        nothing: a page is never allowed an origin because a request named it."""
         if not self._urls.is_ours(request.target_link_uri):
             raise errors.target_link_uri_foreign()
-        platform = await self._registrations.get(request.issuer, request.client_id)
-        if platform is None:
+        resolved = await self._registrations.resolve(request.issuer, request.client_id)
+        if resolved is None:
             raise errors.platform_unknown()
+        platform = resolved.platform
         if not platform.served_in(self._urls.region):
             raise errors.platform_other_region(*self._urls.where(platform.region))
         if request.deployment_id is not None:
             status = platform.deployments.get(request.deployment_id)
             if status == "disabled":
                 raise errors.deployment_disabled()
-        env = request.canvas_environment if platform.product == "canvas" else None
+        ancestors = platform.ancestors_for(request.deployment_id)
+        storage = request.storage_target
+        if storage is not None and page_origin not in (None, "null"):
+            if not origin_allowed(page_origin, ancestors):
+                storage = None
         token, bind, state = self._codec.issue(
             platform_id=platform.id,
-            issuer=platform.issuer,
+            issuer=resolved.issuer,
             client_id=platform.client_id,
             region=self._urls.region,
-            canvas_environment=env,
-            storage_target=request.storage_target,
+            canvas_environment=resolved.environment,
+            storage_target=storage,
         )
-        prefix, origin = self._auth_prefix(auth_endpoint(platform, env), platform.client_id)
+        prefix, origin = self._auth_prefix(resolved.auth_url, platform.client_id)
         # state and nonce are base64url and dot: nothing in them needs percent-encoding.
         query = {"login_hint": request.login_hint, "state": token, "nonce": state.nonce}
         if request.lti_message_hint is not None:
@@ -163,16 +184,5 @@ class LoginFlow:
             auth_url=f"{prefix}&{urlencode(query)}",
             auth_origin=origin,
             platform=platform,
+            ancestors=ancestors,
         )
-
-
-def auth_endpoint(platform: Platform, canvas_environment: str | None) -> str:
-    if platform.product == "canvas":
-        return canvas_endpoint(platform.auth_url, canvas_environment)
-    return platform.auth_url
-
-
-def jwks_endpoint(platform: Platform, canvas_environment: str | None) -> str:
-    if platform.product == "canvas":
-        return canvas_endpoint(platform.jwks_url, canvas_environment)
-    return platform.jwks_url

@@ -10,6 +10,7 @@ from shared.settings import Settings, SettingsError
 LOGIN_PATH = "/lti/login"
 LAUNCH_PATH = "/lti/launch"
 APP_PATH = "/app"
+LANG_PARAM = "lang"  # the app page's language, from the launch (/app/?f=...&lang=pt-BR)
 JWKS_PATH = "/.well-known/jwks.json"
 
 

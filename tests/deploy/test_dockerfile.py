@@ -13,6 +13,8 @@ imported from that installation (where ``devstack`` is not importable).
 
 from __future__ import annotations
 
+import gettext
+import io
 import re
 import shlex
 import shutil
@@ -27,6 +29,7 @@ from pathlib import Path
 import dockerfile
 import pytest
 
+from shared.i18n.languages import ENGLISH, LANGUAGES
 from shared.routes import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +177,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("image")
     src = tmp / "src"
     src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    # As .dockerignore: no compiled file from the checkout, catalogues (.mo) included.
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.mo")
     for c in stages()[0]:
         if c.cmd == "COPY" and not c.flags:
             for source in c.value[:-1]:
@@ -222,6 +226,20 @@ def test_wheel_carries_every_runtime_file(wheel: Path) -> None:
                 assert 'extra == "dev"' in line, line
 
 
+def test_wheel_carries_the_compiled_catalogue_of_every_language(wheel: Path) -> None:
+    """The build compiles each .po (none came from the checkout: see the fixture), so the
+    image speaks every language; a wheel without them would serve English only."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for lang in LANGUAGES:
+            if lang == ENGLISH:
+                continue
+            mo = f"shared/locale/{lang.babel}/LC_MESSAGES/attune.mo"
+            assert mo in names, mo
+            catalogue = gettext.GNUTranslations(io.BytesIO(archive.read(mo)))
+            assert catalogue.gettext("Something went wrong") != "Something went wrong", lang
+
+
 def test_installed_like_the_image_imports_every_service_without_devstack(
     wheel: Path, tmp_path: Path
 ) -> None:
@@ -250,6 +268,10 @@ def test_installed_like_the_image_imports_every_service_without_devstack(
             assert callable(module.create_app)
         from attune.cli import main
         assert main(["settings"]) == 0
+        from shared.i18n.catalogues import load_all, translations
+        from shared.i18n.languages import BY_TAG
+        load_all()
+        assert translations(BY_TAG["es"]).gettext("Not found") == "No encontrado"
         """
     )
     run = subprocess.run(

@@ -58,7 +58,8 @@ def chromium_context() -> Callable[..., Any]:
     from playwright.async_api import async_playwright
 
     @asynccontextmanager
-    async def open_context(policy: str) -> AsyncIterator[Any]:
+    async def open_context(policy: str, **options: Any) -> AsyncIterator[Any]:
+        """``options``: more Playwright context options (timezone_id, reduced_motion, ...)."""
         profile = Path(tempfile.mkdtemp(prefix="attune-chromium-"))
         (profile / "Default").mkdir()
         (profile / "Default" / "Preferences").write_text(json.dumps(COOKIE_POLICIES[policy]))
@@ -75,6 +76,7 @@ def chromium_context() -> Callable[..., Any]:
                         *SAME_PROCESS_FRAMES,
                     ],
                     timeout=WAIT_S * 1000,
+                    **options,
                 )
                 # Every wait and action of the test: on its condition, within WAIT_S.
                 context.set_default_timeout(WAIT_S * 1000)
@@ -98,3 +100,12 @@ async def stack(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[LtiStack]:
         yield s
     finally:
         await exits.aclose()
+
+
+@pytest.fixture
+async def lms(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A fake LMS of the flavour the test is parametrized with (indirect): "canvas"|"moodle"."""
+    from tests.lti_support import platform_server
+
+    async for platform in platform_server(request.param):
+        yield platform

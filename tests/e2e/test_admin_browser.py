@@ -14,6 +14,7 @@ import pytest
 from services.registration.app import create_app
 from services.registration.cli import create_token
 from tests.conftest import Infra
+from tests.e2e.a11y import audit, no_horizontal_scroll
 from tests.e2e.conftest import ARTIFACTS
 from tests.fakes.platform import FakePlatform
 from tests.fakes.registration_platform import outbox_settled, serve_app
@@ -36,6 +37,8 @@ async def test_admin_issues_a_reregistration_code_for_one_platform(
             page = await context.new_page()
             await page.set_viewport_size({"width": 375, "height": 812})
             await page.goto(f"{url}/admin/")
+            await page.get_by_label("Admin token").wait_for()
+            await audit(page, "admin page, signed out (375 px)")
             await page.get_by_label("Admin token").fill(token)
             await page.get_by_role("button", name="Sign in").click()
             box = page.locator("section.platform", has_text=f"client ID {client.client_id} ")
@@ -46,6 +49,15 @@ async def test_admin_issues_a_reregistration_code_for_one_platform(
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "admin-reregistration-code.png"))
             width = await page.evaluate("document.documentElement.scrollWidth")
+            await audit(page, "admin page, signed in (375 px)")
+            await page.set_viewport_size({"width": 1280, "height": 900})
+            await audit(page, "admin page, signed in (1280 px)")
+            for size in (1280, 375):
+                await page.set_viewport_size({"width": size, "height": 900})
+                await page.goto(f"{url}/admin/register/manual")
+                await page.get_by_role("heading").first.wait_for()
+                await audit(page, f"manual registration page ({size} px)")
+                await no_horizontal_scroll(page)
     finally:
         await outbox_settled(stack.pool)
         await runner.cleanup()

@@ -5,15 +5,15 @@ groups."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.experience import answer as answer_in
+from tests.e2e.experience import face_of, launch_url
 from tests.e2e.waits import signed_in
 from tests.fakes.platform import Client, FakePlatform
 from tests.integration.test_checkins import INSTRUCTOR, LEARNER, Api, learners_in_roster, minted
@@ -23,20 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def course_page(stack: LtiStack, canvas: FakePlatform, client: Client, sub: str, role: str) -> None:
-    login_url = f"{stack.url}/lti/login?" + urlencode(
-        {
-            "iss": canvas.issuer,
-            "login_hint": sub,
-            "client_id": client.client_id,
-            "target_link_uri": f"{stack.url}/app",
-            "lti_deployment_id": client.deployment_id,
-            "lti_message_hint": json.dumps({"roles": [role]}),
-            "canvas_environment": "prod",
-            "canvas_region": "us-east-1",
-            "lti_storage_target": "_parent",
-        }
-    )
-    canvas.set_course_page(login_url, tool_origin=stack.url)
+    canvas.set_course_page(launch_url(stack, canvas, client, sub, role), tool_origin=stack.url)
 
 
 async def course_tab(
@@ -86,15 +73,12 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
         await t.locator("#teacher-list li h3").filter(has_text="the exam").wait_for()
         await teacher.screenshot(path=str(ARTIFACTS / "checkins-teacher-created.png"))
 
-        for sub, word in (("student-a", "Nervous"), ("student-b", "Excited")):
+        for sub, word in (("student-a", "nervous"), ("student-b", "excited")):
             page = await course_tab(context, stack, canvas, client, sub, LEARNER)
             s = page.frame_locator("#tool")
             card = s.get_by_role("article", name="How do you feel about the exam?")
-            await card.get_by_role("radio", name=word).check()
-            await card.get_by_label("Anything to add?").fill(f"note from {sub}")
-            await card.get_by_role("button", name="Send my answer").click()
-            await s.get_by_text("Thanks, your answer was saved").wait_for()
-            await s.locator("#student-history li").filter(has_text=word).wait_for()
+            await answer_in(card, word, note=f"note from {sub}")
+            await s.locator("#student-history li").filter(has_text=word.capitalize()).wait_for()
             await page.screenshot(path=str(ARTIFACTS / f"checkins-{sub}-answered.png"))
             await page.close()
 
@@ -105,13 +89,15 @@ async def test_teacher_creates_students_answer_teacher_sees_results(
             .filter(has_text="2 of 2 students answered")
             .wait_for()
         )
-        chart = t.locator("#results svg[role=img]").first
-        label = await chart.get_attribute("aria-label")
-        assert label is not None and "Unpleasant 1" in label and "Very pleasant 1" in label
+        chart = t.get_by_role("table", name="Pleasantness")
+        rows = await chart.locator("tbody tr").all_inner_texts()
+        assert [r.split() for r in rows][1] == ["Unpleasant", "1"]
+        assert [r.split() for r in rows][4] == ["Very", "pleasant", "1"]
         who = t.locator("#results-who")
         await who.filter(has_text="Person student-a").wait_for()
         assert "note from student-b" in await who.inner_text()
-        await t.locator("#insights-body figure").first.wait_for()
+        await t.get_by_role("button", name="Insights").click()
+        await t.get_by_role("table", name="Pleasantness over time").wait_for()
         await teacher.screenshot(
             path=str(ARTIFACTS / "checkins-teacher-results.png"), full_page=True
         )
@@ -158,14 +144,16 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
         card = s.get_by_role("article", name="Anonymous pulse")
         await card.filter(has_text="never yours alone or with your name").wait_for()
         assert "results of at least 5 answers together" in await card.inner_text()
+        await card.get_by_role("button", name=face_of("calm"), exact=True).click()
         note = card.get_by_label("Anything to add?")
-        assert "reads notes without names" in await note.evaluate(
-            "n => document.getElementById(n.getAttribute('aria-describedby')).textContent"
+        hint = await note.evaluate(
+            "n => n.getAttribute('aria-describedby').split(' ')"
+            ".map(id => document.getElementById(id).textContent).join(' ')"
         )
-        await card.get_by_role("radio", name="Calm").check()
-        await note.fill("note 0")
-        await card.get_by_role("button", name="Send my answer").click()
-        await s.get_by_text("Thanks, your answer was saved").wait_for()
+        assert "reads notes without names" in hint
+        assert "sees your feeling only in results of at least 5 answers" in await card.inner_text()
+        await card.get_by_role("button", name="Back to the faces").click()
+        await answer_in(card, "calm", note="note 0")
         await card.filter(
             has_text="The class picture appears once 5 students have answered"
         ).wait_for()
@@ -175,16 +163,16 @@ async def test_anonymous_results_appear_in_groups_and_say_how_many_more(
         state = t.locator("#results-state")
         await state.filter(has_text="Results appear once 5 students have answered").wait_for()
         await state.filter(has_text="4 more to go").wait_for()
-        assert await t.locator("#results svg").count() == 0
+        assert await t.locator("#results table.chart").count() == 0
         assert "note 0" not in await t.locator("#results").inner_text()
 
         for i, word in enumerate(("happy", "sad", "calm", "proud"), start=1):
             await answer(i, word)
         await state.filter(has_text="These results cover 5 answers").wait_for(timeout=30_000)
         await state.filter(has_text="when 5 more students answer").wait_for()
-        chart = t.locator("#results svg[role=img]").first
-        label = await chart.get_attribute("aria-label")
-        assert label is not None and "Neutral 2" in label and "Very pleasant 2" in label
+        chart = t.get_by_role("table", name="Pleasantness")
+        rows = [r.split() for r in await chart.locator("tbody tr").all_inner_texts()]
+        assert rows[2] == ["Neutral", "2"] and rows[4] == ["Very", "pleasant", "2"]
         notes = t.get_by_role("heading", name="Notes, in alphabetical order")
         await notes.wait_for()
         assert "note 4" in await t.locator("#results").inner_text()

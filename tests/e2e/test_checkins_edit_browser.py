@@ -54,7 +54,7 @@ async def test_teacher_creates_weekly_checkin_and_edits_its_question(
         item = t.locator(f"#teacher-list li[data-checkin='{checkin_id}']")
         await (
             item.locator(".badge.recurrence")
-            .filter(has_text="Repeats: Every week on Monday, Thursday")
+            .filter(has_text="Repeats: Every week on Monday and Thursday")
             .wait_for()
         )
         row = await stack.pool.fetchrow(
@@ -96,7 +96,7 @@ async def test_teacher_creates_weekly_checkin_and_edits_its_question(
         assert await item.get_by_role("button", name="Edit").evaluate(
             "el => el === document.activeElement"
         )
-        await item.locator(".badge.recurrence").filter(has_text="Monday, Thursday").wait_for()
+        await item.locator(".badge.recurrence").filter(has_text="Monday and Thursday").wait_for()
         await teacher.screenshot(path=str(ARTIFACTS / "checkins-edit-saved.png"))
 
         row = await stack.pool.fetchrow(

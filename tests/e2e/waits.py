@@ -17,6 +17,9 @@ from typing import Any
 
 from playwright.async_api import Error as PlaywrightError
 
+from services.checkins.emotions import catalogue
+from shared.i18n.languages import ENGLISH, Language
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # screenshots, logs
 
 # The longest any single condition may take (Playwright's default for every wait and action
@@ -33,7 +36,9 @@ def deadline(seconds: float = WAIT_S) -> Callable[[], bool]:
     return lambda: loop.time() >= end
 
 
-async def signed_in(page: Any, role: str, *, shot: str, frame: str = "#tool") -> None:
+async def signed_in(
+    page: Any, role: str, *, shot: str, frame: str = "#tool", language: Language = ENGLISH
+) -> None:
     """Wait until the app in the page's ``frame`` says it is signed in as ``role``.
 
     The tool's frame navigates cross-site three times (login, the LMS's auth endpoint, the
@@ -42,7 +47,7 @@ async def signed_in(page: Any, role: str, *, shot: str, frame: str = "#tool") ->
     app. So each try resolves the iframe afresh with a short timeout, and the page's frames
     are also read directly. On failure the page is photographed as ``shot``.
     """
-    wanted = f"Signed in as a {role}"
+    wanted = str(catalogue(language)[f"app.signed_in_{role}"]).rstrip(".")
     expired = deadline()
     text: str | None = None
     while not expired():

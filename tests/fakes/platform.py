@@ -25,6 +25,7 @@ from devstack.emulator.lti import (
     LEARNER,
     Client,
     auth_request_problem,
+    frame_resize_js,
     launch_claims,
     new_client_id,
     new_deployment_id,
@@ -77,6 +78,9 @@ class FakePlatform(PlatformServices):
     used_message_hints: set[str] = field(default_factory=set)
     auth_requests: list[dict[str, str]] = field(default_factory=list)
     course_html: str = ""
+    launch_html: str = ""  # a page that posts the login, as Canvas's launch page does
+    # The launch_presentation.return_url of its id_tokens (the LMS page a launch came from).
+    return_url: str | None = None
     # Deep linking and NRPS (the tool's side is verified against tool_jwks_url).
     tool_jwks_url: str = ""
     deep_link_responses: list[dict[str, Any]] = field(default_factory=list)
@@ -132,6 +136,7 @@ class FakePlatform(PlatformServices):
         app.router.add_get(urlsplit(self.jwks_url).path, self._jwks)
         app.router.add_route("*", urlsplit(self.auth_url).path, self._authorize)
         app.router.add_get("/lms/course", self._course)
+        app.router.add_get("/lms/launch", self._launch_page)
         self.add_service_routes(app, urlsplit(self.token_url).path)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -148,14 +153,31 @@ class FakePlatform(PlatformServices):
     async def _course(self, request: web.Request) -> web.Response:
         return web.Response(text=self.course_html, content_type="text/html")
 
+    async def _launch_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.launch_html, content_type="text/html")
+
+    def set_posting_course_page(self, login_url: str, fields: dict[str, str]) -> None:
+        """A course page whose tool frame first loads this LMS's launch page, which posts the
+        login (the browser then sends this LMS's Origin), as Canvas does."""
+        self.set_course_page("/lms/launch", tool_origin=login_url.split("/lti/", 1)[0])
+        inputs = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in fields.items()
+        )
+        self.launch_html = (
+            f'<!doctype html><form id="f" method="post" action="{html.escape(login_url)}">'
+            f'{inputs}</form><script>document.getElementById("f").submit()</script>'
+        )
+
     def set_course_page(self, iframe_src: str, tool_origin: str) -> None:
         """An LMS course page embedding the tool, with a Platform Storage responder
         (lti.put_data / lti.get_data) that only answers the tool's origin."""
         self.course_html = f"""<!doctype html><html><head><title>Course</title></head><body>
 <h1>Wellbeing 101</h1>
 <script>{storage_responder_js(tool_origin)}</script>
-<iframe id="tool" name="tool" title="Attune" style="width:100%;height:400px"
+<iframe id="tool" name="tool" title="Attune" style="width:100%;height:400px;border:0"
         src="{html.escape(iframe_src)}"></iframe>
+<script>{frame_resize_js(tool_origin, self.flavour)}</script>
 </body></html>"""
 
     async def _jwks(self, request: web.Request) -> web.Response:
@@ -190,6 +212,7 @@ class FakePlatform(PlatformServices):
             message_type=message.get("message_type", C.RESOURCE_LINK_REQUEST),
             roles=message.get("roles"),
             custom=message.get("custom"),
+            locale=message.get("locale") or "en",
         )
         fields = {"id_token": token, "state": params["state"]}
         inputs = "".join(
@@ -214,6 +237,7 @@ class FakePlatform(PlatformServices):
         target_link_uri: str | None = None,
         context_id: str = "course-1",
         custom: dict[str, str] | None = None,
+        locale: str = "en",
     ) -> dict[str, Any]:
         return launch_claims(
             flavour=self.flavour,
@@ -230,6 +254,8 @@ class FakePlatform(PlatformServices):
             context_id=context_id,
             lifetime_s=self.token_lifetime_s,
             extra=self.service_claims(context_id, custom),
+            locale=locale,
+            return_url=self.return_url,
         )
 
     def id_token(self, client: Client, **kwargs: Any) -> str:

@@ -530,19 +530,28 @@ async def test_storage_binding_only_for_a_platform_storage_login(env: Env) -> No
         await post_accepted(env, attacker, form(token, params))
 
 
-async def test_storage_relaunch_page_escapes_the_echoed_fields(env: Env) -> None:
-    """Without a cookie the launch answers with the Platform Storage page, which echoes the
-    form: the echo must be escaped and nothing recorded."""
+async def test_storage_relaunch_page_verifies_first_and_escapes_the_echo(env: Env) -> None:
+    """Without a cookie the launch fetches the binding from Platform Storage through a page
+    that echoes the form. The token is verified before that page is shown (nothing recorded):
+    a forged or malformed one is refused at once and never echoed; a valid one is echoed
+    escaped, and the page may be framed by the LMS page its signed return URL names."""
     async with browser() as a, browser() as b:
         params, _ = await _storage_login(a, env)
         evil = '"><script>alert(1)</script>'
         before = await counts(env.pool)
         resp = await post_launch(b, env.url, {"id_token": evil, "state": params["state"]})
+        body = await resp.text()
+        assert resp.status == 400 and "jwt_malformed" in body, body
+        assert "<script>alert(1)" not in body
+        claims = env.claims(params)
+        claims[C.LAUNCH_PRESENTATION] = {"return_url": "https://canvas.school.edu/courses/1"}
+        resp = await post_launch(b, env.url, form(env.sign(claims), params))
         page = await resp.text()
         assert resp.status == 200, page
-        assert "<script>alert(1)" not in page
-        assert "&lt;script&gt;" in page or "&#34;&gt;&lt;script" in page
-        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert 'name="lti_storage_bind"' in page and "<script>alert" not in page
+        csp = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp
+        assert "https://canvas.school.edu" in csp.split("frame-ancestors")[1]
         assert await counts(env.pool) == before
 
 
@@ -1196,6 +1205,11 @@ REJECTED_CLAIMS = [
     pytest.param(
         put(C.DEPLOYMENT_ID, "d" * 256), 400, "deployment_missing", id="deployment-too-long"
     ),
+    # Deployment ids are identifiers (shared/identifiers.py), as the admin API takes them: one
+    # a launch recorded could not be approved or disabled there otherwise.
+    pytest.param(put(C.DEPLOYMENT_ID, "d 1"), 400, "deployment_missing", id="deployment-space"),
+    pytest.param(put(C.DEPLOYMENT_ID, "dé"), 400, "deployment_missing", id="deployment-non-ascii"),
+    pytest.param(put(C.DEPLOYMENT_ID, "d\t1"), 400, "deployment_missing", id="deployment-tab"),
     # 10. message type
     pytest.param(
         put(C.MESSAGE_TYPE, "LtiSubmissionReviewRequest"),
@@ -1459,6 +1473,25 @@ async def test_deployment_disabled_at_login(stack: LtiStack, canvas: FakePlatfor
         assert await counts(env.pool) == before
 
 
+async def test_deployment_disabled_at_login_named_as_canvas_names_it(
+    stack: LtiStack, canvas: FakePlatform
+) -> None:
+    """Canvas's LoginRequest (lti-advantage gem) names the deployment ``deployment_id``, not
+    ``lti_deployment_id``: a disabled one is refused at login either way."""
+    env = await make_env(stack, canvas, deployment_status="disabled")
+    async with browser() as b:
+        before = await counts(env.pool)
+        resp = await _login(
+            b, env, {"lti_deployment_id": None, "deployment_id": env.client.deployment_id}
+        )
+        await assert_error(resp, 403, "deployment_disabled")
+        assert "Set-Cookie" not in resp.headers
+        assert await counts(env.pool) == before
+        # Both names, the same id (what Canvas traffic may carry): refused too.
+        resp = await _login(b, env, {"deployment_id": env.client.deployment_id})
+        await assert_error(resp, 403, "deployment_disabled")
+
+
 async def test_deployment_disabled_at_launch(stack: LtiStack, canvas: FakePlatform) -> None:
     """The login did not name the deployment (it is optional): the launch refuses it."""
     env = await make_env(stack, canvas, deployment_status="disabled")
@@ -1587,14 +1620,27 @@ LOGIN_REFUSALS = [
     ),
     pytest.param({"client_id": None}, 400, "login_missing_param", id="client-id-missing"),
     pytest.param({"iss": ""}, 400, "login_missing_param", id="iss-empty"),
-    pytest.param({"canvas_environment": "staging"}, 400, "login_bad_param", id="canvas-env"),
     pytest.param(
         {"lti_storage_target": "my frame"}, 400, "login_bad_param", id="storage-target-space"
     ),
     pytest.param(
         {"lti_storage_target": "a" * 65}, 400, "login_bad_param", id="storage-target-long"
     ),
-    pytest.param({"canvas_region": "US East"}, 400, "login_bad_param", id="canvas-region"),
+    pytest.param(
+        {"deployment_id": "another-deployment"}, 400, "login_bad_param", id="deployment-ids-differ"
+    ),
+    pytest.param(
+        {"lti_deployment_id": "d 1", "deployment_id": None},
+        400,
+        "login_bad_param",
+        id="deployment-id-space",
+    ),
+    pytest.param(
+        {"lti_deployment_id": None, "deployment_id": "dé"},
+        400,
+        "login_bad_param",
+        id="canvas-deployment-id-non-ascii",
+    ),
     pytest.param({"iss": "ftp://canvas.example"}, 400, "login_bad_param", id="iss-not-http"),
     pytest.param({"login_hint": "user\x00"}, 400, "login_bad_param", id="nul-byte"),
     pytest.param({"client_id": "1\x00"}, 400, "login_bad_param", id="nul-client-id"),
@@ -1626,6 +1672,30 @@ async def test_login_refused(
         assert "Set-Cookie" not in resp.headers
         assert "Location" not in resp.headers
         assert await counts(env.pool) == before
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # Self-hosted Canvas's fallback (Lti::LtiAdvantageAdapter#login_request).
+        pytest.param({"canvas_region": "not_configured"}, id="region-not-configured"),
+        pytest.param({"canvas_region": "US East"}, id="region-unknown-shape"),
+        pytest.param({"canvas_region": "r" * 5000}, id="region-long"),
+        pytest.param({"canvas_region": "x\x00"}, id="region-nul"),
+        pytest.param({"canvas_environment": "staging"}, id="environment-test-cluster"),
+        pytest.param({"canvas_environment": "e" * 5000}, id="environment-long"),
+    ],
+)
+async def test_canvas_region_and_environment_never_refuse_a_login(
+    env: Env, changes: dict[str, str]
+) -> None:
+    """Informational only: whatever Canvas says its region or cluster is, the login goes on
+    (the issuer decides the environment, and Attune's regions are its own)."""
+    async with browser() as b:
+        for method in ("GET", "POST"):
+            resp = await _login(b, env, changes, method=method)
+            assert resp.status == 302, await resp.text()
+            assert "Set-Cookie" in resp.headers
 
 
 async def test_login_control(env: Env) -> None:

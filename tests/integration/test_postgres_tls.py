@@ -23,10 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from attune.cli import app_factory
 from devstack.embedded import EmbeddedPostgres
 from shared.db import create_pool
 from shared.settings import SettingsError, load_settings
-from tests.conftest import private_tmpdir
+from tests.conftest import Infra, private_tmpdir
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +217,29 @@ def test_verification_without_a_ca_bundle_is_refused_at_start(tls_postgres: TlsP
     missing = tls_postgres.ca.with_name("missing.pem")
     with pytest.raises(SettingsError, match=f"sslrootcert {missing} cannot be read"):
         load_settings({"DATABASE_URL": tls_postgres.with_tls(missing)}, need_kafka=False)
+
+
+async def test_a_database_the_service_cannot_verify_is_unavailable_not_a_crash(
+    aiohttp_client, infra: Infra, tls_postgres: TlsPostgres
+) -> None:
+    """A server certificate the CA bundle does not vouch for (a misconfigured bundle, or the
+    database's certificate rotated to another CA) is the database being unavailable to this
+    service: /readyz says so, and a request that needs the database answers 503
+    ``database_unavailable`` with Retry-After, as for any outage — not a 500."""
+    settings = infra.settings(database_url=tls_postgres.with_tls(tls_postgres.other_ca))
+    client = await aiohttp_client(app_factory("login")(settings))
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    resp = await client.get(
+        "/lti/login",
+        params={
+            "iss": "https://lms.example.edu",
+            "login_hint": "u1",
+            "target_link_uri": "http://127.0.0.1:8000/app",
+            "client_id": "c1",
+        },
+        headers={"Accept": "application/json"},
+    )
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (503, "database_unavailable"), body
+    assert "Retry-After" in resp.headers

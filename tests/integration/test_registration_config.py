@@ -38,6 +38,9 @@ TOP_LEVEL = {
     "public_jwk": ("optional", dict),
     "public_jwk_url": ("optional", str),
     "custom_fields": ("optional", dict),
+    # Newer Canvas: the developer key's redirect URIs (Lti::CreateRegistrationService, else
+    # [target_link_uri]); Canvas's ToolConfiguration schema allows further keys.
+    "redirect_uris": ("optional", list),
 }
 ALLOWED_SCOPES = {
     "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
@@ -142,6 +145,13 @@ async def test_canvas_json_configuration(infra: Infra) -> None:
         "ap-southeast-2": "https://au.attune.example.edu/lti/login",
     }
     assert doc["target_link_uri"] == "https://attune.example.edu/app"
+    # Every region's launch URL: without them newer Canvas defaults the redirect URIs to the
+    # target_link_uri (the app) and refuses every launch's auth request.
+    assert doc["redirect_uris"] == [
+        "https://eu.attune.example.edu/lti/launch",
+        "https://us.attune.example.edu/lti/launch",
+        "https://au.attune.example.edu/lti/launch",
+    ]
     assert doc["public_jwk_url"] == "https://attune.example.edu/.well-known/jwks.json"
     assert "public_jwk" not in doc
     assert doc["scopes"] == [

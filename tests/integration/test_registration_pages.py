@@ -38,8 +38,12 @@ class Env:
     pool: asyncpg.Pool
     session: aiohttp.ClientSession
 
-    async def code(self) -> str:
-        return (await create_install_code(self.pool, label="pages", ttl_s=3600))[0]
+    async def code(self, for_platform_id: int | None = None) -> str:
+        return (
+            await create_install_code(
+                self.pool, label="pages", ttl_s=3600, for_platform_id=for_platform_id
+            )
+        )[0]
 
 
 async def _env(infra: Infra, pool: asyncpg.Pool, **overrides: object) -> AsyncIterator[Env]:
@@ -174,7 +178,7 @@ async def test_install_page_names_the_canvas_account_not_its_version_word(
 
 
 async def register(
-    env: Env, platform: RegistrationPlatform, placements: list[str]
+    env: Env, platform: RegistrationPlatform, placements: list[str], *, code: str | None = None
 ) -> tuple[aiohttp.ClientResponse, str]:
     _, page = await open_install_page(env.session, env.url, platform)
     done = await submit_install(
@@ -182,7 +186,7 @@ async def register(
         env.url,
         form_value(page),
         placements=placements,
-        credential=("install_code", await env.code()),
+        credential=("install_code", code or await env.code()),
     )
     return done, await done.text()
 
@@ -204,10 +208,14 @@ async def test_moodle_done_page_shows_the_deployment_id_and_what_to_switch_on(
     assert "Embed, without blocks" in text
     assert_written_for_the_admin(page)
 
-    # Moodle's registration update (same client id): Moodle keeps the tool's state, so the page
-    # must not send the administrator looking for a pending tool; it resets the usage setting.
+    # Moodle's registration update (same client id, with the re-registration code an admin
+    # issued for it): Moodle keeps the tool's state, so the page must not send the
+    # administrator looking for a pending tool; it resets the usage setting.
+    platform_id = await env.pool.fetchval(
+        "SELECT id FROM platforms WHERE client_id = 'moodle-client-pages'"
+    )
     moodle.new_token()
-    again, page = await register(env, moodle, [])
+    again, page = await register(env, moodle, [], code=await env.code(platform_id))
     assert again.status == 200, page
     text = words(page)
     assert "Attune's registration with Moodle is updated" in text

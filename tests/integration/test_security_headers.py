@@ -88,6 +88,7 @@ ROUTES: dict[tuple[str, str, str], str] = {
     ("checkins", "PUT", "/api/checkins/checkins/{checkin_id}/response"): JSON,
     ("checkins", "GET", "/api/checkins/history"): JSON,
     ("checkins", "GET", "/api/checkins/insights"): JSON,
+    ("checkins", "GET", "/api/checkins/students"): JSON,
     ("checkins", "GET", "/api/checkins/export"): JSON,
     ("checkins", "GET", "/api/checkins/history/export"): JSON,
     ("checkins", "GET", "/static"): STATIC,
@@ -316,7 +317,7 @@ async def lti_pages(w: Walk, canvas: FakePlatform) -> None:
     w.page(("checkins", "GET", "/app/"))
     for what, path in [
         ("GET /app/ without a reference", "/app/"),
-        ("GET /app/ with a forged reference", app_path[:-3] + "AAA"),
+        ("GET /app/ with a forged reference", app_path.split("&", 1)[0][:-3] + "AAA"),
         ("GET /app/ with garbage", "/app/?f=%22%3B%20script-src%20*"),
     ]:
         resp = await w.call("checkins", "GET", path)

@@ -11,13 +11,16 @@ import pytest
 from shared.lti.frame import (
     HOSTED_CANVAS_FALLBACK,
     MAX_FRAME_ORIGINS,
+    FrameRef,
     FrameRefs,
     PlatformFrames,
     derived_origins,
     frame_ancestors,
     normalize_origin,
     normalize_origins,
+    origin_allowed,
     platform_ancestors,
+    secure_origin,
 )
 from shared.signing import TokenSigner
 
@@ -86,8 +89,8 @@ def test_origin_lists_are_bounded_and_deduplicated() -> None:
 
 
 def test_derived_origins_skip_the_shared_canvas_issuer() -> None:
-    config = "https://school.instructure.com/api/lti/security/openid-configuration?x=1"
-    assert derived_origins("https://canvas.instructure.com", config_url=config) == [
+    endpoint = "https://school.instructure.com/api/lti/registrations?x=1"
+    assert derived_origins("https://canvas.instructure.com", urls=[endpoint]) == [
         "https://school.instructure.com"
     ]
     assert derived_origins("https://moodle.school.edu/moodle") == ["https://moodle.school.edu"]
@@ -104,11 +107,13 @@ def test_frame_refs_are_signed_and_expire() -> None:
     secrets = [os.urandom(32)]
     refs = FrameRefs(secrets)
     ref = refs.issue(42)
-    assert refs.read(ref) == 42
+    assert refs.read(ref) == FrameRef(42, None)
+    proven = refs.issue(42, "https://canvas.school.edu")
+    assert refs.read(proven) == FrameRef(42, "https://canvas.school.edu")
     body, _, mac = ref.partition(".")
     assert refs.read(f"{body}.{mac[:-2]}AA") is None  # forged MAC
     assert FrameRefs([os.urandom(32)]).read(ref) is None  # another deployment's secret
-    assert refs.read(None) is None and refs.read("") is None and refs.read("x" * 300) is None
+    assert refs.read(None) is None and refs.read("") is None and refs.read("x" * 1100) is None
     # The same secret under another purpose (e.g. a launch token) is not a frame reference.
     other = TokenSigner(secrets, "attune:launch-token:v1").sign({"p": 42, "exp": 2**40})
     assert refs.read(other) is None
@@ -138,3 +143,30 @@ async def test_platform_frames_cache_and_invalidation() -> None:
     assert await frames.get(2) is None
     assert await frames.get(2) is None
     assert calls == [1, 1, 2]
+
+
+def test_origin_allowed_matches_like_frame_ancestors() -> None:
+    """CSP host-source matching: exact origins, ``*.`` for sub-domains only, scheme and port
+    exact (the login's Platform Storage page is skipped for an origin this refuses)."""
+    allowed = ("https://school.instructure.com", "https://*.school.edu", "http://127.0.0.1:8001")
+    assert origin_allowed("https://school.instructure.com", allowed)
+    assert origin_allowed("https://School.Instructure.com:443", allowed)
+    assert origin_allowed("https://canvas.school.edu", allowed)
+    assert origin_allowed("https://a.b.school.edu", allowed)
+    assert origin_allowed("http://127.0.0.1:8001", allowed)
+    assert not origin_allowed("https://school.edu", allowed)  # *. means a sub-domain
+    assert not origin_allowed("https://evilschool.edu", allowed)
+    assert not origin_allowed("http://school.instructure.com", allowed)  # scheme
+    assert not origin_allowed("https://school.instructure.com:8443", allowed)  # port
+    assert not origin_allowed("http://127.0.0.1:8002", allowed)
+    assert not origin_allowed("null", allowed)
+    assert not origin_allowed("https://other.instructure.com", allowed)
+    assert origin_allowed("https://other.instructure.com", HOSTED_CANVAS_FALLBACK)
+    assert not origin_allowed("https://instructure.com", HOSTED_CANVAS_FALLBACK)
+
+
+def test_only_secure_origins_unless_development() -> None:
+    assert secure_origin("https://a.example", allow_insecure=False) == "https://a.example"
+    assert secure_origin("http://a.example", allow_insecure=False) is None
+    assert secure_origin("http://a.example", allow_insecure=True) == "http://a.example"
+    assert secure_origin(None, allow_insecure=True) is None

@@ -347,6 +347,44 @@ async def test_a_refused_connection_is_retried_until_the_service_listens(
     await server.close()
 
 
+async def test_a_connection_lost_before_the_answer_is_retried_for_safe_methods_only(
+    aiohttp_client: ClientFactory,
+) -> None:
+    """Regression (CI, test_dev_stack): a request sent right after a service was SIGKILLed
+    went out on a kept-alive connection to the dead process and came back 502 ("failed to
+    answer": aiohttp retries an idempotent request once, but the pool held two connections to
+    the dead process). A connection lost before any answer is sent again within the wait for
+    GET, HEAD and OPTIONS (idempotent: RFC 9110 9.2.2); a POST may have been processed, so it
+    is not repeated."""
+    seen: list[bytes] = []
+    dying = 2  # connections that die before answering, then one that answers, and so on
+
+    async def dying_then_serving(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b" ", 1)[0])
+        if len(seen) % (dying + 1):
+            writer.transport.abort()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(dying_then_serving, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await aiohttp_client(create_gateway({"login": f"http://127.0.0.1:{port}"}))
+    resp = await client.get("/lti/login")
+    assert (resp.status, await resp.text()) == (200, "ok")
+    assert seen == [b"GET"] * 3
+    resp = await client.post("/lti/login", data=b"a=1")
+    assert resp.status == 502
+    assert (await resp.json())["error"]["code"] == "upstream_unavailable"
+    assert seen == [b"GET"] * 3 + [b"POST"]
+    server.close()
+    await server.wait_closed()
+
+
 async def test_a_service_not_ready_within_the_wait_is_503(aiohttp_client: ClientFactory) -> None:
     upstreams = Upstreams({"login": f"http://127.0.0.1:{_closed_port()}"}, ready=False)
     client = await aiohttp_client(create_gateway(upstreams, ready_wait_s=0.3))

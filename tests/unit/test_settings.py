@@ -67,6 +67,18 @@ def test_cell_roles() -> None:
         load_settings({**BASE, "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "no-port"})
 
 
+def test_dev_canvas_cloud_only_with_insecure_urls() -> None:
+    """The emulator's hosted-Canvas cloud makes loopback issuers count as hosted Canvas: a
+    development setting, refused unless insecure URLs are allowed (never in production)."""
+    cloud = {"ATTUNE_DEV_CANVAS_CLOUD": "http://localhost:8001"}
+    with pytest.raises(SettingsError, match="needs ATTUNE_ALLOW_INSECURE_URLS"):
+        load_settings({**BASE, **cloud})
+    dev = {**BASE, **cloud, "ATTUNE_ALLOW_INSECURE_URLS": "true", "ATTUNE_ENV": "development"}
+    assert load_settings(dev).dev_canvas_cloud == "http://localhost:8001"
+    with pytest.raises(SettingsError, match="ATTUNE_DEV_CANVAS_CLOUD"):
+        load_settings({**dev, "ATTUNE_DEV_CANVAS_CLOUD": "localhost:8001"})
+
+
 def test_settings_are_frozen() -> None:
     s = load_settings(BASE)
     with pytest.raises(Exception, match="frozen"):

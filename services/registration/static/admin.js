@@ -4,6 +4,14 @@
 (function () {
   var KEY = "attune-admin-token";
   var page = document.body.getAttribute("data-page");
+  // Every sentence comes from the server, in the reader's language (the page's data block).
+  var T = JSON.parse(document.getElementById("admin-data").textContent).strings;
+  var LANG = document.documentElement.lang || undefined;
+  var WHEN = new Intl.DateTimeFormat(LANG, { dateStyle: "medium", timeStyle: "short" });
+  function fmt(key, values) {
+    return T[key].replace(/\{(\w+)\}/g, function (_, k) { return String(values[k]); });
+  }
+  function when(iso) { return iso ? WHEN.format(new Date(iso)) : ""; }
 
   function $(id) { return document.getElementById(id); }
   function token() { return window.sessionStorage.getItem(KEY); }
@@ -35,7 +43,7 @@
 
   function errorText(result) {
     var e = result.data && result.data.error;
-    return e ? e.message + " (" + e.code + ")" : "Request failed (HTTP " + result.status + ")";
+    return e ? e.message + " (" + e.code + ")" : fmt("request_failed", { status: result.status });
   }
 
   // --- dashboard ------------------------------------------------------------------------------
@@ -48,17 +56,16 @@
   function deploymentAction(platform, deployment, action) {
     api("POST", "/api/admin/platforms/" + platform.id + "/deployments/" + action,
         { deployment_id: deployment.deployment_id }).then(function (r) {
-      status(r.ok ? "Deployment " + deployment.deployment_id + ": " + action + "d." : errorText(r));
+      status(r.ok ? fmt("deployment_" + action + "d", { deployment: deployment.deployment_id }) : errorText(r));
       loadAll();
     });
   }
 
   function deletePlatform(platform) {
-    var question = "Delete the registration of " + (platform.name || platform.issuer) +
-      " (client ID " + platform.client_id + ")? Launches from it stop within seconds.";
+    var question = fmt("delete_confirm", { name: platform.name || platform.issuer, client_id: platform.client_id });
     if (!window.confirm(question)) { return; }
     api("DELETE", "/api/admin/platforms/" + platform.id).then(function (r) {
-      status(r.ok ? "Deleted. " + r.data.data_retention : errorText(r));
+      status(r.ok ? fmt("deleted", { retention: r.data.data_retention }) : errorText(r));
       loadAll();
     });
   }
@@ -66,13 +73,12 @@
   // A re-registration code: the only install code that may update this registration (the
   // LMS's "Update" / re-register). Shown once, next to the platform it is for.
   function reregistrationCode(platform, out) {
-    var label = ("Re-register " + (platform.name || platform.issuer)).slice(0, 200);
+    var label = fmt("reregister_label", { name: platform.name || platform.issuer }).slice(0, 200);
     api("POST", "/api/admin/install-codes", { platform_id: platform.id, label: label })
       .then(function (r) {
         out.hidden = false;
         out.textContent = r.ok
-          ? "Re-registration code for this LMS (shown once, valid until " + r.data.expires_at +
-            "; it can only update this registration): " + r.data.install_code
+          ? fmt("reregistration_code", { expires: when(r.data.expires_at), code: r.data.install_code })
           : errorText(r);
         loadAudit();
       });
@@ -87,12 +93,13 @@
   function regionControl(p) {
     var line = el("p");
     var id = "region-" + p.id;
-    var label = el("label", "Data kept in ");
+    var label = el("label", T.region_label);
     label.htmlFor = id;
     line.appendChild(label);
+    line.appendChild(document.createTextNode(" "));
     var select = el("select");
     select.id = id;
-    var any = el("option", "any region (each school's own, as Canvas sends it)");
+    var any = el("option", T.region_any_option);
     any.value = "";
     select.appendChild(any);
     regions().forEach(function (name) {
@@ -103,13 +110,12 @@
     select.value = p.region || "";
     line.appendChild(select);
     line.appendChild(document.createTextNode(" "));
-    var save = el("button", "Save region", "secondary");
+    var save = el("button", T.region_save, "secondary");
     save.type = "button";
     save.addEventListener("click", function () {
       api("PUT", "/api/admin/platforms/" + p.id + "/region",
           { region: select.value || null }).then(function (r) {
-        status(r.ok ? "Region saved: " + (select.value || "any region") +
-          ". Set the LMS's login URL to that region's if it changed." : errorText(r));
+        status(r.ok ? fmt("region_saved", { region: select.value || T.region_any }) : errorText(r));
         loadAll();
       });
     });
@@ -121,15 +127,15 @@
     var box = el("section", null, "platform");
     box.appendChild(el("h3", (p.name || p.issuer) + " · " + p.product));
     var facts = el("p", null, "meta");
-    facts.textContent = "Issuer " + p.issuer + " · client ID " + p.client_id + " · " +
-      p.registration_method + " registration · new deployments: " + p.deployment_policy +
-      " · " + p.environment + " · region: " + (p.region || "any");
+    facts.textContent = fmt("facts", { issuer: p.issuer, client_id: p.client_id, method: p.registration_method,
+      policy: p.deployment_policy, environment: p.environment }) + " · " +
+      fmt("region_fact", { region: p.region || T.region_any });
     box.appendChild(facts);
     if (regions().length > 1) { box.appendChild(regionControl(p)); }
     var missing = p.not_granted_summary || [];
     if (missing.length) {
       var warning = el("div", null, "warning");
-      warning.appendChild(el("p", "The LMS did not grant everything Attune asked for:"));
+      warning.appendChild(el("p", T.not_granted));
       var lines = el("ul");
       missing.forEach(function (line) { lines.appendChild(el("li", line)); });
       warning.appendChild(lines);
@@ -137,7 +143,7 @@
     }
     var table = el("table");
     var head = el("tr");
-    ["Deployment", "Status", "Seen via", ""].forEach(function (h) { head.appendChild(el("th", h)); });
+    [T.col_deployment, T.col_status, T.col_seen_via, ""].forEach(function (h) { head.appendChild(el("th", h)); });
     table.appendChild(head);
     p.deployments.forEach(function (d) {
       var row = el("tr");
@@ -146,13 +152,13 @@
       row.appendChild(el("td", d.source + (d.seen_in ? " (" + d.seen_in.join(", ") + ")" : "")));
       var actions = el("td");
       if (d.status !== "active") {
-        var approve = el("button", "Approve");
+        var approve = el("button", T.approve);
         approve.type = "button";
         approve.addEventListener("click", function () { deploymentAction(p, d, "approve"); });
         actions.appendChild(approve);
       }
       if (d.status !== "disabled") {
-        var disable = el("button", "Disable", "secondary");
+        var disable = el("button", T.disable, "secondary");
         disable.type = "button";
         disable.addEventListener("click", function () { deploymentAction(p, d, "disable"); });
         actions.appendChild(disable);
@@ -162,14 +168,14 @@
     });
     if (!p.deployments.length) {
       var empty = el("tr");
-      var cell = el("td", "No deployment yet: one is recorded at its first launch.");
+      var cell = el("td", T.no_deployment);
       cell.colSpan = 4;
       empty.appendChild(cell);
       table.appendChild(empty);
     }
     box.appendChild(table);
     var actions = el("p");
-    var reregister = el("button", "Create re-registration code", "secondary");
+    var reregister = el("button", T.create_reregistration, "secondary");
     reregister.type = "button";
     var code = el("p", null, "secret");
     code.hidden = true;
@@ -177,7 +183,7 @@
     reregister.addEventListener("click", function () { reregistrationCode(p, code); });
     actions.appendChild(reregister);
     actions.appendChild(document.createTextNode(" "));
-    var del = el("button", "Delete registration", "secondary");
+    var del = el("button", T.delete_registration, "secondary");
     del.type = "button";
     del.addEventListener("click", function () { deletePlatform(p); });
     actions.appendChild(del);
@@ -191,7 +197,7 @@
       var list = $("platforms");
       list.replaceChildren();
       if (!r.ok) { status(errorText(r)); return; }
-      if (!r.data.platforms.length) { list.appendChild(el("p", "No LMS is registered yet.")); }
+      if (!r.data.platforms.length) { list.appendChild(el("p", T.no_platform)); }
       r.data.platforms.forEach(function (p) { list.appendChild(renderPlatform(p)); });
     });
     loadAudit();
@@ -203,7 +209,7 @@
       list.replaceChildren();
       if (!r.ok) { return; }
       r.data.audit.forEach(function (a) {
-        list.appendChild(el("li", a.at + " · " + a.actor + " · " + a.action +
+        list.appendChild(el("li", when(a.at) + " · " + a.actor + " · " + a.action +
           (a.issuer ? " · " + a.issuer + " / " + a.client_id : "") +
           " · " + JSON.stringify(a.details)));
       });
@@ -239,7 +245,7 @@
         var out = $("new-code-value");
         out.hidden = false;
         out.textContent = r.ok
-          ? "Install code (shown once, valid until " + r.data.expires_at + "): " + r.data.install_code
+          ? fmt("install_code", { expires: when(r.data.expires_at), code: r.data.install_code })
           : errorText(r);
         loadAll();
       });
@@ -258,12 +264,12 @@
         if (input.name && input.value.trim() !== "") { body[input.name] = input.value.trim(); }
       });
       document.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
-      if (!token()) { status("Sign in on the admin page first."); return; }
+      if (!token()) { status(T.sign_in_first); return; }
       api("POST", "/api/admin/platforms", body).then(function (r) {
         if (r.ok) {
           var warnings = r.data.warnings || {};
-          status((r.data.created ? "Registered" : "Updated") + ": platform " + r.data.platform.id +
-            (Object.keys(warnings).length ? ". Warnings: " + JSON.stringify(warnings) : "."));
+          status(fmt(r.data.created ? "registered" : "updated", { id: r.data.platform.id }) +
+            (Object.keys(warnings).length ? " " + fmt("warnings", { warnings: JSON.stringify(warnings) }) : ""));
           return;
         }
         var fields = (r.data.error && r.data.error.fields) || {};

@@ -1,7 +1,7 @@
 """Regional cells: a registration's region, the registration mirror, what cells send home.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-05
 
 Every cell (the home region and each other region) runs the same migrations on its own
@@ -20,6 +20,10 @@ database; a table that is not its cell's role stays empty there (docs/architectu
 - ``cell_sightings`` (owner: the registration service, home region): the first sightings of
   deployments in the other cells (platform id, deployment id, policy, when; no personal data),
   so the admin API shows and approves held deployments wherever they launched.
+- ``cell_observations`` (owner: the registration service, home region): what the other cells'
+  verified launches showed about a deployment (their ``deployment_observations``, 0014: page
+  origins learned, whether the LMS shared the roster and names; no personal data), per region,
+  so the admin API's ``launches_show`` and ``learned_frame_origins`` cover every cell.
 - ``cell_keys`` (owner: the jwks service, home region): the other cells' public tool keys, so
   the one JWKS URL publishes every key any cell signs with. Public halves only.
 
@@ -29,8 +33,8 @@ names none of them.
 
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -70,6 +74,20 @@ def upgrade() -> None:
     )
     op.execute(
         """
+        CREATE TABLE IF NOT EXISTS cell_observations (
+            platform_id   bigint      NOT NULL,
+            deployment_id text        NOT NULL,
+            region        text        NOT NULL,
+            frame_origins text[]      NOT NULL DEFAULT '{}',
+            roster_shared boolean,
+            names_shared  boolean,
+            observed_at   timestamptz NOT NULL,
+            PRIMARY KEY (platform_id, deployment_id, region)
+        )
+        """
+    )
+    op.execute(
+        """
         CREATE TABLE IF NOT EXISTS cell_keys (
             kid        text        PRIMARY KEY,
             region     text        NOT NULL,
@@ -87,6 +105,7 @@ def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     for table in (
         "cell_keys",
+        "cell_observations",
         "cell_sightings",
         "registration_mirror_progress",
         "registration_mirror",
