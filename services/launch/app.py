@@ -332,7 +332,9 @@ def create_app(settings: Settings) -> web.Application:
     async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
         app[WRITER_KEY] = writer = queries.launch_writer(app[POOL_KEY], app[URLS_KEY].region)
         app[OBSERVATIONS_KEY] = Observations(
-            app[POOL_KEY], allow_insecure=settings.allow_insecure_urls
+            app[POOL_KEY],
+            allow_insecure=settings.allow_insecure_urls,
+            remote_cell=app[URLS_KEY].region if settings.is_remote_cell else None,
         )
         yield
         await writer.close()

@@ -237,11 +237,20 @@ SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.produ
                WHERE d.platform_id = s.platform_id AND d.deployment_id = s.deployment_id)
        ), '[]'::jsonb) AS sightings,
        coalesce((
-           SELECT jsonb_object_agg(o.deployment_id, jsonb_build_object(
+           SELECT jsonb_agg(jsonb_build_object(
+                      'deployment_id', o.deployment_id, 'region', o.region,
                       'frame_origins', o.frame_origins, 'roster_shared', o.roster_shared,
-                      'names_shared', o.names_shared, 'observed_at', o.observed_at))
-           FROM deployment_observations o WHERE o.platform_id = p.id), '{}'::jsonb)
-         AS observations
+                      'names_shared', o.names_shared, 'observed_at', o.observed_at)
+                  ORDER BY o.observed_at, o.region NULLS FIRST)
+           -- This region's launches, and the other cells' (shared/cells/sightings.py).
+           FROM (SELECT platform_id, deployment_id, NULL::text AS region, frame_origins,
+                        roster_shared, names_shared, observed_at
+                 FROM deployment_observations
+                 UNION ALL
+                 SELECT platform_id, deployment_id, region, frame_origins, roster_shared,
+                        names_shared, observed_at
+                 FROM cell_observations) o
+           WHERE o.platform_id = p.id), '[]'::jsonb) AS observations
 FROM platforms p
 """
 
@@ -273,19 +282,32 @@ def _platform(row: asyncpg.Record, here: str, clouds: CanvasClouds = DEFAULT_CLO
     # page origins it proved and whether the LMS shared the roster and names. Canvas applies
     # the admin's scope and privacy edits after answering the registration, so this — not
     # ``granted`` — says what Attune really gets.
-    observations = json.loads(row["observations"])
+    # Every cell's launches count: the latest observation says what the LMS shares; the page
+    # origins are those any cell learned (each cell frames with its own).
+    latest: dict[str, Json] = {}
+    origins: dict[str, list[str]] = {}
+    regions: dict[str, list[str]] = {}
+    for o in json.loads(row["observations"]):  # oldest first
+        deployment_id = o["deployment_id"]
+        latest[deployment_id] = o
+        learned = origins.setdefault(deployment_id, [])
+        learned.extend(x for x in o["frame_origins"] if x not in learned)
+        where = regions.setdefault(deployment_id, [])
+        if (o["region"] or here) not in where:
+            where.append(o["region"] or here)
     for d in deployments:
-        shown = observations.get(d["deployment_id"])
+        shown = latest.get(d["deployment_id"])
         d["launches_show"] = (
             {
                 "roster_shared": shown["roster_shared"],
                 "names_shared": shown["names_shared"],
                 "observed_at": shown["observed_at"],
+                "observed_in": regions[d["deployment_id"]],
             }
             if shown is not None
             else None
         )
-        d["learned_frame_origins"] = shown["frame_origins"] if shown is not None else []
+        d["learned_frame_origins"] = origins.get(d["deployment_id"], [])
     return {
         "id": row["id"],
         "issuer": row["issuer"],

@@ -9,8 +9,14 @@ cell's cluster (``sightings_ctx``; read remote, write local) into ``cell_sightin
 administrator sees and approves a held deployment wherever it launched. The approval travels
 back as registration state (``shared.cells.registrations``).
 
-The event is built in SQL (``sighting_events``) because only the statement knows whether its
-insert found the deployment new; ``tests`` decode it with ``Event.decode``.
+What verified launches show about a deployment (``deployment_observations``, written by
+``services/launch/observations.py``) takes the same way as a ``deployment.observed`` event:
+the LMS page origins the deployment's launches proved and whether the LMS shared the roster
+and names, into ``cell_observations``, so the admin API's ``launches_show`` and
+``learned_frame_origins`` cover every cell.
+
+The sighting event is built in SQL (``sighting_events``) because only the statement knows
+whether its insert found the deployment new; ``tests`` decode it with ``Event.decode``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from shared.events import topics
 from shared.events.envelope import SCHEMA_VERSION, Event
 
 SIGHTED = "deployment.sighted"
+OBSERVED = "deployment.observed"
+MAX_ORIGINS = 10  # deployment_observations holds at most 10 per deployment (0014)
 
 
 def sighting_events(sightings: str, *, topic: str, region: str, source: str) -> str:
@@ -55,11 +63,82 @@ ON CONFLICT (platform_id, deployment_id, region) DO UPDATE
 """
 
 
+def observed_event(
+    platform_id: int,
+    deployment_id: str,
+    *,
+    frame_origins: list[str],
+    roster_shared: bool | None,
+    names_shared: bool,
+    region: str,
+    source: str,
+) -> Event:
+    """A cell's latest observation of a deployment, for the home region's admin API."""
+    return Event(
+        type=OBSERVED,
+        source=source,
+        subject=f"platform:{platform_id}",
+        data={
+            "platform_id": platform_id,
+            "deployment_id": deployment_id,
+            "frame_origins": list(frame_origins),
+            "roster_shared": roster_shared,
+            "names_shared": names_shared,
+            "region": region,
+        },
+    )
+
+
+_CELL_OBSERVATION = """
+INSERT INTO cell_observations AS c (platform_id, deployment_id, region, frame_origins,
+    roster_shared, names_shared, observed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (platform_id, deployment_id, region) DO UPDATE
+    SET frame_origins = excluded.frame_origins,
+        roster_shared = coalesce(excluded.roster_shared, c.roster_shared),
+        names_shared = excluded.names_shared, observed_at = excluded.observed_at
+    WHERE c.observed_at <= excluded.observed_at
+"""
+
+
+async def _apply_observation(conn: asyncpg.Connection, event: Event, region: str) -> None:
+    data = event.data
+    platform_id, deployment_id = data.get("platform_id"), data.get("deployment_id")
+    origins, roster, names = (
+        data.get("frame_origins"),
+        data.get("roster_shared"),
+        data.get("names_shared"),
+    )
+    if not isinstance(platform_id, int) or not isinstance(deployment_id, str):
+        raise ValueError("an observation names a platform id and a deployment id")
+    if (
+        not isinstance(origins, list)
+        or len(origins) > MAX_ORIGINS
+        or not all(isinstance(o, str) for o in origins)
+    ):
+        raise ValueError("an observation's frame origins are a short list of strings")
+    if not (roster is None or isinstance(roster, bool)) or not isinstance(names, bool):
+        raise ValueError("an observation's roster_shared and names_shared are flags")
+    await conn.execute(
+        _CELL_OBSERVATION,
+        platform_id,
+        deployment_id,
+        region,
+        origins,
+        roster,
+        names,
+        event.occurred_at,
+    )
+
+
 def apply_sighting(region: str) -> Callable[[asyncpg.Connection, Event], Awaitable[None]]:
-    """The handler for one cell's sightings: recorded under that cell's region (the cluster
-    it came from, not what the event says)."""
+    """The handler for one cell's sightings and observations: recorded under that cell's
+    region (the cluster it came from, not what the event says)."""
 
     async def handle(conn: asyncpg.Connection, event: Event) -> None:
+        if event.type == OBSERVED:
+            await _apply_observation(conn, event, region)
+            return
         if event.type != SIGHTED:
             return
         data = event.data

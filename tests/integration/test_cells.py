@@ -252,6 +252,23 @@ async def test_launches_and_answers_stay_in_their_cell(cells: Cells, lms: FakePl
         ]
 
     await wait_for(sighted, what="sightings at home")
+
+    # What those launches showed (the LMS shared names; where they were seen) reaches home too.
+    async def observed() -> bool:
+        _, body = await cells.api("GET", f"/api/admin/platforms/{platform_id}")
+        [shown] = [
+            d["launches_show"]
+            for d in body["platform"]["deployments"]
+            if d["deployment_id"] == client.deployment_id
+        ]
+        return (
+            shown is not None
+            and shown["names_shared"] is True
+            and sorted(shown["observed_in"]) == ["ap-southeast-2", "eu-west-1"]
+        )
+
+    await wait_for(observed, what="observations at home")
+    assert await cells.home.db.fetchval("SELECT count(*) FROM deployment_observations") == 0
     # Nothing personal ever crossed a link: no subject, name, question or note.
     wire = crossed(cells)
     assert client.deployment_id.encode() in wire  # the links carry what crosses ...
