@@ -345,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_running_dev_stack(os.environ, Path.cwd())
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that left early is caught below
     except KeyboardInterrupt:  # Ctrl-C before a command installed its own signal handling
         return 130
     except BrokenPipeError:  # the reader went away (attune settings | head): not an error

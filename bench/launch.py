@@ -11,6 +11,12 @@ With ``--peer pylti1p3`` the same generator then drives the pylti1p3 peer (bench
 the same invocation and the ratios are printed. ``--pin`` puts the services (and Postgres and
 the broker, or the peer) on CPU 1 and the generator on CPU 0.
 
+With ``--cell`` a second region runs next to the first: its own Postgres and broker, its own
+login and launch, its registrations a mirror of the home region's (the real registration
+service publishes them; the cell's launch reads them from the home broker through a
+``devstack.wan.WanLink`` adding ``--wan-ms`` each way). Rounds alternate the single-region
+launch and the cell's, and the cell ÷ single-region ratios are printed.
+
     .venv/bin/python -m bench.launch --concurrency 1,16,64 --count 3000 --peer pylti1p3
 """
 
@@ -23,6 +29,7 @@ import os
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -258,6 +265,56 @@ def _serve_jwks(jwk: dict[str, str], port: int) -> None:
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
 
+def _start_link(port: int, delay_s: float) -> Any:
+    """A WanLink to ``port`` on its own event loop thread (the services are other processes)."""
+    from devstack.wan import WanLink
+
+    loop = asyncio.new_event_loop()
+    link = WanLink("127.0.0.1", port, delay_s=delay_s, kafka=True)
+    loop.run_until_complete(link.start())
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return link
+
+
+_links: list[Any] = []
+
+
+def _start_cell(
+    home: Any, cell: Any, pem: bytes, args: argparse.Namespace
+) -> tuple[Target, dict[str, int]]:
+    """The home region's registration service and a cell (login, launch with its mirror) on
+    ``cell``'s Postgres and broker, the two joined by WanLinks; returns the cell's target."""
+    from devstack.embedded import free_port
+
+    delay = args.wan_ms / 1000
+    home_base = f"http://127.0.0.1:{free_port()}"
+    cell_base = f"http://127.0.0.1:{free_port()}"
+    regions = f"home={home_base},cell={cell_base}"
+    to_home = _start_link(int(home.env["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]), delay)
+    from_home = _start_link(int(cell.env["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]), delay)
+    home_env = {
+        "ATTUNE_PUBLIC_URL": home_base,
+        "ATTUNE_REGIONS": regions,
+        "ATTUNE_REGION": "home",
+        "ATTUNE_CELL_KAFKA": f"cell={from_home.address}",
+    }
+    start_service(home, "registration", home_env)
+    cell_env = {
+        "ATTUNE_PUBLIC_URL": home_base,
+        "ATTUNE_REGIONS": regions,
+        "ATTUNE_REGION": "cell",
+        "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": to_home.address,
+    }
+    # Ready once its mirror applied the home region's snapshot (nothing registered by hand).
+    target, groups = _start_attune(cell, pem, args, suffix="-cell", env=cell_env, base=cell_base)
+    mirrored = asyncio.run(
+        execute(cell.database_url, "SELECT count(*) FROM platforms WHERE issuer = $1", ISSUER)
+    )
+    assert mirrored == 1, "the cell's mirror has not got the registration"
+    _links.extend([to_home, from_home])  # they live as long as the benchmark
+    return target, groups
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -287,8 +344,17 @@ def main() -> None:
     )
     add_postgres_options(parser)
     parser.add_argument("--kafka")
+    parser.add_argument(
+        "--cell",
+        action="store_true",
+        help="also run a cell of another region (its own Postgres and broker, registrations "
+        "mirrored from home through a --wan-ms relay) in rounds alternating with the first",
+    )
+    parser.add_argument("--wan-ms", type=float, default=150.0, help="--cell: delay each way")
     parser.add_argument("--json-out")
     args = parser.parse_args()
+    if args.cell and (args.peer or args.scale or args.database_url or args.kafka):
+        raise SystemExit("--cell runs its own embedded infrastructure, without --peer/--scale")
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pin needs two CPUs")
@@ -317,7 +383,15 @@ def main() -> None:
     )
 
     rows: list[dict[str, Any]] = []
-    with infrastructure(args.database_url, args.kafka, fast_postgres=args.fast_postgres) as stack:
+    with ExitStack() as regions:
+        stack = regions.enter_context(
+            infrastructure(args.database_url, args.kafka, fast_postgres=args.fast_postgres)
+        )
+        cell = (
+            regions.enter_context(infrastructure(None, None, fast_postgres=args.fast_postgres))
+            if args.cell
+            else None
+        )
         if args.pin:
             stack.cpus = SERVICE_CPUS
             for pid in (stack.postgres_pid, stack.broker_pid):
@@ -352,11 +426,19 @@ def main() -> None:
                     pinned=args.pin,
                 )
                 drivers.append((peer, {"gunicorn": proc.pid}))
-            rounds = args.rounds if args.peer else 1
+            cell_target = None
+            if cell is not None:
+                # Started now and driven in turns with the single-region launch above.
+                cell_target, cell_groups = _start_cell(stack, cell, pem, args)
+                drivers.append((cell_target, cell_groups))
+            rounds = args.rounds if args.peer or args.cell else 1
             slot_levels: dict[int, int] = {}  # subject offset // 10**6 -> concurrency
             for level in levels:
                 for round_ in range(1, rounds + 1):
-                    for driven, driven_groups in drivers:
+                    # --cell: the two regions in turn, the first of a round alternating (ABBA),
+                    # so neither is always the one that runs right after the other.
+                    order = drivers[::-1] if args.cell and round_ % 2 == 0 else drivers
+                    for driven, driven_groups in order:
                         slot = len(slot_levels)
                         slot_levels[slot] = level
                         row = run_level(
@@ -369,7 +451,9 @@ def main() -> None:
                             slot * 10**6,
                         )
                         row["round"] = round_
-                        if driven.kind == "attune":
+                        if driven is cell_target:
+                            row["tool"] = "attune-cell"
+                        elif driven.kind == "attune":
                             row["idle_rss_mb"] = idle_rss
                         rows.append(row)
         _print_write_batches(stack.database_url, slot_levels)
@@ -446,13 +530,14 @@ def _start_attune(
     *,
     suffix: str = "",
     env: dict[str, str] | None = None,
+    base: str | None = None,
 ) -> tuple[Target, dict[str, int]]:
     """Start a login and a launch service (named ``login<suffix>``, ``launch<suffix>``);
     returns the generator's target and the process groups whose CPU is counted."""
     from devstack.embedded import free_port
 
     # The launch URL is the region's base URL; login redirects the platform there.
-    base = f"http://127.0.0.1:{free_port()}"
+    base = base or f"http://127.0.0.1:{free_port()}"
     region_env = {
         "ATTUNE_PUBLIC_URL": base,
         "ATTUNE_REGIONS": f"bench={base}",
@@ -699,7 +784,47 @@ def table(rows: list[dict[str, Any]], *, pinned: bool = False, durability: str =
         lines += _peer_table(rows)
     if scaled:
         lines += _scale_table(rows)
+    if any(r["tool"] == "attune-cell" for r in rows):
+        lines += _cell_table(rows)
     return "\n".join(lines)
+
+
+def _ratio_line(first: str, ratio: Sequence[float], *, bold: bool = False) -> str:
+    """A table row: ``first`` (its leading cells), then each ratio as ``1.23x``."""
+    shown = (f"**{x:.2f}x**" if bold else f"{x:.2f}x" for x in ratio)
+    return f"| {first} | " + " | ".join(shown) + " |"
+
+
+def _medians(values: list[tuple[float, ...]]) -> list[float]:
+    return [statistics.median(v[i] for v in values) for i in range(len(values[0]))]
+
+
+def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Per round: the cell (registrations mirrored across the WAN link) ÷ the single-region
+    launch run right before it; then the median of the rounds."""
+    single = {(r["concurrency"], r.get("round")): r for r in rows if r["tool"] == "attune"}
+    lines = [
+        "",
+        "| c | round | launch p99 cell ÷ single | CPU per launch cell ÷ single "
+        "| throughput cell ÷ single | generator CPU cell ÷ single (same work: noise) |",
+        "|---|---|---|---|---|---|",
+    ]
+    ratios: dict[int, list[tuple[float, float, float, float]]] = {}
+    for c in rows:
+        s = single.get((c["concurrency"], c.get("round")))
+        if c["tool"] != "attune-cell" or s is None:
+            continue
+        ratio = (
+            c["ms"]["launch"][99] / s["ms"]["launch"][99],
+            tool_cpu(c) / tool_cpu(s),
+            c["launches_per_s"] / s["launches_per_s"],
+            c["cpu_ms_per_launch"]["generator"] / s["cpu_ms_per_launch"]["generator"],
+        )
+        ratios.setdefault(c["concurrency"], []).append(ratio)
+        lines.append(_ratio_line(f"{c['concurrency']} | {c.get('round', 1)}", ratio))
+    for level, values in ratios.items():
+        lines.append(_ratio_line(f"{level} | **median**", _medians(values), bold=True))
+    return lines
 
 
 def _peer_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -723,17 +848,10 @@ def _peer_table(rows: list[dict[str, Any]]) -> list[str]:
             b["cpu_ms_per_launch"]["generator"] / a["cpu_ms_per_launch"]["generator"],
         )
         ratios.setdefault(b["concurrency"], []).append(ratio)
-        lines.append(
-            f"| {b['concurrency']} | {b.get('round', 1)} | "
-            + " | ".join(f"{x:.2f}x" for x in ratio)
-            + " |"
-        )
+        lines.append(_ratio_line(f"{b['concurrency']} | {b.get('round', 1)}", ratio))
     for c, values in ratios.items():
         if len(values) > 1:
-            medians = [statistics.median(v[i] for v in values) for i in range(4)]
-            lines.append(
-                f"| {c} | **median** | " + " | ".join(f"**{x:.2f}x**" for x in medians) + " |"
-            )
+            lines.append(_ratio_line(f"{c} | **median**", _medians(values), bold=True))
     return lines
 
 
@@ -772,18 +890,9 @@ def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
                 r["cpu_ms_per_launch"]["generator"] / small["cpu_ms_per_launch"]["generator"],
             )
             ratios.setdefault(r["concurrency"], []).append(ratio)
-            lines.append(
-                f"| {r['concurrency']} | {label} | {r['round']} | "
-                + " | ".join(f"{x:.2f}x" for x in ratio)
-                + " |"
-            )
+            lines.append(_ratio_line(f"{r['concurrency']} | {label} | {r['round']}", ratio))
         for c, values in ratios.items():
-            medians = [statistics.median(v[i] for v in values) for i in range(4)]
-            lines.append(
-                f"| {c} | {label} | **median** | "
-                + " | ".join(f"**{x:.2f}x**" for x in medians)
-                + " |"
-            )
+            lines.append(_ratio_line(f"{c} | {label} | **median**", _medians(values), bold=True))
     return lines
 
 

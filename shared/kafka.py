@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from shared.events.topics import PARTITIONS
 from shared.logs import get_logger
 from shared.settings import Settings
 from shared.web import SETTINGS_KEY, ReadinessCheck, add_readiness_check
@@ -48,7 +49,9 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
             await admin.create_topics(
                 [
                     NewTopic(
-                        name=t, num_partitions=settings.kafka_topic_partitions, replication_factor=1
+                        name=t,
+                        num_partitions=PARTITIONS.get(t, settings.kafka_topic_partitions),
+                        replication_factor=1,
                     )
                     for t in missing
                 ]

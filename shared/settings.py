@@ -163,6 +163,60 @@ class Settings(BaseModel):
         "ATTUNE_REGION, at ATTUNE_PUBLIC_URL.",
         default=None,
     )
+    # --- regional cells (docs/architecture.md, "Regions") ---
+    home_kafka_bootstrap_servers: str | None = _env(
+        "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS",
+        "Set in a cell that is not the home region: the home region's Kafka brokers "
+        "(host:port,...), read for the registration state only (read remote, write local). "
+        "Unset: this is the home region (or a single-region install) and registrations are "
+        "in its own database.",
+        default=None,
+    )
+    home_kafka_security_protocol: KafkaSecurityProtocol = _env(
+        "ATTUNE_HOME_KAFKA_SECURITY_PROTOCOL",
+        "Transport security towards the home region's Kafka.",
+        default="PLAINTEXT",
+    )
+    home_kafka_sasl_mechanism: KafkaSaslMechanism | None = _env(
+        "ATTUNE_HOME_KAFKA_SASL_MECHANISM", "SASL mechanism towards the home Kafka.", default=None
+    )
+    home_kafka_sasl_username: str | None = _env(
+        "ATTUNE_HOME_KAFKA_SASL_USERNAME", "SASL user name at the home Kafka.", default=None
+    )
+    home_kafka_sasl_password: SecretStr | None = _env(
+        "ATTUNE_HOME_KAFKA_SASL_PASSWORD", "SASL password at the home Kafka.", default=None
+    )
+    cell_kafka: str | None = _env(
+        "ATTUNE_CELL_KAFKA",
+        "In the home region: the Kafka brokers of every other cell, as region=host:port[,"
+        "host:port] entries separated by semicolons (eu-west-1=kafka.eu:9093;ap-southeast-2="
+        "kafka.ap:9093). The home region reads the cells' public keys (jwks) and deployment "
+        "sightings (registration) from them. Unset: no other cells.",
+        default=None,
+    )
+    cell_kafka_security_protocol: KafkaSecurityProtocol = _env(
+        "ATTUNE_CELL_KAFKA_SECURITY_PROTOCOL",
+        "Transport security towards the other cells' Kafka (one setting for every cell).",
+        default="PLAINTEXT",
+    )
+    cell_kafka_sasl_mechanism: KafkaSaslMechanism | None = _env(
+        "ATTUNE_CELL_KAFKA_SASL_MECHANISM", "SASL mechanism towards the cells' Kafka.", default=None
+    )
+    cell_kafka_sasl_username: str | None = _env(
+        "ATTUNE_CELL_KAFKA_SASL_USERNAME", "SASL user name at the cells' Kafka.", default=None
+    )
+    cell_kafka_sasl_password: SecretStr | None = _env(
+        "ATTUNE_CELL_KAFKA_SASL_PASSWORD", "SASL password at the cells' Kafka.", default=None
+    )
+    registration_republish_s: int = _env(
+        "ATTUNE_REGISTRATION_REPUBLISH_S",
+        "How often the registration service publishes the whole registration state again "
+        "(also at start): a cell that is new, or whose broker lost the topic, catches up "
+        "within this without anyone running SQL.",
+        default=3600,
+        ge=5,
+    )
+
     allow_insecure_urls: bool = _env(
         "ATTUNE_ALLOW_INSECURE_URLS",
         "DEVELOPMENT ONLY: accept http:// and loopback platform URLs (JWKS, auth, "
@@ -358,6 +412,20 @@ class Settings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_cell_role(self) -> Settings:
+        if self.home_kafka_bootstrap_servers is not None and self.cell_kafka is not None:
+            raise ValueError(
+                "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS (a cell outside the home region) and "
+                "ATTUNE_CELL_KAFKA (the home region's list of other cells) exclude each other"
+            )
+        if self.cell_kafka is not None and self.region in parse_cell_kafka(self.cell_kafka):
+            raise ValueError(
+                f'ATTUNE_CELL_KAFKA is invalid: it lists this region ("{self.region}"); it '
+                "names the other cells only"
+            )
+        return self
+
     @field_validator("dev_canvas_cloud")
     @classmethod
     def _cloud_url(cls, value: str | None) -> str | None:
@@ -377,19 +445,70 @@ class Settings(BaseModel):
         pgtls.check(value.get_secret_value())  # sslmode and its CA bundle
         return value
 
-    @field_validator("kafka_bootstrap_servers")
+    @field_validator("kafka_bootstrap_servers", "home_kafka_bootstrap_servers")
     @classmethod
     def _bootstrap(cls, value: str | None) -> str | None:
+        return None if value is None else _servers(value)
+
+    @field_validator("cell_kafka")
+    @classmethod
+    def _cell_kafka(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        servers = [s.strip() for s in value.split(",") if s.strip()]
-        if not servers:
-            raise ValueError("must list at least one host:port")
-        for server in servers:
-            host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f'"{server}" is not host:port')
-        return ",".join(servers)
+        return ";".join(f"{r}={s}" for r, s in parse_cell_kafka(value).items())
+
+    @property
+    def is_remote_cell(self) -> bool:
+        """A cell outside the home region: its registrations are a mirror of the home's."""
+        return self.home_kafka_bootstrap_servers is not None
+
+    def cells(self) -> dict[str, str]:
+        """The other cells' Kafka bootstrap lists by region (home region only)."""
+        return parse_cell_kafka(self.cell_kafka) if self.cell_kafka else {}
+
+    def home_kafka(self) -> Settings:
+        """These settings with Kafka pointing at the home region's cluster (a remote cell)."""
+        if self.home_kafka_bootstrap_servers is None:
+            raise SettingsError(
+                "invalid configuration: ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS is missing"
+            )
+        return self._other_kafka(
+            self.home_kafka_bootstrap_servers,
+            self.home_kafka_security_protocol,
+            self.home_kafka_sasl_mechanism,
+            self.home_kafka_sasl_username,
+            self.home_kafka_sasl_password,
+        )
+
+    def cell_kafka_of(self, region: str) -> Settings:
+        """These settings with Kafka pointing at another cell's cluster (home region)."""
+        return self._other_kafka(
+            self.cells()[region],
+            self.cell_kafka_security_protocol,
+            self.cell_kafka_sasl_mechanism,
+            self.cell_kafka_sasl_username,
+            self.cell_kafka_sasl_password,
+        )
+
+    def _other_kafka(
+        self,
+        servers: str,
+        protocol: KafkaSecurityProtocol,
+        mechanism: KafkaSaslMechanism | None,
+        username: str | None,
+        password: SecretStr | None,
+    ) -> Settings:
+        # Never creates topics there: a cluster's topics are its own cell's to create.
+        return self.model_copy(
+            update={
+                "kafka_bootstrap_servers": servers,
+                "kafka_security_protocol": protocol,
+                "kafka_sasl_mechanism": mechanism,
+                "kafka_sasl_username": username,
+                "kafka_sasl_password": password,
+                "kafka_create_topics": False,
+            }
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -421,6 +540,36 @@ class Settings(BaseModel):
 
             options["ssl_context"] = ssl.create_default_context()
         return options
+
+
+def _servers(value: str) -> str:
+    """A comma-separated host:port list, normalised; ValueError naming a bad entry."""
+    servers = [s.strip() for s in value.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("must list at least one host:port")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f'"{server}" is not host:port')
+    return ",".join(servers)
+
+
+def parse_cell_kafka(value: str) -> dict[str, str]:
+    """``region=host:port[,host:port];region=...`` as {region: bootstrap list}."""
+    cells: dict[str, str] = {}
+    for entry in (e.strip() for e in value.split(";")):
+        if not entry:
+            continue
+        region, sep, servers = entry.partition("=")
+        region = region.strip()
+        if not sep or not region:
+            raise ValueError(f'"{entry}" is not region=host:port')
+        if region in cells:
+            raise ValueError(f'region "{region}" is listed twice')
+        cells[region] = _servers(servers)
+    if not cells:
+        raise ValueError("must list at least one region=host:port")
+    return cells
 
 
 def env_var_names() -> dict[str, str]:

@@ -90,6 +90,15 @@ class Infra:
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.env, **overrides)
 
+    async def new_database(self, prefix: str = "attune_db") -> str:
+        """An empty database of its own next to the run's; returns its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        await _create_database(self.admin_url, name)
+        return _with_database(self.admin_url, name)
+
+    async def drop_database(self, url: str) -> None:
+        await _drop_database(self.admin_url, url.rpartition("/")[2])
+
 
 DURABILITY_ENV = "ATTUNE_TEST_POSTGRES"
 
@@ -153,6 +162,9 @@ def infra() -> Iterator[Infra]:
             "ATTUNE_OUTBOX_POLL_INTERVAL_MS": "200",
             "ATTUNE_LOG_FORMAT": "json",
             "ATTUNE_PUBLIC_URL": "http://127.0.0.1:8000",
+            # The region the stacks' first region and the tokens tests mint name: a checkins
+            # service accepts launch tokens of its own region only.
+            "ATTUNE_REGION": "us-east-1",
             "ATTUNE_ALLOW_INSECURE_URLS": "true",
             # Test-only secrets, made fresh per run.
             "ATTUNE_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),

@@ -1,12 +1,14 @@
 """The real login, launch and checkins services behind the real gateway, for LTI tests.
 
-Each region gets its own gateway origin (127.0.0.1:<port>) with its own login and launch
-service, as production runs them; checkins is shared. A "browser" is an aiohttp session with
+Each region gets its own gateway origin (127.0.0.1:<port>) with its own login, launch and
+checkins, as a cell runs them (sharing one database here: tests/integration/test_cells.py runs
+cells with databases of their own). A "browser" is an aiohttp session with
 its own cookie jar that does not follow redirects, so each hop can be asserted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -179,20 +181,34 @@ async def start_stack(
     public = regions[0].url
     stack = LtiStack(regions=regions, settings={}, pool=pool)
     base = {"public_url": public, "regions": region_map, **overrides}
-    checkins_settings = infra.settings(region=regions[0].name, **base)
-    runner, checkins_url = await _serve(checkins_app(checkins_settings))
-    exits.push_async_callback(runner.cleanup)
+    together: list[web.AppRunner] = []
+    # The regions' checkins share the database and broker here, so their work consumers are
+    # members of one consumer group: they stop together (members leaving one by one, each in
+    # the rebalance the previous one started, leave the embedded broker's group unable to take
+    # a new member, and a later test's consumer would never get a partition).
+    exits.push_async_callback(_cleanup_together, together)
     for region in regions:
         settings = infra.settings(region=region.name, **base)
         stack.settings[region.name] = settings
-        upstreams = {"checkins": checkins_url}
-        for name, factory in (("login", login_app), ("launch", launch_app)):
+        upstreams: dict[str, str] = {}
+        for name, factory in (
+            ("login", login_app),
+            ("launch", launch_app),
+            ("checkins", checkins_app),
+        ):
             runner, url = await _serve(factory(settings))
-            exits.push_async_callback(runner.cleanup)
+            if name == "checkins":
+                together.append(runner)
+            else:
+                exits.push_async_callback(runner.cleanup)
             upstreams[name] = url
         gw_runner, _ = await _serve(create_gateway(upstreams), int(URL(region.url).port or 0))
         exits.push_async_callback(gw_runner.cleanup)
     return stack, exits
+
+
+async def _cleanup_together(runners: list[web.AppRunner]) -> None:
+    await asyncio.gather(*(runner.cleanup() for runner in runners))
 
 
 @dataclass
@@ -210,6 +226,7 @@ async def login(
     client: Client,
     *,
     method: str = "GET",
+    headers: dict[str, str] | None = None,
     **extra: str,
 ) -> aiohttp.ClientResponse:
     params = {
@@ -223,8 +240,12 @@ async def login(
     if platform.flavour == "moodle" and "lti_message_hint" not in params:
         params["lti_message_hint"] = secrets.token_hex(8)
     if method == "POST":
-        return await session.post(f"{region_url}/lti/login", data=params, allow_redirects=False)
-    return await session.get(f"{region_url}/lti/login?{urlencode(params)}", allow_redirects=False)
+        return await session.post(
+            f"{region_url}/lti/login", data=params, allow_redirects=False, headers=headers
+        )
+    return await session.get(
+        f"{region_url}/lti/login?{urlencode(params)}", allow_redirects=False, headers=headers
+    )
 
 
 async def full_launch(

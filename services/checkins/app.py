@@ -24,6 +24,7 @@ from services.checkins.privacy import Pseudonyms
 from services.checkins.recurrence import recurrence_ctx
 from services.checkins.roster import roster_ctx
 from shared.app import service_app
+from shared.cells.keys import cell_rotation_ctx
 from shared.http import http_ctx
 from shared.i18n.jinja import environment, page_context
 from shared.i18n.languages import Language
@@ -113,7 +114,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recurrence_ctx)
     app.cleanup_ctx.append(http_ctx)
     if settings.key_encryption_keys is not None:
-        # Deep-linking responses and NRPS token requests are signed with the tool key.
+        # Deep-linking responses and NRPS token requests are signed with the tool key: the
+        # cell's own. Outside the home region no jwks service runs, so checkins rotates them
+        # (their public halves go to the home region's JWKS; shared.cells.keys).
+        if settings.is_remote_cell:
+            app.cleanup_ctx.append(cell_rotation_ctx)
         app.cleanup_ctx.append(signer_ctx)
         app.cleanup_ctx.append(nrps_ctx)
     app.router.add_get("/app/", app_page)

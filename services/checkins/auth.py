@@ -12,6 +12,7 @@ from shared.i18n.catalogues import _
 from shared.i18n.web import set_language
 from shared.lti.launch_token import LaunchIdentity, LaunchTokens
 from shared.signing import InvalidToken
+from shared.web import SETTINGS_KEY
 
 RELAUNCH = _("Open Attune again from your course in the LMS to continue.")
 
@@ -26,8 +27,16 @@ def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
     if known is not None:
         return known
     who = _verify(request, tokens)
-    request[_IDENTITY_KEY] = who
     set_language(request, who.language)  # the API's messages speak the launch's language
+    if who.region != request.app[SETTINGS_KEY].region:
+        # Issued by another region's cell: the launch and everything of it are kept there, and
+        # only that region's app serves it (docs/architecture.md, "Regions").
+        raise Unauthorized(
+            _("This launch belongs to another region of Attune."),
+            code="launch_token_other_region",
+            hint=RELAUNCH,
+        )
+    request[_IDENTITY_KEY] = who
     return who
 
 
@@ -53,7 +62,7 @@ def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
             _("This request has no launch token."), code="launch_token_missing", hint=RELAUNCH
         )
     try:
-        return tokens.read(token.strip())
+        who = tokens.read(token.strip())
     except InvalidToken as exc:
         if exc.reason == "expired":
             raise Unauthorized(
@@ -62,3 +71,4 @@ def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
         raise Unauthorized(
             _("This launch token is not valid."), code="launch_token_invalid", hint=RELAUNCH
         ) from None
+    return who

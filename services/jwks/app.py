@@ -7,15 +7,17 @@
   decrypts every stored key, then creates the first key of an empty store; a KEK problem
   fails start-up with ``KeyConfigError``. Postgres being down does not: the service starts
   not-ready and catches up by itself.
-- A rotation loop applies due transitions (``KeyStore.maintain``) at least every
-  ``MAINTAIN_INTERVAL_S``; any number of replicas may run it.
+- A rotation loop applies due transitions (``shared.keys.rotation``) at least every
+  minute; any number of replicas may run it.
+- In the home region, the other cells' public keys (``ATTUNE_CELL_KAFKA``;
+  ``shared.cells.keys``) are published in the same JWKS, so a registration's one JWKS URL
+  verifies whatever any cell signs.
 - The readiness check ``keys`` passes once the KEKs were verified and the in-memory JWKS has
   a current key.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,14 +25,16 @@ from aiohttp import web
 
 from services.jwks.jwks import JwksCache
 from shared.app import service_app
+from shared.cells.keys import cell_keys_ctx
 from shared.db import POOL_KEY
 from shared.events import topics
 from shared.events.consumer import EventListener
 from shared.events.relay import TRANSIENT_ERRORS
-from shared.keys.crypto import KeyConfigError, keks_from_settings
+from shared.keys.crypto import keks_from_settings
+from shared.keys.rotation import KeyRotation
 from shared.keys.store import Clock, KeyStore, jwks_max_age_s, utc_now
 from shared.logs import get_logger
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.web import (
     QUIET_ROUTES_KEY,
     SETTINGS_KEY,
@@ -41,8 +45,6 @@ from shared.web import (
 
 SERVICE = "jwks"
 JWKS_PATH = "/.well-known/jwks.json"
-MAINTAIN_INTERVAL_S = 60.0
-MAINTAIN_RETRY_S = 2.0
 
 log = get_logger(__name__)
 
@@ -55,50 +57,20 @@ class NotReady(Exception):
 class KeyService:
     """The service's key machinery, built at start-up by ``keys_ctx``."""
 
-    store: KeyStore
+    rotation: KeyRotation
     cache: JwksCache
-    keks_verified: bool = False
 
     async def start(self) -> None:
-        """Verify the KEKs, create the first key if needed, load the JWKS.
-
-        ``KeyConfigError`` propagates (start-up must fail); Postgres errors propagate too and
-        the caller decides.
-        """
-        await self.store.verify_keks()
-        self.keks_verified = True
-        await self.store.maintain()
+        """Verify the KEKs, create the first key if needed, load the JWKS (see
+        ``KeyRotation.start`` for what propagates)."""
+        await self.rotation.start()
         await self.cache.reload()
 
     async def maintain_forever(self) -> None:
-        delay = 0.0
-        while True:
-            await asyncio.sleep(delay)
-            delay = await self.maintain_once()
-
-    async def maintain_once(self) -> float:
-        """One rotation pass; returns the seconds until the next one."""
-        try:
-            if not self.keks_verified:
-                await self.store.verify_keks()
-                self.keks_verified = True
-            result = await self.store.maintain()
-        except KeyConfigError as exc:
-            # Found after start-up (Postgres was down then): stay not-ready and keep saying why.
-            log.error("tool_keys_undecryptable", error=str(exc))
-            return MAINTAIN_INTERVAL_S
-        except TRANSIENT_ERRORS as exc:
-            log.warning("key_maintenance_failed", reason=type(exc).__name__)
-            return MAINTAIN_RETRY_S
-        if result.changed or self.cache.document is None:
-            self.cache.request_reload()
-        if result.next_due is None:
-            return MAINTAIN_RETRY_S
-        until_due = (result.next_due - self.store.now()).total_seconds()
-        return min(MAINTAIN_INTERVAL_S, max(1.0, until_due))
+        await self.rotation.run()
 
     async def check_ready(self) -> None:
-        if not self.keks_verified:
+        if not self.rotation.keks_verified:
             raise NotReady("tool keys not verified against ATTUNE_KEY_ENCRYPTION_KEYS yet")
         document = self.cache.document
         if document is None or document.current_kid is None:
@@ -118,13 +90,20 @@ def create_app(settings: Settings, *, now: Clock = utc_now) -> web.Application:
     Raises ``KeyConfigError`` at once when ``ATTUNE_KEY_ENCRYPTION_KEYS`` is missing or
     malformed.
     """
+    if settings.is_remote_cell:
+        raise SettingsError(
+            "invalid configuration: the jwks service runs in the home region only "
+            "(ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS is set: this is another region's cell, whose "
+            "checkins rotates its keys once the home region's JWKS publishes them)"
+        )
     keks_from_settings(settings)
     app = service_app(settings, service=SERVICE, relays_events=True)
 
     async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         store = KeyStore(app[POOL_KEY], settings, now=now, source=SERVICE)
-        service = KeyService(store, JwksCache(store, max_age_s=jwks_max_age_s(settings)))
+        cache = JwksCache(store, max_age_s=jwks_max_age_s(settings))
+        service = KeyService(KeyRotation(store, on_change=cache.request_reload), cache)
         app[KEYS_KEY] = service
         add_readiness_check(app, ReadinessCheck("keys", service.check_ready))
         try:
@@ -146,6 +125,8 @@ def create_app(settings: Settings, *, now: Clock = utc_now) -> web.Application:
         background_task("key-rotation", lambda a: a[KEYS_KEY].maintain_forever())
     )
     app.cleanup_ctx.append(background_task("key-events", lambda a: listener.run()))
+    # The other cells' public keys (home region): the one JWKS URL publishes them too.
+    app.cleanup_ctx.append(cell_keys_ctx(lambda: app[KEYS_KEY].cache.request_reload()))
     app.router.add_get(JWKS_PATH, jwks_handler)
     app[QUIET_ROUTES_KEY].add(JWKS_PATH)
     return app

@@ -2,8 +2,13 @@
 
 ``POST /lti/launch`` runs the verification pipeline of ``shared.lti.launch``; on success one
 statement uses up the nonce and writes the launch record and its ``attune.launch.v1`` event,
-then the browser goes to the app with a short-lived launch token in the URL fragment (never
-sent to a server, never a cookie).
+then the browser goes to the app of this region's cell (``ATTUNE_REGIONS``: the region's own
+host, whose checkins alone holds the launch) with a short-lived launch token in the URL fragment
+(never sent to a server, never a cookie).
+
+In a cell outside the home region (``ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS`` set) the launch
+service also runs the registration mirror (``shared.cells.registrations``): the cell's own copy
+of the registrations, which login, launch and checkins read without leaving the region.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from services.launch import queries
 from services.launch.observations import Observations
 from shared.app import service_app
 from shared.batching import GroupWriter
+from shared.cells.registrations import mirror_ctx
 from shared.db import DB_ERRORS, POOL_KEY
 from shared.events.envelope import Event
 from shared.forms import read_form
@@ -35,7 +41,7 @@ from shared.lti.launch import DeploymentHeld, LaunchVerifier, NeedsPlatformStora
 from shared.lti.launch_token import DeepLinkContext, LaunchTokens, Shares
 from shared.lti.platform_keys import PlatformKeys
 from shared.lti.state import StateCodec
-from shared.lti.urls import APP_PATH, LANG_PARAM, LAUNCH_PATH
+from shared.lti.urls import LANG_PARAM, LAUNCH_PATH
 from shared.lti.wiring import (
     ASSETS_DIR,
     FRAME_REFS_KEY,
@@ -93,7 +99,9 @@ async def _launch(request: web.Request) -> web.StreamResponse:
             state.state if isinstance(state, NeedsPlatformStorage) else state, form, request
         )
     except DeploymentHeld as held:
-        await queries.record_held_deployment(app[POOL_KEY], held.platform_id, held.deployment_id)
+        await queries.record_held_deployment(
+            app[POOL_KEY], held.platform_id, held.deployment_id, app[URLS_KEY].region
+        )
         log.info("deployment_held", platform_id=held.platform_id, deployment_id=held.deployment_id)
         raise
     if isinstance(state, NeedsPlatformStorage):
@@ -148,10 +156,11 @@ async def _launch(request: web.Request) -> web.StreamResponse:
     response = web.Response(
         status=303,
         headers={
-            # f=: which platform (and page origin, proven by this launch) frames the app
-            # (signed; picks its CSP frame-ancestors); lang=: the page's language (the token
-            # carries it too, for the API's messages).
-            "Location": f"{app[URLS_KEY].public_url}{APP_PATH}/?{REF_PARAM}="
+            # The app of this cell, which alone holds the launch (docs/architecture.md,
+            # "Regions"). f=: which platform (and page origin, proven by this launch) frames
+            # the app (signed; picks its CSP frame-ancestors); lang=: the page's language (the
+            # token carries it too, for the API's messages).
+            "Location": f"{app[URLS_KEY].app_url()}/?{REF_PARAM}="
             f"{app[FRAME_REFS_KEY].issue(verified.platform.id, seen.page_origin)}"
             f"&{LANG_PARAM}={language.tag}#lt={token}",
             "Cache-Control": "no-store",
@@ -293,6 +302,9 @@ def create_app(settings: Settings) -> web.Application:
     app = service_app(settings, service=SERVICE, relays_events=True)
     configure_lti(app)
     app.cleanup_ctx.append(http_ctx)
+    if settings.is_remote_cell:
+        # This cell's copy of the registrations, fed from the home region (one writer).
+        app.cleanup_ctx.append(mirror_ctx)
     app.cleanup_ctx.append(registrations_ctx)
 
     async def verifier_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -318,9 +330,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(verifier_ctx)
 
     async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[WRITER_KEY] = writer = queries.launch_writer(app[POOL_KEY])
+        app[WRITER_KEY] = writer = queries.launch_writer(app[POOL_KEY], app[URLS_KEY].region)
         app[OBSERVATIONS_KEY] = Observations(
-            app[POOL_KEY], allow_insecure=settings.allow_insecure_urls
+            app[POOL_KEY],
+            allow_insecure=settings.allow_insecure_urls,
+            remote_cell=app[URLS_KEY].region if settings.is_remote_cell else None,
         )
         yield
         await writer.close()

@@ -13,6 +13,9 @@
   claim (a course launch) and the user's name: Canvas applies the admin's edits of scopes and
   privacy after answering the registration, so the registration answer cannot tell; launches
   can. Shown to admins (``GET /api/admin/platforms``) and, per launch, to the teacher.
+  In a cell outside the home region every write also goes home as a ``deployment.observed``
+  event (``shared.cells.sightings``), so the home region's admin API shows what every cell's
+  launches showed.
 
 Each replica remembers what it last wrote per deployment, so a launch writes here only when
 something changed (after a restart, once per deployment).
@@ -24,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
+from shared.cells.sightings import observed_event
 from shared.db import DB_ERRORS
 from shared.events import outbox, topics
 from shared.events.envelope import Event
@@ -53,9 +57,14 @@ class Outcome:
 
 
 class Observations:
-    def __init__(self, pool: asyncpg.Pool, *, allow_insecure: bool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, allow_insecure: bool, remote_cell: str | None = None
+    ) -> None:
         self._pool = pool
         self._allow_insecure = allow_insecure
+        # The region of a cell outside the home region (its observations go home); None at home
+        # (the admin API reads this database's observations directly).
+        self._remote_cell = remote_cell
         # (platform, deployment) -> what this replica last wrote, and whether the origin in it
         # was learned (False: the deployment had learned its maximum).
         self._written: dict[tuple[int, str], tuple[Seen, bool]] = {}
@@ -141,6 +150,23 @@ class Observations:
                             "deployment_id": launch.deployment_id,
                             "frame_origin": seen.origin,
                         },
+                    ),
+                )
+            if self._remote_cell is not None:
+                # The home region's admin API shows what every cell's launches showed
+                # (shared/cells/sightings.py): the deployment, the LMS's page origins and two
+                # flags; nothing about the person who launched.
+                await outbox.enqueue(
+                    conn,
+                    topics.SIGHTING,
+                    observed_event(
+                        platform.id,
+                        launch.deployment_id,
+                        frame_origins=origins,
+                        roster_shared=seen.roster_shared,
+                        names_shared=seen.names_shared,
+                        region=self._remote_cell,
+                        source=SOURCE,
                     ),
                 )
         return seen.origin is not None and seen.origin in origins

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.batching import GroupWriter
+from shared.cells.sightings import sighting_events
 from shared.dberrors import DATABASE_UNAVAILABLE
 from shared.events import outbox, topics
 from shared.events.envelope import Event
@@ -21,7 +22,7 @@ from shared.events.envelope import Event
 # sighting (first launch of a new deployment) and the outbox event. A replayed nonce inserts
 # nothing at all. The batch never holds one nonce twice (the writer keys on it). Roles travel
 # as a JSON array per launch: unnest cannot take an array of arrays of different lengths.
-_RECORD_LAUNCHES = """
+_RECORD_LAUNCHES = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::float8[], $3::uuid[], $4::bigint[], $5::text[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
@@ -54,12 +55,16 @@ WITH input AS (
     SELECT DISTINCT platform_id, deployment_id, 'accept' FROM used WHERE new_deployment
     ORDER BY platform_id, deployment_id
     ON CONFLICT DO NOTHING
+    RETURNING platform_id, deployment_id, policy, first_seen_at
+), sighted AS (
+    -- First sightings only (rare): they go home (shared/cells/sightings.py).
+    {sighting_events("sighting", topic="$18", region="$19", source="launch")}
 ), event AS (
     INSERT INTO outbox (id, topic, key, event_type, value)
     SELECT event_id, $17, event_key, event_type, event_value FROM used ORDER BY n
 )
 SELECT nonce FROM nonce
-"""
+"""  # noqa: S608 - constant identifiers only
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +88,11 @@ class LaunchRecord:
 
 
 async def record_launches(
-    conn: asyncpg.Connection | asyncpg.Pool, records: Sequence[LaunchRecord]
+    conn: asyncpg.Connection | asyncpg.Pool, records: Sequence[LaunchRecord], region: str
 ) -> list[bool]:
     """Record verified launches in one statement. For each: False (and nothing written for
     it) if its nonce was already used. The nonces must be distinct (the statement would record
-    a nonce given twice twice)."""
+    a nonce given twice twice). ``region``: this cell's, named in first sightings."""
     if len({r.nonce for r in records}) != len(records):
         raise ValueError("a batch of launches must not hold the same nonce twice")
     used = await conn.fetch(
@@ -109,6 +114,8 @@ async def record_launches(
         [r.event.type for r in records],
         [r.event.encode() for r in records],
         topics.LAUNCH,
+        topics.SIGHTING,
+        region,
     )
     if used:
         outbox.wake_relays()  # one statement: committed already
@@ -116,7 +123,7 @@ async def record_launches(
     return [r.nonce in fresh for r in records]
 
 
-def launch_writer(pool: asyncpg.Pool) -> GroupWriter[LaunchRecord, bool]:
+def launch_writer(pool: asyncpg.Pool, region: str) -> GroupWriter[LaunchRecord, bool]:
     """Records launches as they come, batching those that arrive while a statement runs.
 
     A batch the database refuses for a reason other than being unreachable (a value it
@@ -127,14 +134,14 @@ def launch_writer(pool: asyncpg.Pool) -> GroupWriter[LaunchRecord, bool]:
 
     async def write(records: Sequence[LaunchRecord]) -> list[bool | Exception]:
         try:
-            return list(await record_launches(pool, records))
+            return list(await record_launches(pool, records, region))
         except asyncpg.PostgresError as exc:
             if len(records) == 1 or isinstance(exc, DATABASE_UNAVAILABLE):
                 raise
         results: list[bool | Exception] = []
         for record in records:
             try:
-                results.extend(await record_launches(pool, [record]))
+                results.extend(await record_launches(pool, [record], region))
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, DATABASE_UNAVAILABLE):
                     raise
@@ -148,13 +155,23 @@ def launch_writer(pool: asyncpg.Pool) -> GroupWriter[LaunchRecord, bool]:
     )
 
 
-async def record_held_deployment(pool: asyncpg.Pool, platform_id: int, deployment_id: str) -> None:
-    await pool.execute(
-        "INSERT INTO deployment_sightings (platform_id, deployment_id, policy) "
-        "VALUES ($1, $2, 'hold') ON CONFLICT DO NOTHING",
-        platform_id,
-        deployment_id,
-    )
+_RECORD_HELD = f"""
+WITH sighting AS (
+    INSERT INTO deployment_sightings (platform_id, deployment_id, policy)
+    VALUES ($1, $2, 'hold') ON CONFLICT DO NOTHING
+    RETURNING platform_id, deployment_id, policy, first_seen_at
+)
+{sighting_events("sighting", topic="$3", region="$4", source="launch")}
+"""  # noqa: S608 - constant identifiers only
+
+
+async def record_held_deployment(
+    pool: asyncpg.Pool, platform_id: int, deployment_id: str, region: str
+) -> None:
+    """A deployment waiting for an administrator's approval; the first sighting goes home."""
+    result = await pool.execute(_RECORD_HELD, platform_id, deployment_id, topics.SIGHTING, region)
+    if result.split()[-1] != "0":
+        outbox.wake_relays()
 
 
 PURGE_BATCH = 500

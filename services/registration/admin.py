@@ -17,7 +17,7 @@ from services.registration import queries as q
 from services.registration.auth import Admin, require_admin
 from services.registration.pagestrings import admin_data
 from services.registration.toolconfig import compare, describe_diff, moodle_manual_values
-from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, render
+from services.registration.wiring import ADMIN_PAGE_CSP, ADMIN_STATIC, region_of, render
 from shared.db import POOL_KEY
 from shared.forms import read_json
 from shared.http import HTTP_KEY
@@ -88,14 +88,18 @@ async def me(request: web.Request) -> web.Response:
 async def list_platforms(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platforms = await q.list_platforms(conn, request.app[CLOUDS_KEY])
+        platforms = await q.list_platforms(
+            conn, request.app[SETTINGS_KEY].region, request.app[CLOUDS_KEY]
+        )
     return _no_store({"platforms": [_with_diff(p, request_language(request)) for p in platforms]})
 
 
 async def get_platform(request: web.Request) -> web.Response:
     await require_admin(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, _platform_id(request), request.app[CLOUDS_KEY])
+        platform = await q.get_platform(
+            conn, _platform_id(request), request.app[SETTINGS_KEY].region, request.app[CLOUDS_KEY]
+        )
     if platform is None:
         raise errors.platform_not_found()
     return _no_store({"platform": _with_diff(platform, request_language(request))})
@@ -108,7 +112,11 @@ async def create_platform(request: web.Request) -> web.Response:
     body = await _json_body(request)
     try:
         reg = manual.parse(
-            body, allow_insecure=settings.allow_insecure_urls, clouds=request.app[CLOUDS_KEY]
+            body,
+            allow_insecure=settings.allow_insecure_urls,
+            clouds=request.app[CLOUDS_KEY],
+            regions=list(request.app[URLS_KEY].regions),
+            home=settings.region,
         )
         await manual.check_jwks(
             request.app[HTTP_KEY],
@@ -126,7 +134,9 @@ async def create_platform(request: web.Request) -> web.Response:
         details={"warnings": reg.warnings} if reg.warnings else None,
     )
     async with request.app[POOL_KEY].acquire() as conn:
-        platform = await q.get_platform(conn, saved.platform_id, request.app[CLOUDS_KEY])
+        platform = await q.get_platform(
+            conn, saved.platform_id, settings.region, request.app[CLOUDS_KEY]
+        )
     return _no_store(
         {"created": saved.created, "platform": platform, "warnings": reg.warnings},
         status=201 if saved.created else 200,
@@ -193,6 +203,27 @@ async def set_frame_origins(request: web.Request) -> web.Response:
         return _field_errors(request, {"frame_origins": str(exc)})
     result = await store.change_frame_origins(
         request.app[POOL_KEY], _platform_id(request), origins, actor=admin.actor
+    )
+    return _no_store({"platform": result})
+
+
+async def set_region(request: web.Request) -> web.Response:
+    """``PUT /api/admin/platforms/{id}/region`` ``{"region": "eu-west-1"}``: the cell whose
+    login and launch serve this registration, where its launches and check-ins are stored
+    (``null``: any cell, as for Canvas, whose schools each sign in at their own region)."""
+    admin = await require_admin(request)
+    body = await _json_body(request)
+    if "region" not in body:
+        return _field_errors(request, {"region": "is required (a region, or null)"})
+    region = body["region"]
+    problem = manual.region_problem(region, list(request.app[URLS_KEY].regions))
+    if problem:
+        return _field_errors(request, {"region": problem})
+    result = await store.change_region(
+        request.app[POOL_KEY],
+        _platform_id(request),
+        region if isinstance(region, str) else None,
+        actor=admin.actor,
     )
     return _no_store({"platform": result})
 
@@ -302,20 +333,25 @@ async def admin_page(request: web.Request) -> web.Response:
         csp=ADMIN_PAGE_CSP,
         static=ADMIN_STATIC,
         tool_name=settings.tool_name,
+        regions=list(request.app[URLS_KEY].regions),
         admin_data=admin_data(request_language(request)),
     )
 
 
 async def manual_page(request: web.Request) -> web.Response:
+    """``?region=``: the Moodle is served by that region's cell (default: the home region)."""
     settings = request.app[SETTINGS_KEY]
     urls = request.app[URLS_KEY]
+    region = region_of(request) or settings.region
     return render(
         request,
         "manual.html",
         csp=ADMIN_PAGE_CSP,
         static=ADMIN_STATIC,
         tool_name=settings.tool_name,
-        values=moodle_manual_values(urls, settings),
+        values=moodle_manual_values(urls, settings, region),
+        region=region,
+        regions=list(urls.regions),
         admin_data=admin_data(request_language(request)),
         login_path=LOGIN_PATH,
         launch_path=LAUNCH_PATH,
@@ -333,6 +369,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(f"/api/admin/platforms/{pid}/deployments/approve", approve_deployment)
     r.add_post(f"/api/admin/platforms/{pid}/deployments/disable", disable_deployment)
     r.add_put(f"/api/admin/platforms/{pid}/frame-origins", set_frame_origins)
+    r.add_put(f"/api/admin/platforms/{pid}/region", set_region)
     r.add_get("/api/admin/audit", audit_trail)
     r.add_get("/api/admin/install-codes", list_install_codes)
     r.add_post("/api/admin/install-codes", create_install_code)

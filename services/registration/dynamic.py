@@ -49,7 +49,13 @@ from services.registration.toolconfig import (
     summarize,
     validate_choice,
 )
-from services.registration.wiring import FORM_SIGNER_KEY, REGISTER_STATIC, lms_page_csp, render
+from services.registration.wiring import (
+    FORM_SIGNER_KEY,
+    REGISTER_STATIC,
+    lms_page_csp,
+    region_of,
+    render,
+)
 from shared.db import POOL_KEY
 from shared.errors import AttuneError
 from shared.forms import read_form
@@ -184,6 +190,9 @@ async def _start(request: web.Request) -> web.Response:
         services=services_of(scopes(settings)),
         privacy_level=settings.canvas_privacy_level,
         privacy_label=PRIVACY_LABELS[settings.canvas_privacy_level],
+        # Canvas sends each school to its region's login URL; others choose a region.
+        regions=[] if config.product == "canvas" else list(app[URLS_KEY].regions),
+        home_region=settings.region,
     )
 
 
@@ -269,16 +278,25 @@ async def _finish(request: web.Request) -> web.Response:
     config_url, token = _check_params(config_url, token)
 
     chosen = [v for v in form.getall("placement", []) if isinstance(v, str)]
+    region = region_of(request, form.get("region"))
     try:
         who = await _credential(request, form)
     except AttuneError as exc:
         # The signed form is still good: the page offers a field for another code instead of
         # sending the administrator back to start the LMS's registration again.
         exc.page = functools.partial(
-            _retry_page, form=str(signed), page_origins=_page_origins(bound), chosen=chosen
+            _retry_page,
+            form=str(signed),
+            page_origins=_page_origins(bound),
+            chosen=chosen,
+            region=region,
         )
         raise
     config = await fetch_configuration(app, config_url, token)
+    if config.product == "canvas" or len(app[URLS_KEY].regions) == 1:
+        region = None  # every cell (Canvas: each school signs in at its own region)
+    elif region is None:
+        region = settings.region
     try:
         chosen = validate_choice(config.product, chosen)
     except ValueError as exc:
@@ -294,7 +312,12 @@ async def _finish(request: web.Request) -> web.Response:
     noted = await _check_keys(request, config)
 
     body = registration_request(
-        app[URLS_KEY], settings, config.product, chosen, request_language(request)
+        app[URLS_KEY],
+        settings,
+        config.product,
+        chosen,
+        region=region,
+        lang=request_language(request),
     )
     granted_raw = await _post_registration(request, config, token, body)
     client_id, deployment_ids = _identity(granted_raw)
@@ -316,6 +339,7 @@ async def _finish(request: web.Request) -> web.Response:
         granted=granted,
         platform_config=config.summary(),
         frame_origins=config.page_origins,
+        region=region,
     )
     saved = await store.save_registration(
         app[POOL_KEY],
@@ -365,6 +389,7 @@ def _retry_page(
     form: str,
     page_origins: list[str],
     chosen: list[str],
+    region: str | None,
 ) -> web.Response:
     """The refused credential's page: the problem, and the same form with a field for another
     code (the placements chosen ride along; unknown ones are dropped, never echoed)."""
@@ -378,6 +403,7 @@ def _retry_page(
         action=REGISTER_PATH,
         form=form,
         placements=[p for p in dict.fromkeys(chosen) if p in PLACEMENT_IDS],
+        region=region,
         auth_mode=settings.registration_auth,
         tool_name=settings.tool_name,
         message=exc.message,

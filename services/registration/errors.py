@@ -304,3 +304,12 @@ def bad_json(detail: str) -> AttuneError:
     return AttuneError(
         _("The request body is not usable: {detail}.", detail=detail), code="bad_json", status=400
     )
+
+
+def region_unknown(regions: str) -> AttuneError:
+    return AttuneError(
+        _("There is no such region in this installation of Attune."),
+        code="region_unknown",
+        status=400,
+        hint=_("Choose one of: {regions}.", regions=regions),
+    )

@@ -9,6 +9,7 @@ must hold a usable RS256 key of at least 2048 bits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ FIELDS = (
     "name",
     "deployment_policy",
     "frame_origins",
+    "region",
 )
 
 
@@ -84,10 +86,25 @@ def _identifier(value: object) -> str | None:
     return identifier(value.strip() if isinstance(value, str) else value)
 
 
+def region_problem(value: object, regions: Sequence[str]) -> str | None:
+    """Why ``value`` is not a region of this installation (None, meaning any cell, is one)."""
+    if value is None or (isinstance(value, str) and value in regions):
+        return None
+    return "must be one of " + ", ".join(regions) + " (or null: any region)"
+
+
 def parse(
-    body: object, *, allow_insecure: bool, clouds: CanvasClouds = DEFAULT_CLOUDS
+    body: object,
+    *,
+    allow_insecure: bool,
+    clouds: CanvasClouds = DEFAULT_CLOUDS,
+    regions: Sequence[str] = (),
+    home: str | None = None,
 ) -> ManualRegistration:
-    """Check the shape of every field; raises ``FieldErrors``."""
+    """Check the shape of every field; raises ``FieldErrors``. ``regions``: the cells of this
+    installation (``ATTUNE_REGIONS``); a Moodle or generic registration without ``region`` is
+    served by ``home``, a Canvas one by every cell (each school's own region). With one region
+    no region is recorded."""
     if not isinstance(body, dict):
         raise FieldErrors({"body": "must be a JSON object"})
     problems: dict[str, str] = {}
@@ -171,6 +188,14 @@ def parse(
             frame_origins = normalize_origins(body["frame_origins"], allow_insecure=allow_insecure)
         except ValueError as exc:
             problems["frame_origins"] = f"LMS page origins: {exc}"
+    region = body.get("region") if "region" in body else (None if product == "canvas" else home)
+    problem = region_problem(region, regions)
+    if problem:
+        problems["region"] = f"Region {problem}"
+    if len(regions) <= 1:
+        # One region: nothing to choose, and nothing recorded that a later region map could
+        # contradict (NULL: any cell, until an admin sets it).
+        region = None
     if problems:
         raise FieldErrors(problems)
     assert client_id is not None
@@ -191,6 +216,7 @@ def parse(
         name=name_value.strip() if isinstance(name_value, str) else None,
         method="manual",
         frame_origins=frame_origins[:MAX_FRAME_ORIGINS],
+        region=region if isinstance(region, str) else None,
     )
     return ManualRegistration(record, deployment_ids)
 

@@ -27,6 +27,15 @@ ADMIN_STRINGS: dict[str, Text] = {
         "Issuer {issuer} · client ID {client_id} · {method} registration · new deployments: "
         "{policy} · {environment}"
     ),
+    # Regions (issue #19): where a registration's launches and check-ins are kept.
+    "region_fact": _("region: {region}"),
+    "region_any": _("any region"),
+    "region_label": _("Region where its data is kept"),
+    "region_any_option": _("Any region (each school's own, as Canvas sends it)"),
+    "region_save": _("Save region"),
+    "region_saved": _(
+        "Region saved: {region}. If it changed, set the LMS's login URL to that region's."
+    ),
     "not_granted": _("The LMS did not grant everything Attune asked for:"),
     "col_deployment": _("Deployment"),
     "col_status": _("Status"),

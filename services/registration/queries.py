@@ -35,15 +35,17 @@ class PlatformRecord:
     platform_config: Json | None = None
     # Origins of the LMS's pages (CSP frame-ancestors), added to those already recorded.
     frame_origins: list[str] | None = None
+    # The cell that serves it (Moodle, manual); None: any cell, or keep what is stored.
+    region: str | None = None
 
 
 _INSERT_PLATFORM = """
 INSERT INTO platforms (issuer, client_id, auth_url, jwks_url, token_url, product,
                        deployment_policy, environment, name, registration_method,
-                       requested, granted, platform_config, frame_origins)
+                       requested, granted, platform_config, frame_origins, region)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
         coalesce($11::jsonb, '{}'::jsonb), coalesce($12::jsonb, '{}'::jsonb),
-        coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:$15])
+        coalesce($13::jsonb, '{}'::jsonb), (coalesce($14::text[], '{}'::text[]))[1:$15], $16)
 ON CONFLICT (issuer, client_id) DO NOTHING
 RETURNING id
 """
@@ -67,6 +69,7 @@ UPDATE platforms AS p SET
         SELECT o FROM unnest(p.frame_origins || coalesce($15::text[], '{}'::text[]))
                       WITH ORDINALITY AS t(o, n)
         GROUP BY o ORDER BY min(n)))[1:$16],
+    region = coalesce($17, p.region),
     updated_at = now()
 WHERE p.id = $1 AND p.issuer = $2 AND p.client_id = $3
 """
@@ -93,6 +96,7 @@ def _values(rec: PlatformRecord) -> tuple[Any, ...]:
         _dump(rec.platform_config),
         rec.frame_origins,
         MAX_FRAME_ORIGINS,
+        rec.region,
     )
 
 
@@ -102,7 +106,7 @@ async def lock_platform_by_key(
     """The registration of (issuer, client_id), locked until the transaction ends."""
     return await conn.fetchrow(
         "SELECT id, auth_url, jwks_url, token_url, product, deployment_policy, environment, "
-        "name, registration_method, frame_origins FROM platforms "
+        "name, registration_method, frame_origins, region FROM platforms "
         "WHERE issuer = $1 AND client_id = $2 FOR UPDATE",
         issuer,
         client_id,
@@ -142,6 +146,13 @@ async def set_frame_origins(conn: asyncpg.Connection, platform_id: int, origins:
         "UPDATE platforms SET frame_origins = $2, updated_at = now() WHERE id = $1",
         platform_id,
         origins,
+    )
+
+
+async def set_region(conn: asyncpg.Connection, platform_id: int, region: str | None) -> None:
+    """The cell that serves the registration (the caller holds the row: ``lock_platform``)."""
+    await conn.execute(
+        "UPDATE platforms SET region = $2, updated_at = now() WHERE id = $1", platform_id, region
     )
 
 
@@ -203,7 +214,7 @@ async def deployment_ids(conn: asyncpg.Connection, platform_id: int) -> list[str
 _PLATFORMS = """
 SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
        p.deployment_policy, p.environment, p.name, p.registration_method, p.requested,
-       p.granted, p.platform_config, p.frame_origins, p.created_at, p.updated_at,
+       p.granted, p.platform_config, p.frame_origins, p.region, p.created_at, p.updated_at,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'deployment_id', d.deployment_id, 'status', d.status, 'label', d.label,
@@ -213,54 +224,90 @@ SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.produ
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'deployment_id', s.deployment_id, 'policy', s.policy,
-                      'first_seen_at', s.first_seen_at)
-                  ORDER BY s.first_seen_at, s.deployment_id)
-           FROM deployment_sightings s
+                      'first_seen_at', s.first_seen_at, 'region', s.region)
+                  ORDER BY s.first_seen_at, s.deployment_id, s.region)
+           -- Seen by this region's launches, or by another cell's (shared/cells/sightings.py).
+           FROM (SELECT platform_id, deployment_id, policy, first_seen_at, NULL::text AS region
+                 FROM deployment_sightings
+                 UNION ALL
+                 SELECT platform_id, deployment_id, policy, first_seen_at, region
+                 FROM cell_sightings) s
            WHERE s.platform_id = p.id AND NOT EXISTS (
                SELECT 1 FROM deployments d
                WHERE d.platform_id = s.platform_id AND d.deployment_id = s.deployment_id)
        ), '[]'::jsonb) AS sightings,
        coalesce((
-           SELECT jsonb_object_agg(o.deployment_id, jsonb_build_object(
+           SELECT jsonb_agg(jsonb_build_object(
+                      'deployment_id', o.deployment_id, 'region', o.region,
                       'frame_origins', o.frame_origins, 'roster_shared', o.roster_shared,
-                      'names_shared', o.names_shared, 'observed_at', o.observed_at))
-           FROM deployment_observations o WHERE o.platform_id = p.id), '{}'::jsonb)
-         AS observations
+                      'names_shared', o.names_shared, 'observed_at', o.observed_at)
+                  ORDER BY o.observed_at, o.region NULLS FIRST)
+           -- This region's launches, and the other cells' (shared/cells/sightings.py).
+           FROM (SELECT platform_id, deployment_id, NULL::text AS region, frame_origins,
+                        roster_shared, names_shared, observed_at
+                 FROM deployment_observations
+                 UNION ALL
+                 SELECT platform_id, deployment_id, region, frame_origins, roster_shared,
+                        names_shared, observed_at
+                 FROM cell_observations) o
+           WHERE o.platform_id = p.id), '[]'::jsonb) AS observations
 FROM platforms p
 """
 
 
-def _platform(row: asyncpg.Record, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Json:
+def _platform(row: asyncpg.Record, here: str, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Json:
     deployments = [{**d, "source": "registration"} for d in json.loads(row["deployments"])]
+    seen: dict[str, Json] = {}
     for s in json.loads(row["sightings"]):
-        # Seen by a launch only: accepted under the 'accept' policy, or waiting for approval.
-        deployments.append(
-            {
+        # Seen by a launch only: accepted under the 'accept' policy, or waiting for approval;
+        # in this region (``here``) or in other cells (``seen_in``), earliest first.
+        known = seen.get(s["deployment_id"])
+        region = s["region"] or here
+        if known is None:
+            known = seen[s["deployment_id"]] = {
                 "deployment_id": s["deployment_id"],
-                "status": "active" if s["policy"] == "accept" else "pending",
+                "status": "active",
                 "label": None,
                 "created_at": s["first_seen_at"],
                 "updated_at": s["first_seen_at"],
                 "source": "launch",
+                "seen_in": [],
             }
-        )
+            deployments.append(known)
+        if s["policy"] != "accept":
+            known["status"] = "pending"
+        if region not in known["seen_in"]:
+            known["seen_in"].append(region)
     # What verified launches of each deployment showed (launch service, migration 0014):
     # page origins it proved and whether the LMS shared the roster and names. Canvas applies
     # the admin's scope and privacy edits after answering the registration, so this — not
     # ``granted`` — says what Attune really gets.
-    observations = json.loads(row["observations"])
+    # Every cell's launches count: the latest observation says what the LMS shares; the page
+    # origins are those any cell learned (each cell frames with its own).
+    latest: dict[str, Json] = {}
+    origins: dict[str, list[str]] = {}
+    regions: dict[str, list[str]] = {}
+    for o in json.loads(row["observations"]):  # oldest first
+        deployment_id = o["deployment_id"]
+        latest[deployment_id] = o
+        learned = origins.setdefault(deployment_id, [])
+        learned.extend(x for x in o["frame_origins"] if x not in learned)
+        where = regions.setdefault(deployment_id, [])
+        if (o["region"] or here) not in where:
+            where.append(o["region"] or here)
     for d in deployments:
-        seen = observations.get(d["deployment_id"])
+        shown = latest.get(d["deployment_id"])
         d["launches_show"] = (
             {
-                "roster_shared": seen["roster_shared"],
-                "names_shared": seen["names_shared"],
-                "observed_at": seen["observed_at"],
+                "roster_shared": shown["roster_shared"],
+                "names_shared": shown["names_shared"],
+                "observed_at": shown["observed_at"],
+                "observed_in": regions[d["deployment_id"]],
             }
-            if seen is not None
+            if shown is not None
             else None
         )
-        d["learned_frame_origins"] = seen["frame_origins"] if seen is not None else []
+        d["learned_frame_origins"] = origins.get(d["deployment_id"], [])
     return {
         "id": row["id"],
         "issuer": row["issuer"],
@@ -277,6 +324,7 @@ def _platform(row: asyncpg.Record, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Jso
         "granted": json.loads(row["granted"]),
         "platform_config": json.loads(row["platform_config"]),
         "frame_origins": list(row["frame_origins"]),
+        "region": row["region"],  # the cell that serves it; None: any (Canvas)
         # What pages of this platform's launches actually allow (recorded, else derived).
         "frame_ancestors": list(
             platform_ancestors(row["issuer"], list(row["frame_origins"]), clouds)
@@ -288,21 +336,26 @@ def _platform(row: asyncpg.Record, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Jso
 
 
 async def list_platforms(
-    conn: asyncpg.Connection, clouds: CanvasClouds = DEFAULT_CLOUDS
+    conn: asyncpg.Connection, here: str = "", clouds: CanvasClouds = DEFAULT_CLOUDS
 ) -> list[Json]:
-    return [_platform(r, clouds) for r in await conn.fetch(_PLATFORMS + " ORDER BY p.id")]
+    """Every registration; ``here``: this (the home) region, where local sightings were."""
+    return [_platform(r, here, clouds) for r in await conn.fetch(_PLATFORMS + " ORDER BY p.id")]
 
 
 async def get_platform(
-    conn: asyncpg.Connection, platform_id: int, clouds: CanvasClouds = DEFAULT_CLOUDS
+    conn: asyncpg.Connection,
+    platform_id: int,
+    here: str = "",
+    clouds: CanvasClouds = DEFAULT_CLOUDS,
 ) -> Json | None:
     row = await conn.fetchrow(_PLATFORMS + " WHERE p.id = $1", platform_id)
-    return _platform(row, clouds) if row is not None else None
+    return _platform(row, here, clouds) if row is not None else None
 
 
 async def lock_platform(conn: asyncpg.Connection, platform_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, issuer, client_id, frame_origins FROM platforms WHERE id = $1 FOR UPDATE",
+        "SELECT id, issuer, client_id, frame_origins, region FROM platforms "
+        "WHERE id = $1 FOR UPDATE",
         platform_id,
     )
 

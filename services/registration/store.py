@@ -2,7 +2,9 @@
 
 Every change commits together with an ``attune.registration.v1`` event in the outbox, whose
 data names the ``issuer`` and ``client_id`` (what login and launch key their caches on), so
-their caches drop the entry within seconds. Events never carry a token or an install code.
+their caches drop the entry within seconds, and with the registration's whole state on
+``attune.registration-state.v1`` (``shared.cells.registrations``), which every other cell's
+mirror applies to its own copy. Events never carry a token or an install code.
 
 Who may change which registration: an install code creates one; it updates an existing
 (issuer, client_id) only when an admin issued it for that platform (a re-registration code).
@@ -13,12 +15,14 @@ committed in a transaction of its own.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from services.registration import errors, queries
+from shared.cells.registrations import publish_state
 from shared.errors import AttuneError
 from shared.events import topics
 from shared.events.envelope import Event
@@ -62,6 +66,13 @@ def _event(kind: str, platform_id: int, data: dict[str, Any]) -> Event:
         subject=f"platform:{platform_id}",
         data={"platform_id": platform_id, **data},
     )
+
+
+async def _announce(conn: asyncpg.Connection, event: Event) -> None:
+    """Announce a change in its transaction: the event (caches and projections in this
+    region) and the registration's whole state (the other cells' read models)."""
+    await enqueue(conn, topics.REGISTRATION, event)
+    await publish_state(conn, int(event.data["platform_id"]))
 
 
 async def _install_code_refusal(conn: asyncpg.Connection, code_hash: bytes) -> Exception:
@@ -162,6 +173,7 @@ def _changes(before: asyncpg.Record, rec: queries.PlatformRecord) -> dict[str, A
         "name": rec.name if rec.name is not None else before["name"],
         "registration_method": rec.method,
         "frame_origins": sorted(set(before["frame_origins"]) | set(rec.frame_origins or [])),
+        "region": rec.region if rec.region is not None else before["region"],
     }
     old = {k: sorted(before[k]) if k == "frame_origins" else before[k] for k in after}
     return {k: [old[k], after[k]] for k in after if old[k] != after[k]}
@@ -247,9 +259,8 @@ async def save_registration(
                     **(details or {}),
                 },
             )
-            await enqueue(
+            await _announce(
                 conn,
-                topics.REGISTRATION,
                 _event(
                     kind,
                     platform_id,
@@ -314,7 +325,40 @@ async def change_deployment(
             client_id=platform["client_id"],
             details={"deployment_id": deployment_id, "previous_status": previous, "label": label},
         )
-        await enqueue(conn, topics.REGISTRATION, _event(kind, platform_id, data))
+        await _announce(conn, _event(kind, platform_id, data))
+    return {"platform_id": platform_id, **data}
+
+
+async def _change_field(
+    pool: asyncpg.Pool,
+    platform_id: int,
+    field: str,
+    value: Any,
+    *,
+    actor: str,
+    write: Callable[[asyncpg.Connection, int, Any], Awaitable[None]],
+    before: Callable[[asyncpg.Record], Any],
+) -> dict[str, Any]:
+    """Set one field of a registration; audited and announced as
+    ``registration.<field>_changed`` with the value before and after."""
+    action = f"registration.{field}_changed"
+    async with pool.acquire() as conn, conn.transaction():
+        platform = await queries.lock_platform(conn, platform_id)
+        if platform is None:
+            raise errors.platform_not_found()
+        details = {field: value, f"previous_{field}": before(platform)}
+        await write(conn, platform_id, value)
+        data = {"issuer": platform["issuer"], "client_id": platform["client_id"], **details}
+        await queries.audit(
+            conn,
+            actor=actor,
+            action=action,
+            platform_id=platform_id,
+            issuer=platform["issuer"],
+            client_id=platform["client_id"],
+            details=details,
+        )
+        await _announce(conn, _event(action, platform_id, data))
     return {"platform_id": platform_id, **data}
 
 
@@ -323,33 +367,33 @@ async def change_frame_origins(
 ) -> dict[str, Any]:
     """Replace the origins allowed to frame this platform's pages; audited and announced
     (``registration.frame_origins_changed``), so every service's cache drops the entry."""
-    async with pool.acquire() as conn, conn.transaction():
-        platform = await queries.lock_platform(conn, platform_id)
-        if platform is None:
-            raise errors.platform_not_found()
-        previous = list(platform["frame_origins"] or [])
-        await queries.set_frame_origins(conn, platform_id, origins)
-        data = {
-            "issuer": platform["issuer"],
-            "client_id": platform["client_id"],
-            "frame_origins": origins,
-            "previous_frame_origins": previous,
-        }
-        await queries.audit(
-            conn,
-            actor=actor,
-            action="registration.frame_origins_changed",
-            platform_id=platform_id,
-            issuer=platform["issuer"],
-            client_id=platform["client_id"],
-            details={"frame_origins": origins, "previous_frame_origins": previous},
-        )
-        await enqueue(
-            conn,
-            topics.REGISTRATION,
-            _event("registration.frame_origins_changed", platform_id, data),
-        )
-    return {"platform_id": platform_id, **data}
+    return await _change_field(
+        pool,
+        platform_id,
+        "frame_origins",
+        origins,
+        actor=actor,
+        write=queries.set_frame_origins,
+        before=lambda platform: list(platform["frame_origins"] or []),
+    )
+
+
+async def change_region(
+    pool: asyncpg.Pool, platform_id: int, region: str | None, *, actor: str
+) -> dict[str, Any]:
+    """Move a registration to the cell of ``region`` (None: any cell); audited and announced
+    (``registration.region_changed``), so every cell's login and launch serve it, or refuse
+    it, within seconds. Data already stored in the old region stays there
+    (docs/architecture.md, "Regions")."""
+    return await _change_field(
+        pool,
+        platform_id,
+        "region",
+        region,
+        actor=actor,
+        write=queries.set_region,
+        before=lambda platform: platform["region"],
+    )
 
 
 async def delete_platform(pool: asyncpg.Pool, platform_id: int, *, actor: str) -> dict[str, Any]:
@@ -373,7 +417,7 @@ async def delete_platform(pool: asyncpg.Pool, platform_id: int, *, actor: str) -
             client_id=platform["client_id"],
             details={"deployment_ids": ids},
         )
-        await enqueue(conn, topics.REGISTRATION, _event("registration.deleted", platform_id, data))
+        await _announce(conn, _event("registration.deleted", platform_id, data))
     return {"platform_id": platform_id, **data}
 
 

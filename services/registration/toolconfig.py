@@ -200,6 +200,15 @@ def validate_choice(product: Product, chosen: Sequence[str]) -> list[str]:
     return picked
 
 
+def login_and_redirects(urls: ToolUrls, region: str | None) -> tuple[str, list[str]]:
+    """The login URL and redirect URIs an LMS is given: those of ``region``'s cell when the
+    registration is served by one (Moodle, manual), else the home region's login URL and
+    every region's launch URL (Canvas sends each school to its own region)."""
+    if region is None:
+        return urls.login_url(), urls.redirect_uris
+    return urls.login_url(region), [urls.launch_url(region)]
+
+
 def labels(text: Text, settings: Settings, *, tags: Sequence[str] | None = None) -> dict[str, str]:
     """``text`` in every language, by language tag (``tags``: the LMS's own tag for each of
     Attune's languages, in the same order; BCP 47 by default)."""
@@ -215,16 +224,18 @@ def registration_request(
     settings: Settings,
     product: Product,
     chosen: Sequence[str],
+    region: str | None = None,
     lang: Language = ENGLISH,
 ) -> dict[str, Any]:
     """The client registration Attune POSTs to the platform's ``registration_endpoint``.
 
     IMS LTI Dynamic Registration 1.0 with Moodle's required fields; Canvas additionally gets
-    its placements, privacy level and tool id keys. ``redirect_uris`` lists every region's
-    launch URL; ``initiate_login_uri`` is the home region's login URL. The description is in
+    its placements, privacy level and tool id keys. Login URL and redirect URIs: those of the
+    region whose cell serves the registration (``login_and_redirects``). The description is in
     ``lang`` (the installing admin's: Moodle keeps one name and one description), the labels
     in every language (``label#<tag>``, ``client_name#<tag>``: RFC 7591 language tags).
     """
+    login_url, redirect_uris = login_and_redirects(urls, region)
     privacy = settings.canvas_privacy_level
     tool: dict[str, Any] = {
         "domain": domain_of(urls.target_link_uri),
@@ -241,8 +252,8 @@ def registration_request(
         "application_type": "web",
         "response_types": ["id_token"],
         "grant_types": ["implicit", "client_credentials"],
-        "initiate_login_uri": urls.login_url(),
-        "redirect_uris": urls.redirect_uris,
+        "initiate_login_uri": login_url,
+        "redirect_uris": redirect_uris,
         "client_name": settings.tool_name,
         **{f"client_name#{tag}": text for tag, text in labels(TOOL_LABEL, settings).items()},
         "client_uri": urls.public_url,
@@ -466,8 +477,12 @@ def canvas_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
 # --- Moodle manual configuration -----------------------------------------------------------------
 
 
-def moodle_manual_values(urls: ToolUrls, settings: Settings) -> list[tuple[str, str]]:
-    """(Moodle field label, value) in the order of Moodle's "Configure a tool manually" form."""
+def moodle_manual_values(
+    urls: ToolUrls, settings: Settings, region: str | None = None
+) -> list[tuple[str, str]]:
+    """(Moodle field label, value) in the order of Moodle's "Configure a tool manually" form;
+    login URL and redirection URIs of ``region``'s cell (default: the home region's login)."""
+    login_url, redirect_uris = login_and_redirects(urls, region)
     names = settings.canvas_privacy_level in ("name_only", "public")
     emails = settings.canvas_privacy_level in ("email_only", "public")
     return [
@@ -476,8 +491,8 @@ def moodle_manual_values(urls: ToolUrls, settings: Settings) -> list[tuple[str, 
         ("LTI version", "LTI 1.3"),
         ("Public key type", "Keyset URL"),
         ("Public keyset", urls.jwks_url),
-        ("Initiate login URL", urls.login_url()),
-        ("Redirection URI(s)", "\n".join(urls.redirect_uris)),
+        ("Initiate login URL", login_url),
+        ("Redirection URI(s)", "\n".join(redirect_uris)),
         ("Supports Deep Linking (Content-Item Message)", "Yes"),
         ("Content Selection URL", urls.target_link_uri),
         (
@@ -495,16 +510,22 @@ def moodle_manual_values(urls: ToolUrls, settings: Settings) -> list[tuple[str, 
     ]
 
 
-def moodle_manual_json(urls: ToolUrls, settings: Settings) -> dict[str, Any]:
+def moodle_manual_json(
+    urls: ToolUrls, settings: Settings, region: str | None = None
+) -> dict[str, Any]:
+    login_url, redirect_uris = login_and_redirects(urls, region)
     return {
         "tool_url": urls.target_link_uri,
         "lti_version": "LTI 1.3",
         "public_key_type": "Keyset URL",
         "public_keyset_url": urls.jwks_url,
-        "initiate_login_url": urls.login_url(),
-        "redirection_uris": urls.redirect_uris,
+        "initiate_login_url": login_url,
+        "redirection_uris": redirect_uris,
         "deep_linking_url": urls.target_link_uri,
-        "fields": [{"label": k, "value": v} for k, v in moodle_manual_values(urls, settings)],
+        "fields": [
+            {"label": k, "value": v} for k, v in moodle_manual_values(urls, settings, region)
+        ],
+        "region": region,
     }
 
 

@@ -9,10 +9,12 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from services.registration import errors
 from shared.i18n.catalogues import Text, translate
 from shared.i18n.jinja import environment, page_context
 from shared.i18n.web import request_language
 from shared.lti.frame import with_frame_ancestors
+from shared.lti.wiring import URLS_KEY
 from shared.signing import TokenSigner
 from shared.web import HTML_SECURITY_HEADERS
 
@@ -67,3 +69,15 @@ def render(
             "Cache-Control": "no-store",
         },
     )
+
+
+def region_of(request: web.Request, value: object = None) -> str | None:
+    """The region a request names (``value``, else the ``region`` query parameter): one of
+    ``ATTUNE_REGIONS`` (400 ``region_unknown`` otherwise), or None when it names none."""
+    name = value if value is not None else request.query.get("region")
+    if name is None or name == "":
+        return None
+    regions = request.app[URLS_KEY].regions
+    if not isinstance(name, str) or name not in regions:
+        raise errors.region_unknown(", ".join(regions))
+    return name

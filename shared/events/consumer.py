@@ -76,8 +76,16 @@ class EventConsumer:
         settings: Settings,
         metrics: Metrics,
         group_id: str | None = None,
+        dedupe: bool = True,
+        after_commit: Callable[[Event], None] | None = None,
     ) -> None:
+        """``dedupe=False``: the handler is idempotent by itself (it compares versions), so
+        event ids are not recorded in ``consumed_events`` (a state republished every hour
+        would otherwise grow that table forever). ``after_commit``: called with each event
+        applied, once its transaction committed (to wake a cache that reads what it wrote)."""
         self.name = name
+        self._dedupe = dedupe
+        self._after_commit = after_commit
         self._topics = tuple(topics)
         self._handler = handler
         self._pool = pool
@@ -148,11 +156,15 @@ class EventConsumer:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    fresh = await conn.fetchval(_MARK_CONSUMED, self.name, event.id)
+                    fresh = not self._dedupe or await conn.fetchval(
+                        _MARK_CONSUMED, self.name, event.id
+                    )
                     if not fresh:
                         self._count("duplicate")
                         return "duplicate"
                     await self._handler(conn, event)
+                if self._after_commit is not None:
+                    self._after_commit(event)
                 self._count("processed")
                 return "processed"
             except RETRIABLE as exc:

@@ -6,7 +6,7 @@ request; the relay publishes committed rows later.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -57,7 +57,7 @@ async def enqueue(
 
 
 async def enqueue_many(
-    conn: asyncpg.Connection, items: list[tuple[str, Event, str | None]]
+    conn: asyncpg.Connection, items: Sequence[tuple[str, Event, str | None]]
 ) -> None:
     """Several events in one round trip; same guarantees as ``enqueue``."""
     if not conn.is_in_transaction():

@@ -47,15 +47,28 @@ async def all_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def published_public_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """kid, state, created_at and public key of every key the JWKS publishes."""
+    """kid, state, created_at and public key of every key the JWKS publishes: this cell's
+    own, then (home region) the other cells' (``cell_keys``, shared/cells/keys.py)."""
     return list(
         await conn.fetch(
             """
-            SELECT kid, state, created_at, public_key FROM tool_keys
-            WHERE state IN ('next', 'current', 'retired') ORDER BY created_at, kid
+            SELECT kid, state, created_at, public_key, 0 AS cell FROM tool_keys
+            WHERE state IN ('next', 'current', 'retired')
+            UNION ALL
+            SELECT kid, state, created_at, public_key, 1 AS cell FROM cell_keys
+            WHERE state IN ('next', 'current', 'retired')
+            ORDER BY cell, created_at, kid
             """
         )
     )
+
+
+async def public_key(conn: asyncpg.Connection, kid: str) -> bytes | None:
+    """The stored public half of a key (SubjectPublicKeyInfo DER)."""
+    value: bytes | None = await conn.fetchval(
+        "SELECT public_key FROM tool_keys WHERE kid = $1", kid
+    )
+    return value
 
 
 async def current_private(conn: asyncpg.Connection) -> asyncpg.Record | None:

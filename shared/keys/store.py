@@ -22,8 +22,9 @@ Time comes from an injectable clock, so tests drive a whole rotation without sle
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -154,8 +155,25 @@ class Action:
     kid: str | None = None
 
 
-def plan(keys: Sequence[KeyInfo], now: datetime, timings: KeyTimings) -> list[Action]:
-    """The transitions due at ``now``, in the order they must be applied."""
+def activation_due(keys: Sequence[KeyInfo], now: datetime, timings: KeyTimings) -> str | None:
+    """The kid of the ``next`` key when it is due to replace a current key at ``now``."""
+    current = next((k for k in keys if k.state == "current"), None)
+    upcoming = next((k for k in keys if k.state == "next"), None)
+    if current is None or upcoming is None:
+        return None
+    return upcoming.kid if now >= upcoming.created_at + timings.activate_after else None
+
+
+def plan(
+    keys: Sequence[KeyInfo],
+    now: datetime,
+    timings: KeyTimings,
+    published: frozenset[str] | None = None,
+) -> list[Action]:
+    """The transitions due at ``now``, in the order they must be applied. ``published``: the
+    kids seen in the public JWKS (a cell outside the home region, whose keys the home region
+    publishes): a next key becomes current only once it is there. None: no such check (the
+    store's own jwks service publishes what it stores)."""
     current = next((k for k in keys if k.state == "current"), None)
     upcoming = next((k for k in keys if k.state == "next"), None)
     actions: list[Action] = []
@@ -170,7 +188,9 @@ def plan(keys: Sequence[KeyInfo], now: datetime, timings: KeyTimings) -> list[Ac
         assert current.activated_at is not None
         if now >= current.activated_at + timings.rotation - timings.activate_after:
             actions.append(Action("create_next"))
-    elif now >= upcoming.created_at + timings.activate_after:
+    elif now >= upcoming.created_at + timings.activate_after and (
+        published is None or upcoming.kid in published
+    ):
         actions.append(Action("retire", current.kid))
         actions.append(Action("activate", upcoming.kid))
     for key in keys:
@@ -204,6 +224,9 @@ def next_due(keys: Sequence[KeyInfo], timings: KeyTimings) -> datetime | None:
 class MaintenanceResult:
     changes: tuple[KeyInfo, ...]
     next_due: datetime | None
+    # A next key that is due but not yet in the public JWKS (it stays next, the current key
+    # keeps signing); None when nothing waits.
+    unpublished: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -224,9 +247,15 @@ class RewrapResult:
     kek_id: str
 
 
-def new_kid(now: datetime) -> str:
-    """A dated, unguessable kid (``20261123T120000Z-3f9a1c2b``), as Canvas dates its own."""
-    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+def new_kid(now: datetime, prefix: str | None = None) -> str:
+    """A dated, unguessable kid (``20261123T120000Z-3f9a1c2b``), as Canvas dates its own; a
+    cell outside the home region prefixes its region (``eu-west-1.20261123T...``)."""
+    kid = f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    return f"{prefix}.{kid}" if prefix else kid
+
+
+# Whether the public JWKS publishes a kid (``shared.cells.keys.JwksProbe``).
+PublicationCheck = Callable[[str], Awaitable[bool]]
 
 
 async def list_keys(conn: asyncpg.Connection, *, include_removed: bool = True) -> list[KeyInfo]:
@@ -249,12 +278,20 @@ class KeyStore:
         *,
         now: Clock = utc_now,
         source: str = "jwks",
+        published: PublicationCheck | None = None,
     ) -> None:
+        """``published``: in a cell outside the home region (whose keys the home region's
+        JWKS publishes), the check that a next key is in the public JWKS before it becomes
+        current. Such a cell's kids carry its region as a prefix, whoever creates them (the
+        rotation, ``attune keys rotate``): the home region publishes no other kid of it."""
         self._pool = pool
         self._keks: KeyEncryptionKeys = keks_from_settings(settings)
         self.timings = KeyTimings.from_settings(settings)
         self._now = now
         self._source = source
+        self._published = published
+        self._region = settings.region
+        self._kid_prefix = settings.region if settings.is_remote_cell else None
 
     def now(self) -> datetime:
         return self._now()
@@ -267,16 +304,18 @@ class KeyStore:
         """The public half of every key the JWKS must contain (next, current, retired)."""
         async with self._pool.acquire() as conn:
             rows = await q.published_public_keys(conn)
-        keys = []
+        keys: dict[str, PublishedKey] = {}
         for row in rows:
+            if row["kid"] in keys:
+                continue  # a kid twice (own key first): never publish two keys for one kid
             try:
                 public_key = load_public_der(row["public_key"])
             except ValueError:
                 # Publishing a key nobody can verify with would help no one; say so loudly.
                 log.error("tool_key_unusable", kid=row["kid"])
                 continue
-            keys.append(PublishedKey(row["kid"], row["state"], row["created_at"], public_key))
-        return keys
+            keys[row["kid"]] = PublishedKey(row["kid"], row["state"], row["created_at"], public_key)
+        return list(keys.values())
 
     async def verify_keks(self) -> int:
         """Check that the configured KEKs decrypt every stored private key.
@@ -300,15 +339,24 @@ class KeyStore:
     async def maintain(self) -> MaintenanceResult:
         """Apply every transition due now (first key, next key, activation, removal).
 
-        Idempotent and safe to run from any number of replicas at once.
+        Idempotent and safe to run from any number of replicas at once. With a publication
+        check, a due next key becomes current only once the public JWKS shows it (asked before
+        the transaction: no HTTP call holds the lock); while it does not, or cannot be asked
+        (the home region unreachable), the current key keeps signing.
         """
+        published: frozenset[str] | None = None
+        if self._published is not None:
+            due = activation_due(
+                await self.list_keys(include_removed=False), self._now(), self.timings
+            )
+            published = frozenset([due] if due is not None and await self._published(due) else [])
         async with self._pool.acquire() as conn, conn.transaction():
             await q.lock(conn)
             keys = [KeyInfo.from_record(r) for r in await q.live_keys(conn)]
             now = self._now()
             changes: list[KeyInfo] = []
             by_kid = {k.kid: k for k in keys}
-            for action in plan(keys, now, self.timings):
+            for action in plan(keys, now, self.timings, published):
                 changed = await self._apply(conn, action, now, by_kid)
                 changes.extend(changed)
                 for info in changed:
@@ -316,7 +364,21 @@ class KeyStore:
             after = [k for k in by_kid.values() if k.state != "removed"]
         for info in changes:
             log.info("tool_key_changed", kid=info.kid, key_state=info.state)
+        waiting = activation_due(after, now, self.timings)
+        if waiting is not None and published is not None:
+            log.warning("tool_key_not_yet_published", kid=waiting)
+            return MaintenanceResult(tuple(changes), next_due(after, self.timings), waiting)
         return MaintenanceResult(tuple(changes), next_due(after, self.timings))
+
+    async def republish(self) -> int:
+        """Announce every live key's state again (``key.state``), so the home region's JWKS
+        heals from a lost or missed event; returns how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            keys = [KeyInfo.from_record(r) for r in await q.live_keys(conn)]
+            now = self._now()
+            for info in keys:
+                await self._event(conn, "key.state", info, now)
+        return len(keys)
 
     async def rotate(self, *, activate_now: bool = False) -> RotationResult:
         """Publish a ``next`` key unless one is pending; with ``activate_now`` make it current.
@@ -377,7 +439,7 @@ class KeyStore:
         """Run one transition and enqueue its events; returns the keys' new states."""
         if action.kind in ("create_current", "create_next"):
             private_key = await asyncio.to_thread(generate_private_key)
-            kid = new_kid(now)
+            kid = new_kid(now, self._kid_prefix)
             current = action.kind == "create_current"
             await q.insert_key(
                 conn,
@@ -416,11 +478,18 @@ class KeyStore:
     async def _event(
         self, conn: asyncpg.Connection, event_type: str, info: KeyInfo, now: datetime
     ) -> None:
+        # The public half travels with every event (it is public: the JWKS serves it), so
+        # the home region can publish a cell's key without reaching into its database.
+        public = await q.public_key(conn, info.kid)
         event = Event(
             type=event_type,
             source=self._source,
             subject=info.kid,
-            data=info.event_data(),
+            data={
+                **info.event_data(),
+                "region": self._region,
+                "public_key": base64.b64encode(public).decode() if public else None,
+            },
             occurred_at=now,
         )
         await enqueue(conn, topics.KEY, event)

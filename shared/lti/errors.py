@@ -56,6 +56,28 @@ def platform_unknown() -> LtiError:
     )
 
 
+def platform_other_region(region: str, login_url: str | None) -> LtiError:
+    """A registration served by another cell: its data lives in that region."""
+    return err(
+        "platform_other_region",
+        _(
+            "This LMS is registered with Attune in the {region} region, where its data is "
+            "kept, and signs in there.",
+            region=region,
+        ),
+        _(
+            "An LMS administrator needs to set Attune's login URL in the LMS to the login URL "
+            "of that region, {login_url}.",
+            login_url=login_url,
+        )
+        if login_url
+        else _(
+            "An LMS administrator needs to set Attune's login URL in the LMS to that region's URL."
+        ),
+        status=403,
+    )
+
+
 def target_link_uri_foreign() -> LtiError:
     return err(
         "target_link_uri_foreign", _("The launch points at an address that is not Attune's."), ADMIN

@@ -178,6 +178,10 @@ class LaunchVerifier:
         platform = resolved.platform
         if platform.id != state.platform_id or resolved.issuer != state.issuer:
             raise errors.registration_mismatch()
+        if state.region != self._urls.region:
+            raise errors.state_invalid()  # another cell's login: its launch is there
+        if not platform.served_in(self._urls.region):
+            raise errors.platform_other_region(*self._urls.where(platform.region))
 
         # 4. signature
         if header.get("alg") != "RS256":

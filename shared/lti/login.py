@@ -153,6 +153,8 @@ class LoginFlow:
         if resolved is None:
             raise errors.platform_unknown()
         platform = resolved.platform
+        if not platform.served_in(self._urls.region):
+            raise errors.platform_other_region(*self._urls.where(platform.region))
         if request.deployment_id is not None:
             status = platform.deployments.get(request.deployment_id)
             if status == "disabled":

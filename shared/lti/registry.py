@@ -50,6 +50,13 @@ class Platform:
     hosted: HostedCanvas | None = None
     # Page origins verified launches of a deployment proved (deployment_observations).
     learned_origins: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The cell that serves this registration (a Moodle or manual registration's choice);
+    # None: any cell (Canvas sends each school to its own region's login URL).
+    region: str | None = None
+
+    def served_in(self, region: str) -> bool:
+        """Whether the cell of ``region`` may log in and launch this registration."""
+        return self.region is None or self.region == region
 
     @functools.cached_property
     def frame_ancestors(self) -> tuple[str, ...]:
@@ -90,7 +97,7 @@ Loader = Callable[[str, str], Awaitable[Platform | None]]
 
 _SELECT_PLATFORM = """
 SELECT p.id, p.issuer, p.client_id, p.auth_url, p.jwks_url, p.token_url, p.product,
-       p.deployment_policy, p.frame_origins,
+       p.deployment_policy, p.frame_origins, p.region,
        coalesce(
            (SELECT jsonb_object_agg(d.deployment_id, d.status)
               FROM deployments d WHERE d.platform_id = p.id),
@@ -125,6 +132,7 @@ def db_loader(pool: asyncpg.Pool, clouds: CanvasClouds = DEFAULT_CLOUDS) -> Load
             frame_origins=tuple(row["frame_origins"]),
             hosted=clouds.get(row["issuer"]),
             learned_origins={k: tuple(v) for k, v in json.loads(row["learned"]).items()},
+            region=row["region"],
         )
 
     return load

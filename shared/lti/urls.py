@@ -74,6 +74,16 @@ class ToolUrls:
     def launch_url(self, region: str | None = None) -> str:
         return self.base(region) + LAUNCH_PATH
 
+    def app_url(self, region: str | None = None) -> str:
+        """Where a launch in ``region`` (default: this one) hands the browser to the app: that
+        region's own host, whose cell holds the launch."""
+        return self.base(region) + APP_PATH
+
+    def where(self, region: str | None) -> tuple[str, str | None]:
+        """(region, its login URL when the map knows it), for a refusal that names both."""
+        name = region or self.region
+        return name, self.login_url(name) if name in self.regions else None
+
     @property
     def redirect_uris(self) -> list[str]:
         """Every region's launch URL: all must be registered with the platform."""

@@ -43,11 +43,19 @@ KUBERNETES_VERSIONS = ("1.29", latest_version())
 NAMESPACE = "attune"
 UID = 10001
 PORT = 8080
-REGIONAL = {"login", "launch"}
-HOME = {"registration", "jwks", "checkins"}
+CELL = {"login", "launch", "checkins"}
+HOME = {"registration", "jwks"}
 AUTOSCALED = {"login", "launch", "checkins"}
 CALLS_PLATFORMS = {"launch", "registration", "checkins"}  # HTTPS to LMS endpoints
 SECRETS = {"attune-database", "attune-kafka", "attune-secrets"}
+# Credentials for another region's Kafka: a cell's at the home cluster (the mirror in launch),
+# the home region's at the other cells' clusters (registration, jwks). Optional: a
+# single-region install has neither.
+CROSS_REGION_SECRETS = {
+    "launch": "attune-home-kafka",
+    "registration": "attune-cell-kafka",
+    "jwks": "attune-cell-kafka",
+}
 SECRET_VAR = re.compile(r"DATABASE_URL|PASSWORD|SECRET|KEYS")
 KNOWN_VARS = set(env_var_names().values())
 INGRESS_NAMESPACES = {"ingress-nginx", "monitoring"}
@@ -192,7 +200,7 @@ def test_services_per_region(target: str) -> None:
     if target == "base":
         assert deployed == set(SERVICES)
     else:
-        assert deployed in (REGIONAL, set(SERVICES)), deployed
+        assert deployed in (CELL, CELL | HOME), deployed
 
 
 def test_exactly_one_home_region() -> None:
@@ -226,12 +234,15 @@ def test_secrets_are_only_referenced(target: str) -> None:
             sources = container.get("envFrom", [])
             for source in sources:
                 if "secretRef" in source:
-                    assert source["secretRef"]["name"] in SECRETS, (name, source)
+                    ref = source["secretRef"]
+                    assert ref["name"] in SECRETS | {CROSS_REGION_SECRETS.get(name)}, (name, ref)
+                    assert ref.get("optional", False) == (ref["name"] not in SECRETS), (name, ref)
                 else:
                     assert source["configMapRef"]["name"].startswith("attune-config"), name
             if name in SERVICES:
                 refs = [s["secretRef"]["name"] for s in sources if "secretRef" in s]
-                assert refs == ["attune-kafka"], f"{name}: Kafka endpoints and SASL come from it"
+                other = [CROSS_REGION_SECRETS[name]] if name in CROSS_REGION_SECRETS else []
+                assert refs == ["attune-kafka", *other], f"{name}: Kafka endpoints and SASL"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -261,9 +272,7 @@ def test_regions_map_and_hostnames_agree_across_overlays() -> None:
 
     regional_hosts: dict[str, str] = {}
     for name, docs in rendered.items():
-        (ingress,) = [
-            i for i in of_kind(docs, "Ingress") if i["metadata"]["name"] == "attune-regional"
-        ]
+        (ingress,) = [i for i in of_kind(docs, "Ingress") if i["metadata"]["name"] == "attune-cell"]
         (rule,) = ingress["spec"]["rules"]
         regional_hosts[name] = rule["host"]
 
@@ -277,6 +286,19 @@ def test_regions_map_and_hostnames_agree_across_overlays() -> None:
             assert f"https://{host}/lti/launch" in urls.redirect_uris, (name, region)
             assert urls.launch_url(region) == f"https://{host}/lti/launch"
             assert urls.login_url(region) == f"https://{host}/lti/login"
+
+    # One home region, which reads every other cell's Kafka; every other overlay is a cell that
+    # reads the home's (and never lists cells itself).
+    (home_name,) = [name for name, docs in rendered.items() if is_home(docs)]
+    for name, docs in rendered.items():
+        settings = settings_of(docs)
+        if name == home_name:
+            assert not settings.is_remote_cell
+            assert set(settings.cells()) == set(OVERLAYS) - {home_name}
+        else:
+            assert settings.is_remote_cell and not settings.cells(), name
+    for docs in (render("base"),):  # one region: a cell that is its own home
+        assert not settings_of(docs).is_remote_cell and not settings_of(docs).cells()
 
     (home,) = [docs for docs in rendered.values() if is_home(docs)]
     (public,) = [i for i in of_kind(home, "Ingress") if i["metadata"]["name"] == "attune-public"]
@@ -432,11 +454,7 @@ def test_every_deployment_has_service_pdb_and_hpa_where_needed(target: str) -> N
 @pytest.mark.parametrize("target", TARGETS)
 def test_migration_job(target: str) -> None:
     docs = render(target)
-    jobs = of_kind(docs, "Job")
-    if not is_home(docs):
-        assert not jobs, "the shared database is migrated from the home region only"
-        return
-    (job,) = jobs
+    (job,) = of_kind(docs, "Job")  # every cell migrates its own database
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == ["migrate"]  # ENTRYPOINT is `attune`: runs `attune migrate`
@@ -450,10 +468,7 @@ def test_migration_job(target: str) -> None:
 @pytest.mark.parametrize("target", TARGETS)
 def test_kafka_topics(target: str) -> None:
     docs = render(target)
-    declared = of_kind(docs, "KafkaTopic")
-    if not is_home(docs):
-        assert not declared, "topics are declared once, where the shared Kafka lives"
-        return
+    declared = of_kind(docs, "KafkaTopic")  # every cell declares them on its own Kafka
     names = []
     for topic in declared:
         assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
@@ -461,9 +476,15 @@ def test_kafka_topics(target: str) -> None:
         spec = topic["spec"]
         names.append(spec["topicName"])
         assert isinstance(spec["partitions"], int) and spec["partitions"] >= 1
+        assert spec["partitions"] == topics.PARTITIONS.get(spec["topicName"], spec["partitions"])
         assert isinstance(spec["replicas"], int) and spec["replicas"] >= 3
         config = spec["config"]
-        assert isinstance(config["retention.ms"], int) and config["retention.ms"] > 0
+        if spec["topicName"] == topics.REGISTRATION_STATE:
+            # The latest state of every registration is kept (a new cell bootstraps from it).
+            assert config["cleanup.policy"] == "compact" and "retention.ms" not in config
+        else:
+            assert config["cleanup.policy"] == "delete"
+            assert isinstance(config["retention.ms"], int) and config["retention.ms"] > 0
         assert 2 <= config["min.insync.replicas"] < spec["replicas"]
         assert set(spec) == {"topicName", "partitions", "replicas", "config"}
     assert sorted(names) == sorted(topics.ALL)

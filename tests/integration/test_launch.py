@@ -13,7 +13,15 @@ import pytest
 from shared.events.envelope import Event
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform, query_of
-from tests.lti_support import LtiStack, browser, full_launch, start_stack
+from tests.lti_support import (
+    LtiStack,
+    auth_params,
+    browser,
+    error_code,
+    full_launch,
+    post_launch,
+    start_stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -125,15 +133,47 @@ async def test_each_region_redirects_to_its_own_launch_url(
 ) -> None:
     client = canvas.add_client(stack.redirect_uris())
     platform_id = await stack.register(canvas, client)
+    tokens = {}
     async with browser() as b:
         for region in stack.regions:
             resp = await full_launch(b, region.url, canvas, client, canvas_region=region.name)
             assert resp.status == 303, await resp.text()
             assert canvas.auth_requests[-1]["redirect_uri"] == f"{region.url}/lti/launch"
+            # The app of the same region: its cell alone holds the launch.
+            assert resp.headers["Location"].startswith(f"{region.url}/app/?f=")
+            tokens[region.url] = resp.headers["Location"].split("#lt=", 1)[1]
+        # A launch token works in its own region's app only, even where the regions share
+        # their secrets (as this stack's do).
+        here, there = (r.url for r in stack.regions)
+        for url, token, status in ((here, tokens[here], 200), (here, tokens[there], 401)):
+            me = await b.get(
+                f"{url}/api/checkins/me",
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
+            assert me.status == status
+        assert (await me.json())["error"]["code"] == "launch_token_other_region"
     rows = await stack.pool.fetch(
         "SELECT region FROM launches WHERE platform_id = $1 ORDER BY created_at", platform_id
     )
     assert [r["region"] for r in rows] == ["us-east-1", "eu-west-1"]
+
+
+async def test_a_login_in_one_region_cannot_launch_in_another(
+    stack: LtiStack, canvas: FakePlatform
+) -> None:
+    """The state a region's login issued is refused by another region's launch (its launch
+    belongs where the login was), even with the secrets shared and the cookie sent along."""
+    client = canvas.add_client(stack.redirect_uris())
+    await stack.register(canvas, client)
+    here, there = stack.regions
+    async with browser() as b:
+        params = await auth_params(b, here.url, canvas, client)
+        token = canvas.id_token(client, nonce=params["nonce"])
+        resp = await post_launch(b, there.url, {"id_token": token, "state": params["state"]})
+        assert resp.status == 400
+        assert await error_code(resp) == "state_invalid"
+        resp = await post_launch(b, here.url, {"id_token": token, "state": params["state"]})
+        assert resp.status == 303, await resp.text()
 
 
 async def test_post_login_and_new_deployment_under_accept_policy(

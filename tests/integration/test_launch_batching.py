@@ -12,10 +12,12 @@ import asyncpg
 import pytest
 
 from services.launch import queries
+from shared.events import topics
 from shared.events.envelope import Event
 from shared.ids import uuid7
 
 pytestmark = pytest.mark.integration
+REGION = "us-east-1"
 
 ROLES = [
     "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner",
@@ -44,7 +46,7 @@ def record(
         context_id="course-1" if subject == "" else None,
         resource_link_id="rl-1" if subject == "" else None,
         roles=ROLES if roles is None else roles,
-        region="us-east-1",
+        region=REGION,
         new_deployment=new,
         event=Event(
             type="launch.completed", source="test", subject="s", data={"launch_id": str(launch_id)}
@@ -58,7 +60,7 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
 ) -> None:
     tag = uuid.uuid4().hex
     used_before = record(f"{tag}-used")
-    assert await queries.record_launches(pool, [used_before]) == [True]
+    assert await queries.record_launches(pool, [used_before], REGION) == [True]
     deployment = f"d-{tag}"
     batch = [
         record(f"{tag}-a", deployment=deployment, new=True),
@@ -67,7 +69,7 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
     ]
     sightings = "SELECT count(*) FROM deployment_sightings WHERE deployment_id = $1"
     assert await pool.fetchval(sightings, deployment) == 0
-    assert await queries.record_launches(pool, batch) == [True, False, True]
+    assert await queries.record_launches(pool, batch, REGION) == [True, False, True]
 
     rows = await pool.fetch(
         "SELECT id, subject, roles, deployment_id FROM launches WHERE subject LIKE $1"
@@ -83,11 +85,31 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
         )
     }
     assert events == {str(batch[0].launch_id), str(batch[2].launch_id)}  # not the replay's
-    # Two new launches of one new deployment in one batch: one sighting.
+    # Two new launches of one new deployment in one batch: one sighting, and one event that
+    # takes it home (shared/cells/sightings.py): what and where, nothing about who.
     assert await pool.fetchval(sightings, deployment) == 1
+    sighted = [
+        Event.decode(r["value"])
+        for r in await pool.fetch(
+            "SELECT value FROM outbox WHERE topic = $1 AND convert_from(value, 'UTF8') LIKE $2",
+            topics.SIGHTING,
+            f"%{deployment}%",
+        )
+    ]
+    assert [(e.type, e.subject) for e in sighted] == [("deployment.sighted", "platform:4242")]
+    assert sighted[0].data == {
+        "platform_id": 4242,
+        "deployment_id": deployment,
+        "policy": "accept",
+        "first_seen_at": sighted[0].data["first_seen_at"],
+        "region": REGION,
+    }
+    assert tag not in sighted[0].encode().decode().replace(deployment, "")
     # A launch of a deployment that is not new writes none.
     known = f"known-{tag}"
-    assert await queries.record_launches(pool, [record(f"{tag}-c", deployment=known)]) == [True]
+    assert await queries.record_launches(pool, [record(f"{tag}-c", deployment=known)], REGION) == [
+        True
+    ]
     assert await pool.fetchval(sightings, known) == 0
     # The replay's launch id was never written.
     assert not await pool.fetchval(
@@ -97,7 +119,7 @@ async def test_a_batch_records_fresh_launches_and_nothing_for_used_nonces(
 
 async def test_concurrent_launches_share_statements_and_replays_lose(pool: asyncpg.Pool) -> None:
     tag = uuid.uuid4().hex
-    writer = queries.launch_writer(pool)
+    writer = queries.launch_writer(pool, REGION)
     launches = [record(f"{tag}-{i}") for i in range(60)]
     replays = [record(f"{tag}-7") for _ in range(5)]  # five more posts of launch 7's token
     results = await asyncio.gather(*(writer.write(r) for r in launches + replays))
@@ -126,7 +148,7 @@ async def test_a_failing_batch_fails_every_launch_in_it_and_writes_nothing(
     bad = record(f"{tag}-bad")
     object.__setattr__(bad, "deployment_id", None)  # launches.deployment_id is NOT NULL
     with pytest.raises(asyncpg.NotNullViolationError):
-        await queries.record_launches(pool, [good, bad])
+        await queries.record_launches(pool, [good, bad], REGION)
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM used_nonces WHERE nonce = any($1)", [good.nonce, bad.nonce]
@@ -135,13 +157,16 @@ async def test_a_failing_batch_fails_every_launch_in_it_and_writes_nothing(
     )
     assert not await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", good.event.id)
     # Its nonce is still unused: the browser's retry of the same launch succeeds.
-    assert await queries.record_launches(pool, [good]) == [True]
+    assert await queries.record_launches(pool, [good], REGION) == [True]
 
 
 async def test_absent_claims_and_empty_roles_are_stored_as_such(pool: asyncpg.Pool) -> None:
     tag = uuid.uuid4().hex
     bare = record(f"{tag}-bare", subject=None, roles=[])  # e.g. a deep-linking request
-    assert await queries.record_launches(pool, [bare, record(f"{tag}-full")]) == [True, True]
+    assert await queries.record_launches(pool, [bare, record(f"{tag}-full")], REGION) == [
+        True,
+        True,
+    ]
     row = await pool.fetchrow(
         "SELECT subject, context_id, resource_link_id, roles FROM launches WHERE id = $1",
         bare.launch_id,
@@ -153,7 +178,7 @@ async def test_a_batch_never_takes_one_nonce_twice(pool: asyncpg.Pool) -> None:
     tag = uuid.uuid4().hex
     twice = [record(f"{tag}-x"), record(f"{tag}-x")]
     with pytest.raises(ValueError, match="same nonce twice"):
-        await queries.record_launches(pool, twice)
+        await queries.record_launches(pool, twice, REGION)
     assert not await pool.fetchval("SELECT count(*) FROM used_nonces WHERE nonce = $1", f"{tag}-x")
 
 
@@ -168,7 +193,8 @@ async def test_batches_sharing_nonces_in_opposite_orders_do_not_deadlock(
             forward = [record(n) for n in nonces]
             backward = [record(n) for n in reversed(nonces)]
             first, second = await asyncio.gather(
-                queries.record_launches(one, forward), queries.record_launches(two, backward)
+                queries.record_launches(one, forward, REGION),
+                queries.record_launches(two, backward, REGION),
             )
             # Every nonce used up exactly once, by one statement or the other.
             assert [a != b for a, b in zip(first, reversed(second), strict=True)] == [True] * 1000
@@ -178,7 +204,7 @@ async def test_a_launch_the_database_refuses_does_not_fail_its_neighbours(
     pool: asyncpg.Pool,
 ) -> None:
     tag = uuid.uuid4().hex
-    writer = queries.launch_writer(pool)
+    writer = queries.launch_writer(pool, REGION)
     good = [record(f"{tag}-{i}") for i in range(6)]
     bad = record(f"{tag}-bad")
     object.__setattr__(bad, "deployment_id", None)  # launches.deployment_id is NOT NULL

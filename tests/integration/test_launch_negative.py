@@ -105,6 +105,7 @@ KNOWN_CODES = frozenset(
         "deployment_missing",
         "deployment_pending",
         "deployment_disabled",
+        "platform_other_region",
         "message_type_unsupported",
         "claim_missing",
         "request_too_large",
@@ -259,8 +260,11 @@ async def post_accepted(env: Env, b: Browser, fields: dict[str, str]) -> None:
     assert resp.status == 303, await resp.text()
     assert resp.headers["Location"].startswith(f"{env.url}/app/?f=")
     after = await counts(env.pool)
-    for table in ("launches", "used_nonces", "outbox"):
+    for table in ("launches", "used_nonces"):
         assert after[table] == before[table] + 1, (table, before, after)
+    # The launch event, and the first sighting's when the deployment was new (it goes home).
+    sighted = after["deployment_sightings"] - before["deployment_sightings"]
+    assert after["outbox"] == before["outbox"] + 1 + sighted, (before, after)
 
 
 def form(token: str, params: dict[str, str]) -> dict[str, str]:
@@ -1439,8 +1443,11 @@ async def test_nonce_replayed_concurrently(env: Env) -> None:
         [(303, None)] + [(409, "nonce_replayed")] * 9, key=str
     ), results
     after = await counts(env.pool)
-    for table in ("launches", "used_nonces", "outbox"):
+    for table in ("launches", "used_nonces"):
         assert after[table] == before[table] + 1, (table, before, after)
+    # The launch event, and the first sighting's when the deployment was new (it goes home).
+    sighted = after["deployment_sightings"] - before["deployment_sightings"]
+    assert after["outbox"] == before["outbox"] + 1 + sighted, (before, after)
 
 
 async def test_nonce_of_another_state(env: Env) -> None:
@@ -1505,14 +1512,25 @@ async def test_deployment_pending(stack: LtiStack, canvas: FakePlatform) -> None
 async def test_unknown_deployment_under_hold_policy(stack: LtiStack, canvas: FakePlatform) -> None:
     env = await make_env(stack, canvas, policy="hold", deployment_status=None)
     async with browser() as b:
-        for _ in range(2):  # seen twice, recorded once
+        for sightings in (1, 0):  # seen twice, recorded once
             params = await auth_params(b, env.url, env.platform, env.client)
             token = env.sign(env.claims(params))
             before = await counts(env.pool)
             resp = await post_launch(b, env.url, form(token, params))
             await assert_error(resp, 403, "deployment_pending")
             after = await counts(env.pool)
-            assert {t: after[t] for t in TABLES[:3]} == {t: before[t] for t in TABLES[:3]}
+            assert {t: after[t] for t in TABLES[:2]} == {t: before[t] for t in TABLES[:2]}
+            # The first sighting's event, which takes it to the home region's admin API
+            # (shared/cells/sightings.py), and nothing else.
+            assert after["outbox"] - before["outbox"] == sightings
+    assert (
+        await env.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_type = 'deployment.sighted' "
+            "AND convert_from(value, 'UTF8')::jsonb #>> '{data,deployment_id}' = $1",
+            env.client.deployment_id,
+        )
+        == 1
+    )
     rows = await env.pool.fetch(
         "SELECT deployment_id, policy FROM deployment_sightings WHERE platform_id = $1",
         env.platform_id,

@@ -1,7 +1,6 @@
 import asyncio
 import os
 import sys
-import uuid
 
 import asyncpg
 
@@ -23,21 +22,11 @@ EXPECTED_TABLES = {
 
 
 async def _fresh_db(infra: Infra) -> str:
-    name = f"attune_mig_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(infra.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return infra.admin_url.rpartition("/")[0] + "/" + name
+    return await infra.new_database("attune_mig")
 
 
 async def _drop(infra: Infra, url: str) -> None:
-    conn = await asyncpg.connect(infra.admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE "{url.rpartition("/")[2]}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await infra.drop_database(url)
 
 
 async def _tables(url: str) -> set[str]:

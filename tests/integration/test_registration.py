@@ -29,7 +29,16 @@ from tests.fakes.registration_platform import (
     registration_platform,
     submit_install,
 )
-from tests.lti_support import RegistrationEnv, browser, full_launch, registration_env
+from tests.lti_support import (
+    RegistrationEnv,
+    browser,
+    error_code,
+    full_launch,
+    login,
+    registration_env,
+)
+
+JSON = {"Accept": "application/json"}
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +141,8 @@ async def test_moodle_dynamic_registration_then_launch(
     assert close_js.status == 200 and "javascript" in close_js.headers["Content-Type"]
     assert "window.parent" in script and "org.imsglobal.lti.close" in script
 
-    # What Moodle received: its required fields, its domain rule, every region's launch URL.
+    # What Moodle received: its required fields, its domain rule, and the login and launch
+    # URLs of the region it was registered in (the home region: none was chosen).
     sent = moodle.registrations[-1]
     assert moodle.registration_authorizations[-1] == f"Bearer {moodle.token}"
     stack = env.stack
@@ -140,8 +150,8 @@ async def test_moodle_dynamic_registration_then_launch(
     assert sent["response_types"] == ["id_token"]
     assert set(sent["grant_types"]) == {"implicit", "client_credentials"}
     assert sent["initiate_login_uri"] == f"{stack.url}/lti/login"
-    assert sent["redirect_uris"] == stack.redirect_uris()
-    assert len(sent["redirect_uris"]) == 2
+    assert sent["redirect_uris"] == [f"{stack.url}/lti/launch"]
+    assert len(stack.regions) == 2
     assert sent["client_name"] == "Attune"
     assert sent["jwks_uri"] == f"{stack.url}/.well-known/jwks.json"
     assert sent["token_endpoint_auth_method"] == "private_key_jwt"
@@ -162,6 +172,7 @@ async def test_moodle_dynamic_registration_then_launch(
     assert row["auth_url"] == moodle.lms.auth_url and row["jwks_url"] == moodle.lms.jwks_url
     assert row["token_url"] == moodle.lms.token_url
     assert row["frame_origins"] == [moodle.base_url]  # the site that opened the registration
+    assert row["region"] == stack.regions[0].name  # its data lives in the home region
     assert json.loads(row["requested"])["scopes"] == sorted(sent["scope"].split())
     assert NRPS in json.loads(row["granted"])["scopes"]
     deployments = await env.pool.fetch(
@@ -187,12 +198,51 @@ async def test_moodle_dynamic_registration_then_launch(
     raw = json.dumps(event.to_dict())
     assert moodle.token not in raw and code not in raw
 
-    # The stored registration launches, in both regions.
+    # The stored registration launches in its region, and only there.
     async with browser() as b:
-        for region in stack.regions:
-            resp = await full_launch(b, region.url, moodle.lms, client)
-            assert resp.status == 303, await resp.text()
-            assert resp.headers["Location"].startswith(f"{stack.url}/app/?f=")
+        resp = await full_launch(b, stack.url, moodle.lms, client)
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"].startswith(f"{stack.url}/app/?f=")
+        other = stack.regions[1].url
+        refused = await login(b, other, moodle.lms, client, headers=JSON)
+        assert refused.status == 403
+        assert await error_code(refused) == "platform_other_region"
+
+
+async def test_moodle_dynamic_registration_in_the_region_chosen(
+    env: Env, moodle: RegistrationPlatform
+) -> None:
+    """The install page asks where the Moodle's data is kept; the registration sent to Moodle
+    and stored names that region's cell, which alone serves it."""
+    code, _ = await create_install_code(env.pool, label="EU school", ttl_s=3600)
+    resp, page = await open_install_page(env.session, env.url, moodle)
+    assert resp.status == 200, page
+    home, eu = env.stack.regions
+    assert f'name="region" value="{home.name}" aria-describedby="region-help" checked' in page
+    assert f'name="region" value="{eu.name}" aria-describedby="region-help">' in page
+    fields = [("form", form_value(page)), ("placement", "activity_chooser")]
+    wrong = await env.session.post(
+        f"{env.url}/lti/register",
+        data=[*fields, ("install_code", code), ("region", "mars-1")],
+        headers=JSON,
+    )
+    assert wrong.status == 400 and (await wrong.json())["error"]["code"] == "region_unknown"
+    done = await env.session.post(
+        f"{env.url}/lti/register", data=[*fields, ("install_code", code), ("region", eu.name)]
+    )
+    assert done.status == 200, await done.text()
+    sent = moodle.registrations[-1]
+    assert sent["initiate_login_uri"] == f"{eu.url}/lti/login"
+    assert sent["redirect_uris"] == [f"{eu.url}/lti/launch"]
+    region = await env.pool.fetchval(
+        "SELECT region FROM platforms WHERE issuer = $1", moodle.issuer
+    )
+    assert region == eu.name
+    async with browser() as b:
+        launched = await full_launch(b, eu.url, moodle.lms, moodle.client)
+        assert launched.status == 303, await launched.text()
+        refused = await login(b, home.url, moodle.lms, moodle.client, headers=JSON)
+        assert await error_code(refused) == "platform_other_region"
 
 
 async def test_canvas_dynamic_registration_then_launch_new_deployment(
@@ -209,6 +259,7 @@ async def test_canvas_dynamic_registration_then_launch_new_deployment(
     assert "Test University" in page
     for placement in ("course_navigation", "editor_button", "link_selection"):
         assert f'value="{placement}"' in page
+    assert 'name="region"' not in page  # Canvas sends each school to its own region
     done, body = await register(
         env, canvas, ["course_navigation", "editor_button", "link_selection"]
     )

@@ -22,7 +22,7 @@ from shared.events.envelope import Event
 from tests.conftest import Infra
 from tests.fakes.platform import FakePlatform, new_key, weak_key
 from tests.fakes.registration_platform import outbox_settled, serve_app
-from tests.lti_support import LtiStack, browser, full_launch, start_stack
+from tests.lti_support import LtiStack, browser, error_code, full_launch, login, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -226,8 +226,11 @@ async def test_moodle_manual_registration_round_trip(env: Env, moodle: FakePlatf
     assert values["tool_url"] == f"{stack.url}/app"
     assert values["lti_version"] == "LTI 1.3"
     assert values["public_keyset_url"] == f"{stack.url}/.well-known/jwks.json"
+    # A Moodle is served by one region's cell: by default the home region's login and
+    # launch URLs (launches in another region are refused: its data stays in its region).
     assert values["initiate_login_url"] == f"{stack.url}/lti/login"
-    assert values["redirection_uris"] == stack.redirect_uris()
+    assert values["redirection_uris"] == [f"{stack.url}/lti/launch"]
+    assert values["region"] == "us-east-1"
     for field in values["fields"]:
         assert f'data-field="{field["label"]}">{field["value"]}</code>' in html.replace(
             "&#39;", "'"
@@ -283,10 +286,10 @@ async def test_moodle_manual_registration_round_trip(env: Env, moodle: FakePlatf
     assert event.data["deployment_ids"] == [client.deployment_id]
     assert env.admin["Authorization"].split()[1] not in json.dumps(event.to_dict())
 
+    assert row["region"] == "us-east-1"
     async with browser() as b:
-        for region in stack.regions:
-            launched = await full_launch(b, region.url, moodle, client)
-            assert launched.status == 303, await launched.text()
+        launched = await full_launch(b, stack.url, moodle, client)
+        assert launched.status == 303, await launched.text()
 
     # The same (issuer, client_id) again updates the registration.
     again = await env.post_platform({**given, "name": "Moodle HS"})
@@ -295,6 +298,81 @@ async def test_moodle_manual_registration_round_trip(env: Env, moodle: FakePlatf
         await env.pool.fetchval("SELECT count(*) FROM platforms WHERE issuer = $1", moodle.issuer)
         == 1
     )
+
+
+async def test_moodle_registered_in_another_region_is_served_only_there(
+    env: Env, moodle: FakePlatform
+) -> None:
+    """The region chosen at registration: the values to give Moodle are that region's, its
+    login and launch serve the registration, every other region refuses it (its data stays
+    where the school chose), and an admin can move it."""
+    stack = env.stack
+    eu = stack.regions[1]
+    page = await env.session.get(f"{env.url}/admin/register/manual?region={eu.name}")
+    html = await page.text()
+    assert page.status == 200 and f'name="region" value="{eu.name}"' in html
+    values = await (
+        await env.session.get(f"{env.url}/lti/config/moodle.json?region={eu.name}")
+    ).json()
+    assert values["initiate_login_url"] == f"{eu.url}/lti/login"
+    assert values["redirection_uris"] == [f"{eu.url}/lti/launch"]
+    unknown = await env.session.get(
+        f"{env.url}/lti/config/moodle.json?region=mars-1", headers={"Accept": "application/json"}
+    )
+    assert unknown.status == 400 and (await unknown.json())["error"]["code"] == "region_unknown"
+
+    client = moodle.add_client(values["redirection_uris"])
+    given = {
+        "product": "moodle",
+        "issuer": moodle.issuer,
+        "client_id": client.client_id,
+        "deployment_id": client.deployment_id,
+        "jwks_url": moodle.jwks_url,
+        "auth_url": moodle.auth_url,
+        "region": eu.name,
+    }
+    bad = await env.post_platform({**given, "region": "mars-1"})
+    assert bad.status == 400
+    assert "region" in (await bad.json())["error"]["fields"]
+    resp = await env.post_platform(given)
+    body = await resp.json()
+    assert resp.status == 201, body
+    platform_id = body["platform"]["id"]
+    assert body["platform"]["region"] == eu.name
+    json_headers = {"Accept": "application/json"}
+    async with browser() as b:
+        launched = await full_launch(b, eu.url, moodle, client)
+        assert launched.status == 303, await launched.text()
+        # The app of the region that launched: its cell alone holds the launch.
+        assert launched.headers["Location"].startswith(f"{eu.url}/app/?f=")
+        refused = await login(b, stack.url, moodle, client, headers=json_headers)
+        assert refused.status == 403
+        assert await error_code(refused) == "platform_other_region"
+        assert eu.url in (await refused.json())["error"]["hint"]
+
+    # An admin moves it (null: any region); a bad region changes nothing.
+    wrong = await env.session.put(
+        f"{env.url}/api/admin/platforms/{platform_id}/region",
+        json={"region": "mars-1"},
+        headers=env.admin,
+    )
+    assert wrong.status == 400
+    moved = await env.session.put(
+        f"{env.url}/api/admin/platforms/{platform_id}/region",
+        json={"region": None},
+        headers=env.admin,
+    )
+    assert moved.status == 200, await moved.text()
+    assert (await moved.json())["platform"]["previous_region"] == eu.name
+    assert (
+        await env.pool.fetchval("SELECT region FROM platforms WHERE id = $1", platform_id) is None
+    )
+    audit = await env.pool.fetchval(
+        "SELECT details FROM registration_audit WHERE platform_id = $1 "
+        "AND action = 'registration.region_changed'",
+        platform_id,
+    )
+    assert json.loads(audit) == {"region": None, "previous_region": eu.name}
 
 
 async def test_canvas_global_developer_key(env: Env, canvas: FakePlatform) -> None:

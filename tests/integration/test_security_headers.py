@@ -105,6 +105,7 @@ ROUTES: dict[tuple[str, str, str], str] = {
     ("registration", "POST", "/api/admin/platforms/{platform_id}/deployments/approve"): JSON,
     ("registration", "POST", "/api/admin/platforms/{platform_id}/deployments/disable"): JSON,
     ("registration", "PUT", "/api/admin/platforms/{platform_id}/frame-origins"): JSON,
+    ("registration", "PUT", "/api/admin/platforms/{platform_id}/region"): JSON,
     ("registration", "GET", "/api/admin/audit"): JSON,
     ("registration", "GET", "/api/admin/install-codes"): JSON,
     ("registration", "POST", "/api/admin/install-codes"): JSON,

@@ -36,7 +36,7 @@ from shared.app import service_app
 from shared.errors import Unavailable
 from shared.events import topics
 from shared.events.envelope import Event
-from shared.keys.crypto import KeyConfigError, WrappedKey, keks_from_settings
+from shared.keys.crypto import KeyConfigError, WrappedKey, keks_from_settings, load_public_der
 from shared.keys.signer import SIGNER_KEY, ToolSigner, signer_ctx
 from shared.keys.store import KeyStore, list_keys
 from shared.logs import configure_logging
@@ -682,7 +682,10 @@ async def test_private_keys_never_leave_the_store(
             "activated_at",
             "retired_at",
             "removed_at",
+            "region",  # the cell whose key it is
+            "public_key",  # its public half, for the home region's JWKS (shared/cells/keys.py)
         }
+        assert load_public_der(base64.b64decode(data["public_key"]))
     logs = log_buffer.getvalue()
     assert '"event": "tool_key_changed"' in logs  # the logs were captured
     outputs.append(logs)

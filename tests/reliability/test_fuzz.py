@@ -45,6 +45,7 @@ from yarl import URL
 from services.registration.app import create_app as registration_app
 from services.registration.cli import create_install_code, create_token
 from services.registration.toolconfig import PLATFORM_CONFIG, TOOL_CONFIG
+from shared.events import topics
 from shared.logs import configure_logging
 from shared.lti import claims as C
 from shared.routes import SERVICES
@@ -982,7 +983,10 @@ async def registration_state(pool: asyncpg.Pool) -> RegistrationState:
     return RegistrationState(
         int(await pool.fetchval("SELECT count(*) FROM platforms")),
         int(await pool.fetchval("SELECT count(*) FROM registration_audit")),
-        int(await pool.fetchval("SELECT count(*) FROM outbox WHERE topic LIKE '%registration%'")),
+        # A change's event; its state (attune.registration-state.v1) goes with it.
+        int(
+            await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topics.REGISTRATION)
+        ),
     )
 
 

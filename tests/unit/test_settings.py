@@ -26,6 +26,47 @@ def test_insecure_urls_refused_in_production() -> None:
     load_settings({**BASE, "ATTUNE_ALLOW_INSECURE_URLS": "true", "ATTUNE_ENV": "development"})
 
 
+def test_cell_roles() -> None:
+    """Unset: the home region (or one region). A cell elsewhere names the home cluster; the
+    home region names the other cells' clusters; never both, never itself."""
+    home = load_settings(
+        {**BASE, "ATTUNE_REGION": "us-east-1", "ATTUNE_CELL_KAFKA": "eu-west-1=e1:9093, e2:9093;"}
+    )
+    assert not home.is_remote_cell
+    assert home.cells() == {"eu-west-1": "e1:9093,e2:9093"}
+    remote = home.cell_kafka_of("eu-west-1")
+    assert remote.bootstrap_servers == ["e1:9093", "e2:9093"]
+    assert remote.kafka_create_topics is False and remote.database_url == home.database_url
+    cell = load_settings(
+        {
+            **BASE,
+            "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "h1:9094",
+            "ATTUNE_HOME_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ATTUNE_HOME_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "ATTUNE_HOME_KAFKA_SASL_USERNAME": "eu-cell",
+            "ATTUNE_HOME_KAFKA_SASL_PASSWORD": "pw-at-home",
+        }
+    )
+    assert cell.is_remote_cell and cell.cells() == {}
+    options = cell.home_kafka().kafka_client_options()
+    assert options["bootstrap_servers"] == ["h1:9094"]
+    assert options["sasl_plain_username"] == "eu-cell"
+    assert options["sasl_plain_password"] == "pw-at-home"
+    assert cell.kafka_client_options()["bootstrap_servers"] == ["k1:9092", "k2:9093"]
+    assert not load_settings(BASE).is_remote_cell
+    with pytest.raises(SettingsError, match="exclude each other"):
+        load_settings(
+            {**BASE, "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "h:1", "ATTUNE_CELL_KAFKA": "eu=e:1"}
+        )
+    with pytest.raises(SettingsError, match="lists this region"):
+        load_settings({**BASE, "ATTUNE_REGION": "eu", "ATTUNE_CELL_KAFKA": "eu=e:1"})
+    for bad in ("eu-west-1", "eu=nohost", "=e:1", "eu=e:1;eu=f:2"):
+        with pytest.raises(SettingsError, match="ATTUNE_CELL_KAFKA is invalid"):
+            load_settings({**BASE, "ATTUNE_CELL_KAFKA": bad})
+    with pytest.raises(SettingsError, match="ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS is invalid"):
+        load_settings({**BASE, "ATTUNE_HOME_KAFKA_BOOTSTRAP_SERVERS": "no-port"})
+
+
 def test_dev_canvas_cloud_only_with_insecure_urls() -> None:
     """The emulator's hosted-Canvas cloud makes loopback issuers count as hosted Canvas: a
     development setting, refused unless insecure URLs are allowed (never in production)."""

@@ -22,7 +22,15 @@ from shared.keys.crypto import (
     parse_keks,
     public_der,
 )
-from shared.keys.store import KeyInfo, KeyTimings, PublishedKey, next_due, plan
+from shared.keys.store import (
+    KeyInfo,
+    KeyTimings,
+    PublishedKey,
+    activation_due,
+    new_kid,
+    next_due,
+    plan,
+)
 from shared.settings import SettingsError, load_settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -203,6 +211,27 @@ def test_plan_removes_retired_keys_after_token_lifetime_plus_cache_period() -> N
     assert next_due(keys, TIMINGS) == removal
     assert plan(keys, removal - timedelta(seconds=1), TIMINGS) == []
     assert [(a.kind, a.kid) for a in plan(keys, removal, TIMINGS)] == [("remove", "a")]
+
+
+def test_plan_in_a_cell_activates_only_a_published_next_key() -> None:
+    """A cell outside the home region: its next key becomes current only once the public
+    JWKS (served by home) shows it; until then the current key keeps signing."""
+    published = T0 + timedelta(days=29)
+    keys = [KeyInfo("a", "current", T0, activated_at=T0), KeyInfo("b", "next", published)]
+    due = published + TIMINGS.activate_after
+    assert activation_due(keys, due - timedelta(seconds=1), TIMINGS) is None
+    assert activation_due(keys, due, TIMINGS) == "b"
+    assert plan(keys, due, TIMINGS, published=frozenset()) == []
+    assert plan(keys, due, TIMINGS, published=frozenset({"other"})) == []
+    actions = plan(keys, due, TIMINGS, published=frozenset({"b"}))
+    assert [(a.kind, a.kid) for a in actions] == [("retire", "a"), ("activate", "b")]
+    # Without a current key nothing can sign: the first key is never held back.
+    assert [a.kind for a in plan([], T0, TIMINGS, published=frozenset())] == ["create_current"]
+
+
+def test_cell_kids_name_their_region() -> None:
+    assert new_kid(T0, "eu-west-1").startswith("eu-west-1.20")
+    assert "." not in new_kid(T0)
 
 
 def test_plan_without_current_activates_a_pending_next_key() -> None:

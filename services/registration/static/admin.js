@@ -84,13 +84,54 @@
       });
   }
 
+  function regions() {
+    var names = ($("signed-in").getAttribute("data-regions") || "").split(" ");
+    return names.filter(function (name) { return name !== ""; });
+  }
+
+  // Where the LMS's launches and check-ins are kept: one region's cell, or any (Canvas).
+  function regionControl(p) {
+    var line = el("p");
+    var id = "region-" + p.id;
+    var label = el("label", T.region_label);
+    label.htmlFor = id;
+    line.appendChild(label);
+    line.appendChild(document.createTextNode(" "));
+    var select = el("select");
+    select.id = id;
+    var any = el("option", T.region_any_option);
+    any.value = "";
+    select.appendChild(any);
+    regions().forEach(function (name) {
+      var option = el("option", name);
+      option.value = name;
+      select.appendChild(option);
+    });
+    select.value = p.region || "";
+    line.appendChild(select);
+    line.appendChild(document.createTextNode(" "));
+    var save = el("button", T.region_save, "secondary");
+    save.type = "button";
+    save.addEventListener("click", function () {
+      api("PUT", "/api/admin/platforms/" + p.id + "/region",
+          { region: select.value || null }).then(function (r) {
+        status(r.ok ? fmt("region_saved", { region: select.value || T.region_any }) : errorText(r));
+        loadAll();
+      });
+    });
+    line.appendChild(save);
+    return line;
+  }
+
   function renderPlatform(p) {
     var box = el("section", null, "platform");
     box.appendChild(el("h3", (p.name || p.issuer) + " · " + p.product));
     var facts = el("p", null, "meta");
     facts.textContent = fmt("facts", { issuer: p.issuer, client_id: p.client_id, method: p.registration_method,
-      policy: p.deployment_policy, environment: p.environment });
+      policy: p.deployment_policy, environment: p.environment }) + " · " +
+      fmt("region_fact", { region: p.region || T.region_any });
     box.appendChild(facts);
+    if (regions().length > 1) { box.appendChild(regionControl(p)); }
     var missing = p.not_granted_summary || [];
     if (missing.length) {
       var warning = el("div", null, "warning");
@@ -108,7 +149,7 @@
       var row = el("tr");
       row.appendChild(el("td", d.deployment_id + (d.label ? " (" + d.label + ")" : "")));
       row.appendChild(el("td", d.status, "status-" + d.status));
-      row.appendChild(el("td", d.source));
+      row.appendChild(el("td", d.source + (d.seen_in ? " (" + d.seen_in.join(", ") + ")" : "")));
       var actions = el("td");
       if (d.status !== "active") {
         var approve = el("button", T.approve);
