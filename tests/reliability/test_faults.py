@@ -29,6 +29,7 @@ from services.launch import app as launch_service
 from shared import tasks as shared_tasks
 from shared.db import POOL_KEY
 from shared.events import topics
+from shared.kafka import ensure_topics
 from shared.settings import load_settings
 from shared.web import SETTINGS_KEY, base_app
 from tests.conftest import Infra
@@ -286,6 +287,7 @@ async def test_postgres_outage_under_launches_and_answers(
     infra: Infra,
     durable_postgres: EmbeddedPostgres,
     own_db: tuple[str, asyncpg.Pool],
+    own_broker: EmbeddedBroker,
     canvas: FakePlatform,
     scenario: str,
     immediate: bool,
@@ -303,11 +305,16 @@ async def test_postgres_outage_under_launches_and_answers(
     """
     url, pool = own_db
     assert await durability_of(pool) == "durable"
-    stack, exits = await start_stack(infra, pool, database_url=url, **LOAD_SETTINGS)
+    # Its own database and its own broker: a deployment of its own, whose work consumers are
+    # the only members of their groups (sharing the suite's broker, the roster consumer joined
+    # the suite's group and could wait out another test's departing member).
+    own = {"database_url": url, "kafka_bootstrap_servers": own_broker.bootstrap_servers}
+    await ensure_topics(infra.settings(**own), topics.ALL)
+    stack, exits = await start_stack(infra, pool, **own, **LOAD_SETTINGS)
     started = time.monotonic()
     try:
         course = await open_course(stack, canvas, learners=3)
-        load = Load(course, infra.settings(database_url=url))
+        load = Load(course, infra.settings(**own))
         async with aiohttp.ClientSession() as probe:
 
             async def all_ready(status: int) -> bool:
