@@ -26,7 +26,30 @@ def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
     known: LaunchIdentity | None = request.get(_IDENTITY_KEY)
     if known is not None:
         return known
-    who = _verify(request, tokens)
+    header = request.headers.get("Authorization", "")
+    scheme, __, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            _("This request has no launch token."), code="launch_token_missing", hint=RELAUNCH
+        )
+    who = verify(request, tokens, token)
+    request[_IDENTITY_KEY] = who
+    return who
+
+
+def verify(request: web.Request, tokens: LaunchTokens, token: str) -> LaunchIdentity:
+    """A launch token (from the ``Authorization`` header or a form) verified for this region's
+    app; the request's language becomes the launch's."""
+    try:
+        who = tokens.read(token.strip())
+    except InvalidToken as exc:
+        if exc.reason == "expired":
+            raise Unauthorized(
+                _("Your Attune session has expired."), code="launch_token_expired", hint=RELAUNCH
+            ) from None
+        raise Unauthorized(
+            _("This launch token is not valid."), code="launch_token_invalid", hint=RELAUNCH
+        ) from None
     set_language(request, who.language)  # the API's messages speak the launch's language
     if who.region != request.app[SETTINGS_KEY].region:
         # Issued by another region's cell: the launch and everything of it are kept there, and
@@ -36,7 +59,6 @@ def identity(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
             code="launch_token_other_region",
             hint=RELAUNCH,
         )
-    request[_IDENTITY_KEY] = who
     return who
 
 
@@ -52,23 +74,3 @@ async def language_middleware(request: web.Request, handler: Handler) -> web.Str
         except Unauthorized:
             pass
     return await handler(request)
-
-
-def _verify(request: web.Request, tokens: LaunchTokens) -> LaunchIdentity:
-    header = request.headers.get("Authorization", "")
-    scheme, __, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized(
-            _("This request has no launch token."), code="launch_token_missing", hint=RELAUNCH
-        )
-    try:
-        who = tokens.read(token.strip())
-    except InvalidToken as exc:
-        if exc.reason == "expired":
-            raise Unauthorized(
-                _("Your Attune session has expired."), code="launch_token_expired", hint=RELAUNCH
-            ) from None
-        raise Unauthorized(
-            _("This launch token is not valid."), code="launch_token_invalid", hint=RELAUNCH
-        ) from None
-    return who

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from services.checkins import emotions, queries
+from services.checkins.auth import RELAUNCH, verify
 from services.checkins.keys import PAGES_KEY, TOKENS_KEY
 from services.checkins.queries import Course
 from shared.db import POOL_KEY
@@ -28,7 +29,7 @@ from shared.errors import AttuneError, Forbidden, NotFound, Unauthorized, Unavai
 from shared.forms import read_form
 from shared.i18n.catalogues import _
 from shared.i18n.jinja import page_context
-from shared.i18n.web import set_language
+from shared.i18n.web import request_language
 from shared.identifiers import row_id
 from shared.keys.signer import SIGNER_KEY
 from shared.logs import get_logger
@@ -36,7 +37,6 @@ from shared.lti import claims as C
 from shared.lti.frame import frame_ancestors
 from shared.lti.launch_token import LaunchIdentity
 from shared.lti.wiring import URLS_KEY, framed_by
-from shared.signing import InvalidToken
 from shared.web import HTML_SECURITY_HEADERS, SETTINGS_KEY
 
 log = get_logger(__name__)
@@ -46,17 +46,6 @@ CONTENT_ITEMS = "https://purl.imsglobal.org/spec/lti-dl/claim/content_items"
 DL_DATA = "https://purl.imsglobal.org/spec/lti-dl/claim/data"
 RESPONSE_LIFETIME_S = 300
 TITLE_MAX = 255
-RELAUNCH = _("Open Attune again from your course in the LMS to continue.")
-
-
-def _identity(token: str, request: web.Request) -> LaunchIdentity:
-    try:
-        return request.app[TOKENS_KEY].read(token.strip())
-    except InvalidToken as exc:
-        code = "launch_token_expired" if exc.reason == "expired" else "launch_token_invalid"
-        raise Unauthorized(
-            _("Your Attune session is not valid any more."), code=code, hint=RELAUNCH
-        ) from None
 
 
 async def response_claims(
@@ -97,8 +86,8 @@ async def deep_link_return(request: web.Request) -> web.Response:
         raise Unauthorized(
             _("This request has no launch token."), code="launch_token_missing", hint=RELAUNCH
         )
-    who = _identity(token, request)
-    lang = set_language(request, who.language)
+    who = verify(request, request.app[TOKENS_KEY], token)
+    lang = request_language(request)
     if who.deep_link is None:
         raise Forbidden(
             _("This launch was not a request to add content."), code="deep_linking_not_requested"

@@ -152,6 +152,14 @@ async def test_each_region_redirects_to_its_own_launch_url(
             )
             assert me.status == status
         assert (await me.json())["error"]["code"] == "launch_token_other_region"
+        # The deep-linking return page reads its token from a form: the same rule.
+        page = await b.post(
+            f"{here}/app/deep-link",
+            data={"lt": tokens[there], "checkin_id": "1"},
+            headers={"Accept": "application/json"},
+        )
+        assert page.status == 401
+        assert (await page.json())["error"]["code"] == "launch_token_other_region"
     rows = await stack.pool.fetch(
         "SELECT region FROM launches WHERE platform_id = $1 ORDER BY created_at", platform_id
     )
