@@ -129,7 +129,6 @@ EN: dict[str, str] = {
         "identified check-ins."
     ),
     "teacher.attention_none": "Nobody right now.",
-    "teacher.notes": "Notes",
     "teacher.notes_anonymous": "Notes, in alphabetical order, without names or feelings",
     "teacher.results_none": (
         "No results: fewer than {group} students answered, and showing their answers would "

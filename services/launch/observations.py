@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from shared.cells.sightings import observed_event
+from shared.cells.sightings import MAX_ORIGINS, observed_event
 from shared.db import DB_ERRORS
 from shared.events import outbox, topics
 from shared.events.envelope import Event
@@ -37,7 +37,7 @@ from shared.lti.launch import VerifiedLaunch
 
 log = get_logger(__name__)
 
-MAX_LEARNED = 10
+MAX_LEARNED = MAX_ORIGINS  # deployment_observations CHECK (migration 0014)
 MAX_REMEMBERED = 100_000
 SOURCE = "launch"
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from shared.settings import Settings
 
 ENVIRONMENTS = ("production", "beta", "test")
-OPENID_CONFIGURATION_PATH = "/api/lti/security/openid-configuration"
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,6 @@ class HostedCanvas:
     @property
     def token_url(self) -> str:
         return f"{self.sso}/login/oauth2/token"
-
-    @property
-    def openid_configuration_url(self) -> str:
-        return self.issuer + OPENID_CONFIGURATION_PATH
 
     def endpoints(self) -> dict[str, str]:
         """The documented endpoints by registration field name."""
@@ -126,9 +121,6 @@ class CanvasClouds:
             if other.cloud == canvas.cloud and other.environment == "production":
                 return other
         return canvas
-
-    def environments(self) -> tuple[HostedCanvas, ...]:
-        return tuple(self._by_issuer.values())
 
 
 DEFAULT_CLOUDS = CanvasClouds()

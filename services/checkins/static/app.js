@@ -157,9 +157,6 @@
     svg.appendChild(svgNode("path", { d: "M5 10.5 L8.5 14 L15 6.5", class: "check-tick" }));
     return svg;
   }
-  function faceBadge(band) {
-    return el("span", { class: "face-badge b" + band }, [faceSvg(band, 28), " " + T["face." + band]]);
-  }
 
   // --- charts: HTML tables drawn as bars (text on a plain background, 14 px at every width;
   // a caption names each one) --------------------------------------------------------------
