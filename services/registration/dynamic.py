@@ -306,9 +306,11 @@ async def _finish(request: web.Request) -> web.Response:
         "registration_endpoint": config.registration_endpoint,
     }
     if who.code is not None:
-        await store.check_reregistration(
+        kept = await store.check_reregistration(
             app[POOL_KEY], who.code, config.issuer, actor=who.actor, details=origin
         )
+        if kept is not None and region is not None:
+            region = kept  # a re-registration keeps the region (the admin page moves it)
     noted = await _check_keys(request, config)
 
     body = registration_request(

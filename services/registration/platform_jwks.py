@@ -1,5 +1,6 @@
 """The platform's public keys as registration sees them: fetched when reachable, judged by the
-rule launches use (``shared.jose.prepare_key``: RS256 signature keys, RSA of 2048 bits or more).
+rule launches use (``shared.lti.platform_keys.parse_jwks``: RS256 signature keys with a kid, RSA of
+2048 bits or more).
 
 Both manual and dynamic registration refuse a key set without one usable key, and say so when
 the only RSA keys are too short. An unreachable key set is not a refusal (launches fetch it
@@ -14,10 +15,9 @@ from typing import Any, Literal
 
 from services.registration import outbound
 from shared.http import OutboundError, OutboundHttp
-from shared.jose import UnusableJwk, WeakJwk, prepare_key
+from shared.lti.platform_keys import parse_jwks
 
 MAX_JWKS_BYTES = 128 * 1024
-MAX_KEYS = 100
 
 Problem = Literal["private_address", "not_jwks", "no_rs256_key", "weak_keys_only"]
 
@@ -30,24 +30,14 @@ class Judgement:
 
 
 def judge(jwks: object) -> Judgement:
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+    try:
+        usable, weak = parse_jwks(jwks)
+    except ValueError:
         return Judgement("not_jwks")
-    usable = 0
-    weak: list[str] = []
-    for item in jwks["keys"][:MAX_KEYS]:
-        if not isinstance(item, dict):
-            continue
-        try:
-            prepare_key(item)
-            usable += 1
-        except WeakJwk:
-            kid = item.get("kid")
-            weak.append(kid[:100] if isinstance(kid, str) else "(no kid)")
-        except UnusableJwk:
-            continue
+    weak_kids = sorted(kid[:100] for kid in weak)
     if usable:
-        return Judgement(weak_kids=weak)
-    return Judgement("weak_keys_only" if weak else "no_rs256_key", weak_kids=weak)
+        return Judgement(weak_kids=weak_kids)
+    return Judgement("weak_keys_only" if weak else "no_rs256_key", weak_kids=weak_kids)
 
 
 async def check(

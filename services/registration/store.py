@@ -98,15 +98,18 @@ async def check_install_code(pool: asyncpg.Pool, code_hash: bytes) -> InstallCod
 
 async def check_reregistration(
     pool: asyncpg.Pool, code: InstallCode, issuer: str, *, actor: str, details: dict[str, Any]
-) -> None:
+) -> str | None:
     """Before anything is sent to the platform: a re-registration code is only good for the
-    issuer of the platform it was issued for (and that platform must still exist)."""
+    issuer of the platform it was issued for (and that platform must still exist). Returns
+    that platform's region (a re-registration keeps it; the admin page moves a platform)."""
     if code.for_platform_id is None:
-        return
-    async with pool.acquire() as conn:
-        target = await queries.get_platform(conn, code.for_platform_id)
+        return None
+    target = await pool.fetchrow(
+        "SELECT issuer, region FROM platforms WHERE id = $1", code.for_platform_id
+    )
     if target is not None and target["issuer"] == issuer:
-        return
+        region: str | None = target["region"]
+        return region
     detail = (
         "the registration it was issued for no longer exists"
         if target is None

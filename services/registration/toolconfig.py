@@ -209,14 +209,10 @@ def login_and_redirects(urls: ToolUrls, region: str | None) -> tuple[str, list[s
     return urls.login_url(region), [urls.launch_url(region)]
 
 
-def labels(text: Text, settings: Settings, *, tags: Sequence[str] | None = None) -> dict[str, str]:
-    """``text`` in every language, by language tag (``tags``: the LMS's own tag for each of
-    Attune's languages, in the same order; BCP 47 by default)."""
+def labels(text: Text, settings: Settings) -> dict[str, str]:
+    """``text`` in every language, by BCP 47 language tag."""
     tool = settings.tool_name
-    return {
-        tag: translate(_(text.msgid, tool=tool), lang)
-        for tag, lang in zip(tags or [lang.tag for lang in LANGUAGES], LANGUAGES, strict=True)
-    }
+    return {lang.tag: translate(_(text.msgid, tool=tool), lang) for lang in LANGUAGES}
 
 
 def registration_request(
@@ -400,15 +396,13 @@ def canvas_regions(urls: ToolUrls) -> dict[str, str]:
     return {r: urls.login_url(r) for r in urls.regions if r in CANVAS_AWS_REGIONS}
 
 
-# Canvas's locale for each of Attune's languages (Canvas picks ``labels[locale]``, then
-# ``labels[the locale's language]``, then ``text``: ContextExternalTool#label_for). Canvas's
-# Portuguese is European ("pt") and Brazilian ("pt-BR"); both read Attune's pt-BR. Its Chinese
-# are "zh-Hans" and "zh-Hant": no "zh" key, so Traditional readers are not given Simplified.
-CANVAS_LOCALES = ("en", "es", "fr", "de", "pt-BR", "nl", "ar", "zh-Hans")
-
-
 def canvas_labels(text: Text, settings: Settings) -> dict[str, str]:
-    found = labels(text, settings, tags=CANVAS_LOCALES)
+    """Labels by Canvas locale (Canvas picks ``labels[locale]``, then ``labels[the locale's
+    language]``, then ``text``: ContextExternalTool#label_for). Canvas's locales are BCP 47
+    tags like Attune's. Portuguese is European ("pt") and Brazilian ("pt-BR"): both read
+    Attune's pt-BR. Its Chinese are "zh-Hans" and "zh-Hant": no "zh" key, so Traditional
+    readers are not given Simplified."""
+    found = labels(text, settings)
     found["pt"] = found["pt-BR"]
     return found
 

@@ -16,8 +16,8 @@ from shared.lti.urls import ToolUrls
 
 MAX_PARAM = 4096
 MAX_AUTH_PREFIXES = 50_000
-_STORAGE_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_INFO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_STORAGE_TARGET = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_INFO = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def parse_login(params: Mapping[str, str]) -> LoginRequest:
     elif other is not None and other != deployment_id:
         raise errors.login_bad_param("deployment_id")
     storage = get("lti_storage_target")
-    if storage is not None and not _STORAGE_TARGET.match(storage):
+    if storage is not None and not _STORAGE_TARGET.fullmatch(storage):
         raise errors.login_bad_param("lti_storage_target")
     return LoginRequest(
         issuer=issuer,
@@ -106,7 +106,7 @@ def parse_login(params: Mapping[str, str]) -> LoginRequest:
 def _informational(value: object) -> str | None:
     """A value kept for logs only: None unless it has the expected shape, never a reason to
     refuse the login."""
-    return value if isinstance(value, str) and _INFO.match(value) else None
+    return value if isinstance(value, str) and _INFO.fullmatch(value) else None
 
 
 class LoginFlow:

@@ -109,7 +109,7 @@ class PlatformKeys:
     async def _fetch(self, url: str, entry: _Entry) -> None:
         try:
             document = await self._http.get_json(url)
-            keys, weak = _parse(document)
+            keys, weak = parse_jwks(document)
         except (OutboundError, ValueError) as exc:
             self._count("fetch_failed")
             log.warning(
@@ -134,8 +134,9 @@ class PlatformKeys:
             self._metrics.platform_jwks.labels(self._metrics.service, outcome).inc()
 
 
-def _parse(document: Any) -> tuple[dict[str, Key], frozenset[str]]:
-    """(usable keys by kid, kids of RSA keys too short to use)."""
+def parse_jwks(document: Any) -> tuple[dict[str, Key], frozenset[str]]:
+    """(usable keys by kid, kids of RSA keys too short to use): what launches can verify with
+    (a key without a kid is never chosen; registration judges key sets by this too)."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWK set")
     keys: dict[str, Key] = {}

@@ -1627,6 +1627,9 @@ LOGIN_REFUSALS = [
         {"lti_storage_target": "a" * 65}, 400, "login_bad_param", id="storage-target-long"
     ),
     pytest.param(
+        {"lti_storage_target": "_parent\n"}, 400, "login_bad_param", id="storage-target-newline"
+    ),
+    pytest.param(
         {"deployment_id": "another-deployment"}, 400, "login_bad_param", id="deployment-ids-differ"
     ),
     pytest.param(

@@ -244,6 +244,33 @@ async def test_moodle_dynamic_registration_in_the_region_chosen(
         refused = await login(b, home.url, moodle.lms, moodle.client, headers=JSON)
         assert await error_code(refused) == "platform_other_region"
 
+    # Moodle's "Update" with a re-registration code, the page's choice left as it opens (the
+    # home region): the registration keeps its region, and Moodle keeps signing in there.
+    platform_id, client_id = await env.pool.fetchrow(
+        "SELECT id, client_id FROM platforms WHERE issuer = $1", moodle.issuer
+    )
+    update_code, _ = await create_install_code(
+        env.pool, label="update", ttl_s=3600, for_platform_id=platform_id
+    )
+    moodle.fixed_client_id = client_id
+    moodle.new_token()
+    resp, page = await open_install_page(env.session, env.url, moodle)
+    assert resp.status == 200, page
+    again = await env.session.post(
+        f"{env.url}/lti/register",
+        data=[
+            ("form", form_value(page)),
+            ("placement", "activity_chooser"),
+            ("install_code", update_code),
+            ("region", home.name),
+        ],
+    )
+    assert again.status == 200, await again.text()
+    assert moodle.registrations[-1]["initiate_login_uri"] == f"{eu.url}/lti/login"
+    assert await env.pool.fetchval("SELECT region FROM platforms WHERE id = $1", platform_id) == (
+        eu.name
+    )
+
 
 async def test_canvas_dynamic_registration_then_launch_new_deployment(
     env: Env, canvas: RegistrationPlatform

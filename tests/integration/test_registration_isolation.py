@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -469,6 +469,28 @@ async def test_admin_token_reregistration_is_audited_with_its_changes(
             "auth_url": [moodle.lms.auth_url, moodle.lms.auth_url + "?moved=1"],
             "token_url": [moodle.lms.token_url, moodle.lms.token_url + "?moved=1"],
         }
+
+
+async def test_platform_keys_without_a_kid_refused_at_dynamic_registration(
+    env: Env, moodle: RegistrationPlatform
+) -> None:
+    """Launches pick the platform's key by the token's kid: a key set whose only RS256 key has
+    no kid would register and then refuse every launch (jwt_kid_unknown)."""
+    key = new_key()
+    nameless = {k: v for k, v in key.public_jwk.items() if k != "kid"}
+    moodle.lms.keys = [replace(key, public_jwk=nameless)]
+    code, _ = await env.code("no-kid")
+    status, body = await _json_register(env, moodle, code)
+    assert (status, body["error"]["code"]) == (400, "platform_jwks_unusable"), body
+    assert moodle.registrations == []
+    assert not await env.pool.fetchval(
+        "SELECT count(*) FROM platforms WHERE issuer = $1", moodle.issuer
+    )
+    # Control: the same key with its kid registers.
+    moodle.lms.keys = [key]
+    moodle.new_token()
+    done, text = await _register(env, moodle, code, [])
+    assert done.status == 200, text
 
 
 async def test_platform_keys_under_2048_bits_refused_at_dynamic_registration(
