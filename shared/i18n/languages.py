@@ -71,8 +71,11 @@ def match(tag: object) -> Language | None:
         subtags = subtags[: subtags.index("x")]
     if not subtags or not _PRIMARY.match(subtags[0]) or not all(map(_SUBTAG.match, subtags)):
         return None
-    if subtags[0] == "zh" and _TRADITIONAL_CHINESE.intersection(subtags[1:]):
-        return None
+    if subtags[0] == "zh":
+        # Chinese goes by script: a named script decides (zh-Hans-HK is Simplified), else the
+        # region says which script its readers use.
+        if "hans" not in subtags[1:] and _TRADITIONAL_CHINESE.intersection(subtags[1:]):
+            return None
     for n in range(len(subtags), 0, -1):
         found = _BY_LOWER.get("-".join(subtags[:n]))
         if found is not None:

@@ -46,6 +46,8 @@ from shared.i18n.languages import ENGLISH, accept_language, match, negotiate
         ("zh_tw", None),
         ("zh-HK", None),
         ("zh-Hant-TW", None),
+        ("zh-Hans-HK", "zh-Hans"),  # a named script decides, not the region
+        ("zh_Hans_TW", "zh-Hans"),
         # Languages Attune does not speak, and nonsense
         ("ja", None),
         ("sv-x-k12", None),
