@@ -191,7 +191,7 @@ class Settings(BaseModel):
         "In the home region: the Kafka brokers of every other cell, as region=host:port[,"
         "host:port] entries separated by semicolons (eu-west-1=kafka.eu:9093;ap-southeast-2="
         "kafka.ap:9093). The home region reads the cells' public keys (jwks) and deployment "
-        "sightings (registration) from them. Unset: no other cells.",
+        "sightings and observations (registration) from them. Unset: no other cells.",
         default=None,
     )
     cell_kafka_security_protocol: KafkaSecurityProtocol = _env(
