@@ -29,7 +29,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -799,65 +799,79 @@ def _medians(values: list[tuple[float, ...]]) -> list[float]:
     return [statistics.median(v[i] for v in values) for i in range(len(values[0]))]
 
 
-def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
+Row = dict[str, Any]
+
+
+def _round_ratios(
+    rows: list[Row],
+    *,
+    base: str,
+    compared: Callable[[Row], bool],
+    ratio: Callable[[Row, Row], tuple[float, ...]],
+    label: str = "",
+) -> list[str]:
+    """One line per compared row: its ratios to the ``base`` tool's row of the same concurrency
+    and round (the run right next to it); then, per concurrency, the median of the rounds."""
+    bases = {(r["concurrency"], r.get("round")): r for r in rows if r["tool"] == base}
+    lines: list[str] = []
+    ratios: dict[int, list[tuple[float, ...]]] = {}
+    for r in rows:
+        b = bases.get((r["concurrency"], r.get("round")))
+        if b is None or not compared(r):
+            continue
+        values = ratio(r, b)
+        ratios.setdefault(r["concurrency"], []).append(values)
+        lines.append(_ratio_line(f"{r['concurrency']}{label} | {r.get('round', 1)}", values))
+    for c, values in ratios.items():
+        lines.append(_ratio_line(f"{c}{label} | **median**", _medians(values), bold=True))
+    return lines
+
+
+def _cell_table(rows: list[Row]) -> list[str]:
     """Per round: the cell (registrations mirrored across the WAN link) ÷ the single-region
     launch run right before it; then the median of the rounds."""
-    single = {(r["concurrency"], r.get("round")): r for r in rows if r["tool"] == "attune"}
-    lines = [
+    return [
         "",
         "| c | round | launch p99 cell ÷ single | CPU per launch cell ÷ single "
         "| throughput cell ÷ single | generator CPU cell ÷ single (same work: noise) |",
         "|---|---|---|---|---|---|",
+        *_round_ratios(
+            rows,
+            base="attune",
+            compared=lambda r: r["tool"] == "attune-cell",
+            ratio=lambda c, s: (
+                c["ms"]["launch"][99] / s["ms"]["launch"][99],
+                tool_cpu(c) / tool_cpu(s),
+                c["launches_per_s"] / s["launches_per_s"],
+                c["cpu_ms_per_launch"]["generator"] / s["cpu_ms_per_launch"]["generator"],
+            ),
+        ),
     ]
-    ratios: dict[int, list[tuple[float, float, float, float]]] = {}
-    for c in rows:
-        s = single.get((c["concurrency"], c.get("round")))
-        if c["tool"] != "attune-cell" or s is None:
-            continue
-        ratio = (
-            c["ms"]["launch"][99] / s["ms"]["launch"][99],
-            tool_cpu(c) / tool_cpu(s),
-            c["launches_per_s"] / s["launches_per_s"],
-            c["cpu_ms_per_launch"]["generator"] / s["cpu_ms_per_launch"]["generator"],
-        )
-        ratios.setdefault(c["concurrency"], []).append(ratio)
-        lines.append(_ratio_line(f"{c['concurrency']} | {c.get('round', 1)}", ratio))
-    for level, values in ratios.items():
-        lines.append(_ratio_line(f"{level} | **median**", _medians(values), bold=True))
-    return lines
 
 
-def _peer_table(rows: list[dict[str, Any]]) -> list[str]:
+def _peer_table(rows: list[Row]) -> list[str]:
     """Per round: Attune ÷ the peer run right after it; then the median of the rounds."""
-    attune = {(r["concurrency"], r.get("round")): r for r in rows if r["tool"] == "attune"}
-    lines = [
+    return [
         "",
         "| c | round | throughput Attune ÷ pylti1p3 | CPU per launch pylti1p3 ÷ Attune "
         "| launch p99 pylti1p3 ÷ Attune | generator CPU pylti1p3 ÷ Attune |",
         "|---|---|---|---|---|---|",
+        *_round_ratios(
+            rows,
+            base="attune",
+            compared=lambda r: not r["tool"].startswith("attune"),
+            ratio=lambda b, a: (
+                a["launches_per_s"] / b["launches_per_s"],
+                tool_cpu(b) / tool_cpu(a),
+                b["ms"]["launch"][99] / a["ms"]["launch"][99],
+                b["cpu_ms_per_launch"]["generator"] / a["cpu_ms_per_launch"]["generator"],
+            ),
+        ),
     ]
-    ratios: dict[int, list[tuple[float, float, float, float]]] = {}
-    for b in rows:
-        a = attune.get((b["concurrency"], b.get("round")))
-        if b["tool"].startswith("attune") or a is None:
-            continue
-        ratio = (
-            a["launches_per_s"] / b["launches_per_s"],
-            tool_cpu(b) / tool_cpu(a),
-            b["ms"]["launch"][99] / a["ms"]["launch"][99],
-            b["cpu_ms_per_launch"]["generator"] / a["cpu_ms_per_launch"]["generator"],
-        )
-        ratios.setdefault(b["concurrency"], []).append(ratio)
-        lines.append(_ratio_line(f"{b['concurrency']} | {b.get('round', 1)}", ratio))
-    for c, values in ratios.items():
-        if len(values) > 1:
-            lines.append(_ratio_line(f"{c} | **median**", _medians(values), bold=True))
-    return lines
 
 
-def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
+def _scale_table(rows: list[Row]) -> list[str]:
     """Per round: big store ÷ the small case run right before it; then the median."""
-    by_key = {(r["tool"], r["concurrency"], r.get("round")): r for r in rows}
     big = [r for r in rows if r["tool"] == "attune-scale"]
     store = big[-1].get("store", {})
     lines = [
@@ -876,23 +890,18 @@ def _scale_table(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for tool, label in (("attune-scale", "at rest"), ("attune-scale+purge", "while purging")):
-        ratios: dict[int, list[tuple[float, float, float, float]]] = {}
-        for r in rows:
-            if r["tool"] != tool:
-                continue
-            small = by_key.get(("attune-small", r["concurrency"], r.get("round")))
-            if small is None:
-                continue
-            ratio = (
+        lines += _round_ratios(
+            rows,
+            base="attune-small",
+            compared=lambda r, tool=tool: r["tool"] == tool,
+            ratio=lambda r, small: (
                 tool_cpu(r) / tool_cpu(small),
                 r["ms"]["launch"][99] / small["ms"]["launch"][99],
                 r["ms"]["login"][99] / small["ms"]["login"][99],
                 r["cpu_ms_per_launch"]["generator"] / small["cpu_ms_per_launch"]["generator"],
-            )
-            ratios.setdefault(r["concurrency"], []).append(ratio)
-            lines.append(_ratio_line(f"{r['concurrency']} | {label} | {r['round']}", ratio))
-        for c, values in ratios.items():
-            lines.append(_ratio_line(f"{c} | {label} | **median**", _medians(values), bold=True))
+            ),
+            label=f" | {label}",
+        )
     return lines
 
 
