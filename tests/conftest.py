@@ -37,6 +37,7 @@ from tests.tmpdirs import RunDirectory, open_run_directory
 
 if TYPE_CHECKING:
     from tests.fakes.platform import FakePlatform
+    from tests.fakes.registration_platform import RegistrationPlatform
     from tests.lti_support import LtiStack
 
 
@@ -273,4 +274,22 @@ async def moodle() -> AsyncIterator[FakePlatform]:
     from tests.lti_support import platform_server
 
     async for p in platform_server("moodle"):
+        yield p
+
+
+@pytest.fixture
+async def moodle_registration() -> AsyncIterator[RegistrationPlatform]:
+    """A fake Moodle of this test's own that registers Attune dynamically."""
+    from tests.fakes.registration_platform import registration_platform
+
+    async for p in registration_platform("moodle"):
+        yield p
+
+
+@pytest.fixture
+async def canvas_registration() -> AsyncIterator[RegistrationPlatform]:
+    """A fake Canvas of this test's own that registers Attune dynamically."""
+    from tests.fakes.registration_platform import registration_platform
+
+    async for p in registration_platform("canvas"):
         yield p

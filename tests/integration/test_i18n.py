@@ -23,7 +23,6 @@ from tests.fakes.platform import FakePlatform, query_of
 from tests.fakes.registration_platform import (
     RegistrationPlatform,
     form_value,
-    registration_platform,
 )
 from tests.lti_support import (
     LtiStack,
@@ -222,18 +221,6 @@ async def test_error_pages_outside_a_launch_follow_accept_language(
 async def env(infra: Infra, pool: asyncpg.Pool) -> AsyncIterator[RegistrationEnv]:
     async for e in registration_env(infra, pool, ("us-east-1",)):
         yield e
-
-
-@pytest.fixture
-async def moodle_registration() -> AsyncIterator[RegistrationPlatform]:
-    async for p in registration_platform("moodle"):
-        yield p
-
-
-@pytest.fixture
-async def canvas_registration() -> AsyncIterator[RegistrationPlatform]:
-    async for p in registration_platform("canvas"):
-        yield p
 
 
 async def register_in(
