@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ import asyncpg
 from aiohttp import web
 from yarl import URL
 
-from devstack.embedded import free_port
 from devstack.gateway import create_gateway
 from services.checkins.app import create_app as checkins_app
 from services.launch.app import create_app as launch_app
@@ -157,12 +157,24 @@ def browser(headers: dict[str, str] | None = None) -> Browser:
     return Browser(headers)
 
 
-async def _serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+async def _serve(
+    app: web.Application, sock: socket.socket | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on 127.0.0.1: on a new port, or on ``sock`` (bound already)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", 0) if sock is None else web.SockSite(runner, sock)
     await site.start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _bound_socket() -> socket.socket:
+    """A socket bound to a port of its own, held until a server takes it: a port chosen and
+    released first may be given to another listener or connection before the server binds."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 async def start_stack(
@@ -176,7 +188,13 @@ async def start_stack(
     """``host="localhost"`` puts the tool on a different site than the fake LMS
     (127.0.0.1), as a real LMS iframe is."""
     exits = AsyncExitStack()
-    regions = [Region(name, f"http://{host}:{free_port()}") for name in region_names]
+    sockets = [_bound_socket() for _ in region_names]
+    for sock in sockets:
+        exits.callback(sock.close)
+    regions = [
+        Region(name, f"http://{host}:{sock.getsockname()[1]}")
+        for name, sock in zip(region_names, sockets, strict=True)
+    ]
     region_map = ",".join(f"{r.name}={r.url}" for r in regions)
     public = regions[0].url
     stack = LtiStack(regions=regions, settings={}, pool=pool)
@@ -187,7 +205,7 @@ async def start_stack(
     # the rebalance the previous one started, leave the embedded broker's group unable to take
     # a new member, and a later test's consumer would never get a partition).
     exits.push_async_callback(_cleanup_together, together)
-    for region in regions:
+    for region, sock in zip(regions, sockets, strict=True):
         settings = infra.settings(region=region.name, **base)
         stack.settings[region.name] = settings
         upstreams: dict[str, str] = {}
@@ -202,7 +220,7 @@ async def start_stack(
             else:
                 exits.push_async_callback(runner.cleanup)
             upstreams[name] = url
-        gw_runner, _ = await _serve(create_gateway(upstreams), int(URL(region.url).port or 0))
+        gw_runner, _ = await _serve(create_gateway(upstreams), sock)
         exits.push_async_callback(gw_runner.cleanup)
     return stack, exits
 
