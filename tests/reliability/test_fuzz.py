@@ -461,6 +461,17 @@ async def writes_since(pool: asyncpg.Pool, since: Mark) -> Writes:
     ids = {
         r["id"] for r in await pool.fetch("SELECT id FROM checkins WHERE id > $1", since.checkin_id)
     }
+    # The recurrence scheduler creates check-ins on its own (with their ``recurs_from`` event in
+    # the same transaction); its event's seq may be below the mark although it committed after
+    # it (sequence numbers are taken before commit), so look it up by check-in, not by seq.
+    for row in await pool.fetch(
+        "SELECT value FROM outbox WHERE event_type = 'checkin.created' AND "
+        "(convert_from(value, 'UTF8')::jsonb #>> '{data,checkin_id}')::bigint = any($1::bigint[])",
+        sorted(ids),
+    ):
+        data = json.loads(row["value"])["data"]
+        if "recurs_from" in data:
+            ids.discard(data["checkin_id"])
     events = []
     for row in await pool.fetch(
         "SELECT event_type, value FROM outbox WHERE seq > $1 ORDER BY seq", since.seq
