@@ -27,6 +27,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
@@ -118,6 +119,9 @@ class RegistrationPlatform:
     registration_authorizations: list[str | None] = field(default_factory=list)
     used_tokens: set[str] = field(default_factory=set)
     clients: list[Client] = field(default_factory=list)
+    # When this platform started: its issuer is its address, and an earlier test's platform may
+    # have had the same port (so the same issuer) in the test database.
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     _runner: web.AppRunner | None = None
 
     # --- addresses -----------------------------------------------------------------------------
@@ -165,6 +169,7 @@ class RegistrationPlatform:
     # --- server --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.started_at = datetime.now(UTC)
         self.lms = FakePlatform(self.flavour)
         await self.lms.start()
         app = web.Application(client_max_size=1024 * 1024)

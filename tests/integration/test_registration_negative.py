@@ -100,16 +100,16 @@ async def assert_refused(resp: aiohttp.ClientResponse, status: int, code: str) -
     return str(body["error"]["message"])
 
 
-async def assert_nothing_stored(env: Env, issuer: str | None = None) -> None:
-    if issuer is not None:
-        assert (
-            await env.pool.fetchval("SELECT count(*) FROM platforms WHERE issuer = $1", issuer) == 0
+async def assert_nothing_stored(env: Env, platform: RegistrationPlatform | None = None) -> None:
+    if platform is not None:
+        # Since it started: its issuer is its address, which an earlier test's platform may
+        # have had.
+        issuer, since = platform.issuer, platform.started_at
+        assert not await env.pool.fetchval(
+            "SELECT count(*) FROM platforms WHERE issuer = $1 AND created_at >= $2", issuer, since
         )
-        assert (
-            await env.pool.fetchval(
-                "SELECT count(*) FROM registration_audit WHERE issuer = $1", issuer
-            )
-            == 0
+        assert not await env.pool.fetchval(
+            "SELECT count(*) FROM registration_audit WHERE issuer = $1 AND at >= $2", issuer, since
         )
     assert await env.pool.fetchval("SELECT count(*) FROM outbox") == 0
     used = await env.pool.fetchval(
@@ -136,7 +136,7 @@ async def test_missing_registration_token(env: Env, moodle: RegistrationPlatform
     )
     await assert_refused(resp, 400, "registration_token_missing")
     assert moodle.config_requests == 0
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 async def test_missing_openid_configuration(env: Env) -> None:
@@ -154,7 +154,7 @@ async def test_invalid_registration_token(
 ) -> None:
     resp = await start(env, moodle, registration_token=token)
     await assert_refused(resp, 400, "registration_token_invalid")
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 async def test_registration_token_refused_by_platform(
@@ -187,7 +187,7 @@ async def test_registration_token_refused_by_platform(
     )
     await assert_refused(resp, 400, "registration_token_invalid")
     assert len(canvas.registrations) == 1
-    await assert_nothing_stored(env, canvas.issuer)
+    await assert_nothing_stored(env, canvas)
 
 
 # --- where the configuration lives ---------------------------------------------------------------
@@ -245,13 +245,13 @@ async def test_hidden_url_is_revalidated_on_post(secure: Env, listener: Connecti
 async def test_issuer_on_another_site(env: Env, moodle: RegistrationPlatform) -> None:
     moodle.config_mode = "foreign_issuer"
     await assert_refused(await start(env, moodle), 400, "openid_configuration_issuer_mismatch")
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 async def test_oversized_configuration(env: Env, canvas: RegistrationPlatform) -> None:
     canvas.config_mode = "huge"
     await assert_refused(await start(env, canvas), 400, "openid_configuration_too_large")
-    await assert_nothing_stored(env, canvas.issuer)
+    await assert_nothing_stored(env, canvas)
 
 
 @pytest.mark.parametrize("mode", ["not_json", "not_object", "no_registration_endpoint"])
@@ -260,7 +260,7 @@ async def test_malformed_configuration(env: Env, moodle: RegistrationPlatform, m
     message = await assert_refused(await start(env, moodle), 400, "openid_configuration_malformed")
     if mode == "no_registration_endpoint":
         assert "registration_endpoint" in message
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 # --- the platform says no ------------------------------------------------------------------------
@@ -280,7 +280,7 @@ async def test_moodle_rejects_registration(env: Env, moodle: RegistrationPlatfor
     )
     message = await assert_refused(resp, 400, "registration_rejected")
     assert "HTTP 400: missing required attribute client_name" in message
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
     assert len(moodle.registrations) == 1
 
 
@@ -310,7 +310,7 @@ async def test_canvas_rejection_shown_to_admin_sanitised(
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "x" * 400 not in html  # bounded
     assert "\x00" not in html
-    await assert_nothing_stored(env, canvas.issuer)
+    await assert_nothing_stored(env, canvas)
 
 
 async def test_unknown_placement(env: Env, canvas: RegistrationPlatform) -> None:
@@ -325,7 +325,7 @@ async def test_unknown_placement(env: Env, canvas: RegistrationPlatform) -> None
     )
     await assert_refused(resp, 400, "placements_invalid")
     assert canvas.registrations == []
-    await assert_nothing_stored(env, canvas.issuer)
+    await assert_nothing_stored(env, canvas)
 
 
 # --- the signed form -----------------------------------------------------------------------------
@@ -351,7 +351,7 @@ async def test_tampered_and_expired_form(env: Env, moodle: RegistrationPlatform)
         )
         await assert_refused(resp, 400, code)
     assert moodle.registrations == []
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 # --- install codes -------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ async def test_bad_install_codes(
     )
     await assert_refused(resp, status, code)
     assert moodle.registrations == []
-    await assert_nothing_stored(env, moodle.issuer)
+    await assert_nothing_stored(env, moodle)
 
 
 # --- the admin API -------------------------------------------------------------------------------
@@ -456,4 +456,7 @@ async def test_admin_api_refuses_missing_invalid_and_revoked_tokens(env: Env) ->
             resp = await env.session.request(method, f"{env.url}{path}", headers=headers, json=body)
             await assert_refused(resp, 401, code)
     assert await env.pool.fetchval("SELECT count(*) FROM install_codes") == codes_before
-    await assert_nothing_stored(env, "https://moodle.example.org")
+    assert not await env.pool.fetchval(
+        "SELECT count(*) FROM platforms WHERE issuer = 'https://moodle.example.org'"
+    )
+    await assert_nothing_stored(env)
